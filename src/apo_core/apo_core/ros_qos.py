@@ -1,0 +1,28 @@
+"""rclpy QoS profiles for the graph's topics (rclpy imported lazily: apo_core stays ROS-free)."""
+
+from __future__ import annotations
+
+from apo_core.topics import QOS
+
+
+def qos_profile(kind: str, depth: int = 10):
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    if kind == "sensor":
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                          reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+    if kind == "reliable":
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                          reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+    if kind == "latched":
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                          reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    raise ValueError(f"unknown QoS kind {kind!r}")
+
+
+def topic_qos(topic: str, depth: int | None = None):
+    """The profile DESIGN.md gives ``topic``; ``depth`` overrides the history depth (e.g. a recorder)."""
+    if topic not in QOS:
+        raise KeyError(f"no QoS defined for topic {topic!r}")
+    kind, default_depth = QOS[topic]
+    return qos_profile(kind, default_depth if depth is None else depth)

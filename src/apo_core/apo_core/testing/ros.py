@@ -1,0 +1,112 @@
+"""Run real rclpy nodes in-process for tests: an isolated context, an executor thread, waiting helpers.
+
+Usage::
+
+    with RosGraph() as g:
+        node = g.add(MyNode(context=g.context))
+        probe = g.probe_node("probe")
+        ...
+        g.wait_until(lambda: len(received) >= 3, timeout=10)
+
+Shutdown order matters (ENVIRONMENT.md): the executor is shut down and its thread joined before the
+context, otherwise rclpy aborts the process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+
+class RosGraph:
+    def __init__(self, num_threads: int = 4):
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import MultiThreadedExecutor
+
+        self._rclpy = rclpy
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.executor = MultiThreadedExecutor(num_threads=num_threads, context=self.context)
+        self.nodes = []
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        try:
+            self.executor.spin()
+        except Exception:  # context shut down underneath us: expected at teardown
+            pass
+
+    def add(self, node):
+        self.nodes.append(node)
+        self.executor.add_node(node)
+        return node
+
+    def probe_node(self, name: str = "test_probe"):
+        return self.add(self._rclpy.create_node(name, context=self.context))
+
+    @staticmethod
+    def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(interval)
+        raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
+
+    def wait_for_subscribers(self, publisher, count: int = 1, timeout: float = 10.0) -> None:
+        self.wait_until(lambda: publisher.get_subscription_count() >= count, timeout,
+                        what=f"{count} subscriber(s) on {publisher.topic_name}")
+
+    def wait_for_publishers(self, node, topic: str, count: int = 1, timeout: float = 10.0) -> None:
+        self.wait_until(lambda: node.count_publishers(topic) >= count, timeout, what=f"publisher on {topic}")
+
+    def call(self, client, request, timeout: float = 10.0):
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"service {client.srv_name} not available")
+        future = client.call_async(request)
+        self.wait_until(future.done, timeout, what=f"response from {client.srv_name}")
+        return future.result()
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=2.0)
+        self._thread.join(timeout=5.0)
+        for node in self.nodes:
+            try:
+                node.destroy_node()
+            except Exception:
+                pass
+        if self.context.ok():
+            self._rclpy.shutdown(context=self.context)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def start_node_process(module: str, args: list[str] | None = None, env: dict | None = None,
+                       log_path: str | None = None) -> subprocess.Popen:
+    """Start ``python -m module args...`` as its own process group (for kill tests)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    out = open(log_path, "w") if log_path else subprocess.DEVNULL
+    return subprocess.Popen([sys.executable, "-m", module, *(args or [])], env=full_env, stdout=out,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_process(proc: subprocess.Popen, sig=signal.SIGINT, timeout: float = 10.0) -> int:
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            return proc.wait(5)
+    return proc.returncode
