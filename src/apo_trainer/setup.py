@@ -19,6 +19,8 @@ setup(
     python_requires=">=3.10",
     entry_points={
         "console_scripts": [
+            "apo-train = apo_trainer.train:main",
+            "apo-train-bc = apo_trainer.train:main_bc",
         ],
     },
 )
