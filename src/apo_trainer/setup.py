@@ -21,6 +21,7 @@ setup(
         "console_scripts": [
             "apo-train = apo_trainer.train:main",
             "apo-train-bc = apo_trainer.train:main_bc",
+            "apo-convert = apo_trainer.convert:main",
         ],
     },
 )
