@@ -43,7 +43,7 @@ def load_config(cls: type[T], data: dict | None = None, *, where: str = "") -> T
     hints = typing.get_type_hints(cls)
     for key in data:
         if key not in fields:
-            raise ConfigError(_unknown_key_message(key, list(fields), where or cls.__name__))
+            raise ConfigError(_unknown_key_message(key, list(fields), where, cls.__name__))
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(value, hints[name], _join(where, name))
@@ -89,10 +89,11 @@ def parse_dotted_overrides(items: list[str]) -> dict:
     return out
 
 
-def _unknown_key_message(key, valid: list[str], where: str) -> str:
+def _unknown_key_message(key, valid: list[str], where: str, section: str) -> str:
     close = difflib.get_close_matches(str(key), valid, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown config key {_join(where, str(key))!r}{hint} (valid keys: {', '.join(sorted(valid))})"
+    return (f"unknown config key {_join(where, str(key))!r} in {section}{hint} "
+            f"(valid keys: {', '.join(sorted(valid))})")
 
 
 def _join(where: str, name: str) -> str:

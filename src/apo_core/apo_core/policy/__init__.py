@@ -1,0 +1,5 @@
+"""VLA policies: one interface (``VLAPolicy``), the small embedded model, and the OpenVLA loader."""
+
+from apo_core.policy.base import ActionMetrics, Observation, VLAPolicy, action_token_metrics, load_policy
+
+__all__ = ["ActionMetrics", "Observation", "VLAPolicy", "action_token_metrics", "load_policy"]
