@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
-from apo_core.action_tokenizer import ActionTokenizer
-from apo_core.errors import InvalidActionError
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+
+from apo_core.action_tokenizer import ActionTokenizer
+from apo_core.errors import InvalidActionError
 
 
 def test_tokens_are_last_256_ids_like_openvla():

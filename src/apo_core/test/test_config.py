@@ -2,6 +2,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
+
 from apo_core.config import load_config, parse_dotted_overrides, read_yaml
 from apo_core.errors import ConfigError, MissingPathError
 

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
-from apo_core.labels import Label, apply_k_window, label_counts, takeover_indices
 from hypothesis import given
 from hypothesis import strategies as st
+
+from apo_core.labels import Label, apply_k_window, label_counts, takeover_indices
 
 A, H, U = Label.AUTONOMOUS, Label.HUMAN, Label.UNDESIRABLE
 

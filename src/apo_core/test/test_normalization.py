@@ -2,11 +2,12 @@ import json
 
 import numpy as np
 import pytest
-from apo_core.errors import InvalidActionError, MissingPathError
-from apo_core.normalization import ActionStats, check_finite
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+
+from apo_core.errors import InvalidActionError, MissingPathError
+from apo_core.normalization import ActionStats, check_finite
 
 
 def _actions(n=500, seed=0):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from apo_core.action_tokenizer import ActionTokenizer
 from apo_core.errors import MissingPathError
 from apo_core.normalization import STATS_FILENAME, ActionStats

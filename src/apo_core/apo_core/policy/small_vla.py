@@ -16,6 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedConfig,
+    PreTrainedModel,
+    ResNetConfig,
+    ResNetModel,
+)
+from transformers.configuration_utils import SubConfigSpec
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
 from apo_core.action_tokenizer import ActionTokenizer
 from apo_core.errors import MissingPathError
 from apo_core.normalization import STATS_FILENAME, ActionStats, check_finite
@@ -29,17 +41,6 @@ from apo_core.policy.base import (
 )
 from apo_core.policy.prompt import build_prompt
 from apo_core.policy.text_tokenizer import build_text_tokenizer
-from torch import nn
-from transformers import (
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedConfig,
-    PreTrainedModel,
-    ResNetConfig,
-    ResNetModel,
-)
-from transformers.configuration_utils import SubConfigSpec
-from transformers.modeling_outputs import CausalLMOutputWithPast
 
 # Sizes of the embedded default; small enough for < 50 ms predict on 2 CPU cores.
 DEFAULT_VISION = {

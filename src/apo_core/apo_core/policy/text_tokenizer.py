@@ -7,9 +7,10 @@ OpenVLA action tokenizer (``token = vocab_size - bin``) address them.
 
 from __future__ import annotations
 
-from apo_core.policy.prompt import PROMPT_TEMPLATE
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
+
+from apo_core.policy.prompt import PROMPT_TEMPLATE
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 
