@@ -1,0 +1,300 @@
+"""APO and its baselines as pure functions of per-sample tensors.
+
+Every loss takes summed action-token log-probs of the policy (differentiable) and of the reference
+(constants), plus what the method needs (L1 errors, a desirable mask, rejected log-probs), and
+returns a :class:`LossResult` with the loss to back-propagate and detached metrics for logging.
+
+The paper's form (DESIGN.md, arXiv 2506.07127) is the default of every option; the public
+reference code's differences are named options:
+
+==========================  =====================================  =======================================
+option                      paper form (default)                   reference-code variant
+==========================  =====================================  =======================================
+``z0_source``               ``"batch"``: mean implicit reward r     ``"mismatched"``: mean log-ratio of
+                            of the batch's own (o_i, a_i) pairs     mismatched pairs (o_i, a_j), j != i, in
+                                                                    the batch (TRL's KL estimate); pass
+                                                                    ``kl_policy_logps``/``kl_ref_logps``
+``z0_min`` / ``z0_max``     ``0.0`` / ``None``: clamp at 0          ``-5.0`` / ``5.0``
+``reduction``               ``"mean"`` over the batch               ``"sum"`` over the batch
+==========================  =====================================  =======================================
+
+Definitions (all per sample i; r_i = log pi(a_i|o_i) - log pi_ref(a_i|o_i), summed over the action
+tokens; z0 detached):
+
+- ``apo``: w_i = l_i / sum_j l_j, lambda_D = 1 - exp(-beta_D w), lambda_U = exp(-beta_U w);
+  desirable v = lambda_D sigmoid(beta (r - z0)), undesirable v = lambda_U sigmoid(beta (z0 - r));
+  per-sample loss lambda - v. A batch whose errors are all zero has nothing left to correct on its
+  desirable samples: w = 0, so lambda_D = 0 and lambda_U = 1 (no division by zero).
+- ``kto``: the same with constant lambda_D = ``desirable_weight``, lambda_U = ``undesirable_weight``.
+  With ``z0_source="mismatched"`` and the default clamp this is TRL's ``KTOTrainer`` loss
+  (``loss_type="kto"``): KL = mean(policy_KL_logps - reference_KL_logps) clamped at 0,
+  losses = cat(w_D (1 - sigmoid(beta (r - KL))), w_U (1 - sigmoid(beta (KL - r)))).mean().
+- ``dpo``: -log sigmoid(beta ((pi_c - ref_c) - (pi_r - ref_r))) on (chosen, rejected) pairs; the
+  trainer builds the rejected action synthetically (see :mod:`apo_trainer.pairs`).
+- ``bc``: negative log-likelihood of the action tokens, averaged per token (DAgger = BC on expert
+  demonstrations + human corrections; the data side chooses which steps).
+
+Data parallelism: the batch statistics (z0, sum_j l_j, the mean's denominator) are sums over every
+rank's samples when a :class:`Reducer` for the process group is passed, so N processes with B
+samples each compute exactly the loss of one process on the N*B union batch; the returned ``loss``
+is scaled so that DDP's gradient averaging yields that union-batch gradient. Without a reducer the
+functions are plain single-batch maths.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+Z0Source = Literal["batch", "mismatched"]
+Reduction = Literal["mean", "sum"]
+
+
+class Reducer:
+    """Sums tensors over the ranks of a process group (identity when there is one process)."""
+
+    def __init__(self, group=None):
+        import torch.distributed as dist
+
+        self._dist = dist
+        self.group = group
+        self.world_size = dist.get_world_size(group) if dist.is_available() and dist.is_initialized() else 1
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        out = t.detach().clone()
+        if self.world_size > 1:
+            self._dist.all_reduce(out, op=self._dist.ReduceOp.SUM, group=self.group)
+        return out
+
+
+class _LocalReducer(Reducer):
+    def __init__(self):
+        self.group = None
+        self.world_size = 1
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        return t.detach().clone()
+
+
+LOCAL = _LocalReducer()
+
+
+@dataclass
+class LossResult:
+    loss: torch.Tensor  # back-propagate this (already scaled for DDP gradient averaging)
+    value: float  # the loss of the whole (global) batch, for logging
+    metrics: dict[str, float] = field(default_factory=dict)
+    per_sample: torch.Tensor | None = None  # detached per-sample losses (local samples)
+
+
+def _check_1d(name: str, t: torch.Tensor, n: int | None = None) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D per-sample tensor, got shape {tuple(t.shape)}")
+    if n is not None and t.shape[0] != n:
+        raise ValueError(f"{name} has {t.shape[0]} samples, expected {n}")
+    return t
+
+
+def _reduce(per_sample: torch.Tensor, reduction: Reduction, reducer: Reducer) -> tuple[torch.Tensor, float]:
+    """(loss to back-propagate, global loss value) for a per-sample loss vector."""
+    local_sum = per_sample.sum()
+    stats = reducer.sum(torch.stack([local_sum.detach(), torch.tensor(float(per_sample.shape[0]),
+                                                                       device=per_sample.device)]))
+    global_sum, n_global = stats[0], stats[1]
+    if n_global <= 0:
+        raise ValueError("the loss needs at least one sample in the batch (across all ranks)")
+    w = reducer.world_size
+    if reduction == "mean":
+        # DDP averages gradients over ranks: multiplying by the world size undoes that average.
+        return local_sum * (w / n_global), float(global_sum / n_global)
+    if reduction == "sum":
+        return local_sum * w, float(global_sum)
+    raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+
+
+def estimate_z0(
+    logratios: torch.Tensor,
+    *,
+    z0_min: float | None = 0.0,
+    z0_max: float | None = None,
+    reducer: Reducer = LOCAL,
+) -> torch.Tensor:
+    """The reference point: mean log-ratio over the (global) batch, detached and clamped."""
+    stats = reducer.sum(torch.stack([logratios.detach().sum(),
+                                     torch.tensor(float(logratios.shape[0]), device=logratios.device)]))
+    if stats[1] <= 0:
+        raise ValueError("z0 needs at least one sample")
+    z0 = stats[0] / stats[1]
+    if z0_min is not None or z0_max is not None:
+        z0 = z0.clamp(min=z0_min, max=z0_max)
+    return z0.detach()
+
+
+def adaptive_weights(
+    l1: torch.Tensor, beta_d: float, beta_u: float, reducer: Reducer = LOCAL
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(w, lambda_D, lambda_U) from per-sample L1 errors normalised over the (global) batch."""
+    l1 = l1.detach()
+    if not l1.is_floating_point():
+        l1 = l1.float()
+    if torch.any(l1 < 0) or not torch.all(torch.isfinite(l1)):
+        raise ValueError("L1 errors must be finite and non-negative")
+    total = reducer.sum(l1.sum())
+    if total > 0:
+        w = l1 / total
+    else:  # every error is zero: nothing to correct; avoids 0/0
+        w = torch.zeros_like(l1)
+    return w, 1.0 - torch.exp(-beta_d * w), torch.exp(-beta_u * w)
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor, reducer: Reducer) -> float:
+    s = reducer.sum(torch.stack([(values.detach().double() * mask).sum(), mask.float().sum()]))
+    return float(s[0] / s[1]) if s[1] > 0 else math.nan
+
+
+def apo_loss(
+    policy_logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    l1: torch.Tensor | None,
+    desirable: torch.Tensor,
+    *,
+    beta: float = 0.1,
+    beta_d: float = 8.0,
+    beta_u: float = 8.0,
+    reweight: bool = True,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+    z0_source: Z0Source = "batch",
+    kl_policy_logps: torch.Tensor | None = None,
+    kl_ref_logps: torch.Tensor | None = None,
+    z0_min: float | None = 0.0,
+    z0_max: float | None = None,
+    reduction: Reduction = "mean",
+    reducer: Reducer | None = None,
+) -> LossResult:
+    """APO (``reweight=True``) or KTO (``reweight=False``); see the module docstring."""
+    reducer = reducer or LOCAL
+    n = _check_1d("policy_logps", policy_logps).shape[0]
+    _check_1d("ref_logps", ref_logps, n)
+    desirable = _check_1d("desirable", desirable, n).bool()
+    ref_logps = ref_logps.detach().to(policy_logps.dtype)
+    r = policy_logps - ref_logps
+
+    if z0_source == "batch":
+        z0 = estimate_z0(r, z0_min=z0_min, z0_max=z0_max, reducer=reducer)
+    elif z0_source == "mismatched":
+        if kl_policy_logps is None or kl_ref_logps is None:
+            raise ValueError("z0_source='mismatched' needs kl_policy_logps and kl_ref_logps")
+        kl = _check_1d("kl_policy_logps", kl_policy_logps).detach() - _check_1d("kl_ref_logps", kl_ref_logps).detach()
+        z0 = estimate_z0(kl, z0_min=z0_min, z0_max=z0_max, reducer=reducer)
+    else:
+        raise ValueError(f"z0_source must be 'batch' or 'mismatched', got {z0_source!r}")
+
+    if reweight:
+        if l1 is None:
+            raise ValueError("APO's adaptive reweighting needs the per-sample L1 errors")
+        _check_1d("l1", l1, n)
+        _, lam_d, lam_u = adaptive_weights(l1, beta_d, beta_u, reducer)
+    else:
+        lam_d = torch.full((n,), float(desirable_weight), device=r.device, dtype=r.dtype)
+        lam_u = torch.full((n,), float(undesirable_weight), device=r.device, dtype=r.dtype)
+    lam_d = lam_d.to(r.dtype)
+    lam_u = lam_u.to(r.dtype)
+
+    v_d = lam_d * torch.sigmoid(beta * (r - z0))
+    v_u = lam_u * torch.sigmoid(beta * (z0 - r))
+    lam = torch.where(desirable, lam_d, lam_u)
+    v = torch.where(desirable, v_d, v_u)
+    per_sample = lam - v
+    loss, value = _reduce(per_sample, reduction, reducer)
+
+    und = ~desirable
+    metrics = {
+        "loss": value,
+        "z0": float(z0),
+        "reward_desirable": _masked_mean(r, desirable, reducer),
+        "reward_undesirable": _masked_mean(r, und, reducer),
+        "lambda_D": _masked_mean(lam_d, desirable, reducer),
+        "lambda_U": _masked_mean(lam_u, und, reducer),
+        "logps_desirable": _masked_mean(policy_logps, desirable, reducer),
+        "logps_undesirable": _masked_mean(policy_logps, und, reducer),
+    }
+    counts = reducer.sum(torch.stack([desirable.float().sum(), und.float().sum()]))
+    metrics["n_desirable"] = float(counts[0])
+    metrics["n_undesirable"] = float(counts[1])
+    if not math.isnan(metrics["reward_desirable"]) and not math.isnan(metrics["reward_undesirable"]):
+        metrics["reward_margin"] = metrics["reward_desirable"] - metrics["reward_undesirable"]
+    return LossResult(loss=loss, value=value, metrics=metrics, per_sample=per_sample.detach())
+
+
+def kto_loss(
+    policy_logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    desirable: torch.Tensor,
+    *,
+    beta: float = 0.1,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+    **kwargs,
+) -> LossResult:
+    """KTO: APO without the adaptive reweighting (constant lambda_D / lambda_U)."""
+    kwargs.pop("l1", None)
+    return apo_loss(
+        policy_logps, ref_logps, None, desirable, beta=beta, reweight=False,
+        desirable_weight=desirable_weight, undesirable_weight=undesirable_weight, **kwargs,
+    )
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    *,
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+    reduction: Reduction = "mean",
+    reducer: Reducer | None = None,
+) -> LossResult:
+    """DPO (sigmoid loss, optional conservative label smoothing) on (chosen, rejected) pairs."""
+    reducer = reducer or LOCAL
+    n = _check_1d("policy_chosen_logps", policy_chosen_logps).shape[0]
+    for name, t in (("policy_rejected_logps", policy_rejected_logps), ("ref_chosen_logps", ref_chosen_logps),
+                    ("ref_rejected_logps", ref_rejected_logps)):
+        _check_1d(name, t, n)
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    r_c = policy_chosen_logps - ref_chosen_logps.detach().to(policy_chosen_logps.dtype)
+    r_r = policy_rejected_logps - ref_rejected_logps.detach().to(policy_rejected_logps.dtype)
+    logits = beta * (r_c - r_r)
+    per_sample = -(1 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
+    loss, value = _reduce(per_sample, reduction, reducer)
+    ones = torch.ones_like(r_c, dtype=torch.bool)
+    metrics = {
+        "loss": value,
+        "reward_chosen": _masked_mean(r_c, ones, reducer),
+        "reward_rejected": _masked_mean(r_r, ones, reducer),
+        "reward_accuracy": _masked_mean((r_c > r_r).float(), ones, reducer),
+    }
+    metrics["reward_margin"] = metrics["reward_chosen"] - metrics["reward_rejected"]
+    return LossResult(loss=loss, value=value, metrics=metrics, per_sample=per_sample.detach())
+
+
+def bc_loss(policy_logps: torch.Tensor, n_tokens: int, *, reducer: Reducer | None = None) -> LossResult:
+    """Behaviour cloning: mean negative log-likelihood per action token."""
+    reducer = reducer or LOCAL
+    _check_1d("policy_logps", policy_logps)
+    if n_tokens <= 0:
+        raise ValueError(f"n_tokens must be positive, got {n_tokens}")
+    per_sample = -policy_logps / float(n_tokens)
+    loss, value = _reduce(per_sample, "mean", reducer)
+    return LossResult(loss=loss, value=value, metrics={"loss": value}, per_sample=per_sample.detach())
+
+
+LOSS_NAMES = ("apo", "kto", "dpo", "bc")
