@@ -1,0 +1,1 @@
+"""The VLA policy node of APO-ROS."""
