@@ -77,9 +77,10 @@ def test_proposals_hot_swap_and_bad_input(store):
         ep_pub.publish(EpisodeEvent(event=EpisodeEvent.EVENT_START, episode_id="e1", instruction="lift the red cube"))
         g.wait_until(lambda: node._instruction == "lift the red cube", what="instruction from episode start")
         for _ in range(3):
+            n = len(got)
             st_pub.publish(_state_msg(probe))
             img_pub.publish(_image_msg(probe, rng))
-            g.wait_until(lambda n=len(got): len(got) > n, what="a proposal")
+            g.wait_until(lambda n=n: len(got) > n, what="a proposal")
         assert all(m.policy_version == "v0001" and len(m.action) == 7 for m in got)
         assert all(m.source == ActionCommand.SOURCE_POLICY for m in got)
 
