@@ -1,0 +1,353 @@
+"""Training steps read lazily from the APO HDF5 schema, with labels recomputed for a chosen K.
+
+Each kept step has a *kind* (DESIGN.md):
+
+- ``expert``: a step of an expert demonstration (episode attribute ``source == "expert"``), always
+  desirable, whatever its live label (no K-window: nobody took over from an expert);
+- ``autonomous``: label 1 after the K-window, desirable;
+- ``human``: label 2, a human correction, desirable;
+- ``undesirable``: label 0, one of the K autonomous steps before a takeover.
+
+The balanced sampler draws from three *groups*: ``desirable`` (expert + autonomous), ``human`` and
+``undesirable``. Steps recorded while the arbiter was in HOLD or E-STOP mode are dropped: nobody
+chose those actions (the robot was held still), so they are neither good nor bad examples.
+
+Only per-episode metadata (labels, modes, shapes) is read at construction; images and actions are
+read per item, through one h5py handle per process (h5py handles do not survive a fork).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from apo_core.dataset import MODE_ESTOP, MODE_HOLD, sorted_episode_names
+from apo_core.errors import ApoError, MissingPathError
+from apo_core.labels import DEFAULT_K, Label, apply_k_window
+from apo_core.normalization import STATS_FILENAME, ActionStats, check_finite
+
+log = logging.getLogger("apo_trainer.data")
+
+KIND_NAMES = ("expert", "autonomous", "human", "undesirable")
+EXPERT, AUTONOMOUS, HUMAN, UNDESIRABLE = range(4)
+GROUP_KINDS = {"desirable": (EXPERT, AUTONOMOUS), "human": (HUMAN,), "undesirable": (UNDESIRABLE,)}
+DESIRABLE_KINDS = (EXPERT, AUTONOMOUS, HUMAN)
+DROPPED_MODES = (MODE_HOLD, MODE_ESTOP)
+
+
+class TrainingDataError(ApoError, ValueError):
+    """The training data cannot be used as asked (empty, inconsistent, incompatible with the policy)."""
+
+
+@dataclass
+class _EpisodeRef:
+    file: int
+    name: str
+    episode_id: str
+    instruction: str
+    source: str
+    length: int
+
+
+@dataclass
+class DatasetSummary:
+    files: list[str]
+    episodes: int
+    steps_total: int
+    steps_kept: int
+    dropped_hold_estop: int
+    dropped_by_kind: int
+    kinds: dict[str, int]
+    action_dim: int
+    state_dim: int
+    image_shape: tuple[int, ...]
+    k: int
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "files": self.files, "episodes": self.episodes, "steps_total": self.steps_total,
+            "steps_kept": self.steps_kept, "dropped_hold_estop": self.dropped_hold_estop,
+            "dropped_by_kind": self.dropped_by_kind, "kinds": self.kinds, "action_dim": self.action_dim,
+            "state_dim": self.state_dim, "image_shape": list(self.image_shape), "k": self.k, "notes": self.notes,
+        }
+
+
+def kinds_from_labels(live_labels, source: str, k: int) -> np.ndarray:
+    """Per-step kind codes for one episode (see the module docstring)."""
+    live = np.asarray(live_labels)
+    if source == "expert":
+        return np.full(live.shape, EXPERT, dtype=np.int8)
+    labels = apply_k_window(live, k)
+    kinds = np.empty(labels.shape, dtype=np.int8)
+    kinds[labels == Label.AUTONOMOUS] = AUTONOMOUS
+    kinds[labels == Label.HUMAN] = HUMAN
+    kinds[labels == Label.UNDESIRABLE] = UNDESIRABLE
+    return kinds
+
+
+def _parse_kinds(kinds) -> tuple[int, ...]:
+    if kinds is None:
+        return tuple(range(len(KIND_NAMES)))
+    out = []
+    for name in kinds:
+        if name not in KIND_NAMES:
+            raise TrainingDataError(f"unknown step kind {name!r}; valid kinds: {', '.join(KIND_NAMES)}")
+        out.append(KIND_NAMES.index(name))
+    if not out:
+        raise TrainingDataError("the list of step kinds to train on is empty")
+    return tuple(sorted(set(out)))
+
+
+class StepDataset(torch.utils.data.Dataset):
+    """One item per kept step of one or more HDF5 dataset files."""
+
+    def __init__(self, paths, k: int = DEFAULT_K, kinds=None):
+        import h5py
+
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise TrainingDataError("no dataset file given (data.paths is empty)")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise TrainingDataError(f"K-window must be a non-negative integer, got {k!r}")
+        self.k = k
+        self.keep_kinds = _parse_kinds(kinds)
+        self._episodes: list[_EpisodeRef] = []
+        ep_idx, steps, kinds_all = [], [], []
+        action_dim = state_dim = None
+        image_shape = None
+        first_where = ""
+        steps_total = dropped_mode = dropped_kind = 0
+        for fi, path in enumerate(self.paths):
+            if not path.is_file():
+                raise MissingPathError(f"dataset file not found: {path}")
+            try:
+                f = h5py.File(path, "r")
+            except OSError as exc:
+                raise TrainingDataError(f"{path} is not a readable HDF5 file: {exc}") from exc
+            with f:
+                names = sorted_episode_names(f)
+                if not names:
+                    raise TrainingDataError(f"{path} holds no episodes (no groups under data/)")
+                for name in names:
+                    g = f["data"][name]
+                    where = f"{path}:data/{name}"
+                    for needed in ("actions", "live_labels", "obs/image"):
+                        if needed not in g:
+                            raise TrainingDataError(f"{where} lacks the dataset {needed!r} of the APO schema")
+                    a_shape = g["actions"].shape
+                    if len(a_shape) != 2:
+                        raise TrainingDataError(f"{where}/actions must be (T, D), got shape {a_shape}")
+                    s_dim = int(g["obs/state"].shape[1]) if "obs/state" in g and g["obs/state"].ndim == 2 else 0
+                    i_shape = tuple(g["obs/image"].shape[1:])
+                    if action_dim is None:
+                        action_dim, state_dim, image_shape, first_where = a_shape[1], s_dim, i_shape, where
+                    if a_shape[1] != action_dim:
+                        raise TrainingDataError(
+                            f"mismatched action dimensions: {where} has {a_shape[1]}-D actions, "
+                            f"{first_where} has {action_dim}-D actions")
+                    if s_dim != state_dim:
+                        raise TrainingDataError(
+                            f"mismatched state dimensions: {where} has {s_dim}-D states, {first_where} has {state_dim}")
+                    if i_shape != image_shape:
+                        raise TrainingDataError(
+                            f"mismatched image shapes: {where} has {i_shape} images, {first_where} has {image_shape}")
+                    live = g["live_labels"][()]
+                    t = len(live)
+                    if a_shape[0] != t or g["obs/image"].shape[0] != t:
+                        raise TrainingDataError(f"{where}: {t} labels but {a_shape[0]} actions and "
+                                                f"{g['obs/image'].shape[0]} images")
+                    modes = g["modes"][()] if "modes" in g else np.zeros(t, np.uint8)
+                    attrs = g.attrs
+                    source = str(attrs.get("source", "interactive"))
+                    try:
+                        kinds_ep = kinds_from_labels(live, source, k)
+                    except ValueError as exc:
+                        raise TrainingDataError(f"{where}: {exc}") from exc
+                    keep_mode = ~np.isin(modes, DROPPED_MODES)
+                    keep_kind = np.isin(kinds_ep, self.keep_kinds)
+                    keep = keep_mode & keep_kind
+                    steps_total += t
+                    dropped_mode += int((~keep_mode).sum())
+                    dropped_kind += int((keep_mode & ~keep_kind).sum())
+                    instruction = str(attrs.get("instruction", ""))
+                    if keep.any() and not instruction.strip():
+                        raise TrainingDataError(f"{where} has no task instruction (attribute 'instruction')")
+                    e = len(self._episodes)
+                    self._episodes.append(_EpisodeRef(fi, name, str(attrs.get("episode_id", name)), instruction,
+                                                      source, t))
+                    idx = np.flatnonzero(keep)
+                    ep_idx.append(np.full(idx.shape, e, dtype=np.int32))
+                    steps.append(idx.astype(np.int32))
+                    kinds_all.append(kinds_ep[idx])
+        self._ep_idx = np.concatenate(ep_idx)
+        self._step = np.concatenate(steps)
+        self.kinds = np.concatenate(kinds_all).astype(np.int8)
+        self.action_dim = int(action_dim)
+        self.state_dim = int(state_dim)
+        self.image_shape = image_shape
+        counts = {name: int((self.kinds == i).sum()) for i, name in enumerate(KIND_NAMES)}
+        self.summary = DatasetSummary(
+            files=[str(p) for p in self.paths], episodes=len(self._episodes), steps_total=steps_total,
+            steps_kept=len(self.kinds), dropped_hold_estop=dropped_mode, dropped_by_kind=dropped_kind,
+            kinds=counts, action_dim=self.action_dim, state_dim=self.state_dim, image_shape=image_shape, k=k,
+        )
+        if len(self.kinds) == 0:
+            wanted = ", ".join(KIND_NAMES[i] for i in self.keep_kinds)
+            raise TrainingDataError(
+                f"no training steps in {', '.join(map(str, self.paths))}: {steps_total} steps in "
+                f"{len(self._episodes)} episodes, {dropped_mode} dropped as HOLD/E-STOP, {dropped_kind} not of the "
+                f"kinds trained on ({wanted}); kinds before filtering by kind are counted in the dataset summary")
+        self._handles: dict = {}
+
+    # --- indexing -----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+    def group_indices(self) -> dict[str, np.ndarray]:
+        """Item indices of each sampler group."""
+        return {g: np.flatnonzero(np.isin(self.kinds, ks)) for g, ks in GROUP_KINDS.items()}
+
+    def desirable_mask(self) -> np.ndarray:
+        return np.isin(self.kinds, DESIRABLE_KINDS)
+
+    def episode_of(self, i: int) -> tuple[str, int]:
+        e = self._episodes[int(self._ep_idx[i])]
+        return e.episode_id, int(self._step[i])
+
+    def _file(self, fi: int):
+        import h5py
+
+        key = (os.getpid(), fi)
+        h = self._handles.get(key)
+        if h is None:
+            h = h5py.File(self.paths[fi], "r")
+            self._handles[key] = h
+        return h
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_handles"] = {}
+        return state
+
+    def close(self):
+        for h in self._handles.values():
+            try:
+                h.close()
+            except Exception:
+                pass
+        self._handles = {}
+
+    def __getitem__(self, i: int) -> dict:
+        i = int(i)
+        if not 0 <= i < len(self):
+            raise IndexError(f"step index {i} out of range [0, {len(self)})")
+        e = self._episodes[int(self._ep_idx[i])]
+        t = int(self._step[i])
+        g = self._file(e.file)["data"][e.name]
+        where = f"{self.paths[e.file]}:data/{e.name} step {t}"
+        action = check_finite(g["actions"][t], f"action at {where}")
+        state = g["obs/state"][t].astype(np.float32) if self.state_dim else np.zeros(0, np.float32)
+        policy_action = g["policy_actions"][t].astype(np.float64) if "policy_actions" in g else \
+            np.full(self.action_dim, np.nan)
+        kind = int(self.kinds[i])
+        return {
+            "index": i,
+            "image": np.asarray(g["obs/image"][t], dtype=np.uint8),
+            "state": state,
+            "action": action,
+            "policy_action": policy_action,
+            "instruction": e.instruction,
+            "kind": kind,
+            "desirable": kind in DESIRABLE_KINDS,
+        }
+
+    def all_actions(self) -> np.ndarray:
+        """Raw actions of every kept step, (N, D) (for statistics and checks)."""
+        import h5py
+
+        out = np.empty((len(self), self.action_dim), dtype=np.float64)
+        by_ep: dict[int, np.ndarray] = {}
+        for e in np.unique(self._ep_idx):
+            by_ep[int(e)] = np.flatnonzero(self._ep_idx == e)
+        files: dict[int, h5py.File] = {}
+        try:
+            for e, rows in by_ep.items():
+                ref = self._episodes[e]
+                f = files.get(ref.file) or files.setdefault(ref.file, h5py.File(self.paths[ref.file], "r"))
+                acts = f["data"][ref.name]["actions"][()]
+                out[rows] = acts[self._step[rows]]
+        finally:
+            for f in files.values():
+                f.close()
+        return check_finite(out, "dataset actions")
+
+
+def collate_steps(items: list[dict]) -> dict:
+    """Items -> batch of numpy arrays (images stay uint8; the policy encodes them)."""
+    return {
+        "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+        "images": np.stack([it["image"] for it in items]),
+        "states": np.stack([it["state"] for it in items]),
+        "actions": np.stack([it["action"] for it in items]),
+        "policy_actions": np.stack([it["policy_action"] for it in items]),
+        "instructions": [it["instruction"] for it in items],
+        "kinds": torch.tensor([it["kind"] for it in items], dtype=torch.long),
+        "desirable": torch.tensor([it["desirable"] for it in items], dtype=torch.bool),
+    }
+
+
+def dataset_action_stats(paths, dataset: StepDataset | None = None) -> tuple[ActionStats, str]:
+    """The action statistics stored next to the first dataset file, or computed from its actions.
+
+    Returns (stats, where they came from). Raises TrainingDataError for zero-range dimensions.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    first = Path(paths[0])
+    stats_path = first.parent / STATS_FILENAME
+    if stats_path.is_file():
+        stats, origin = ActionStats.load(stats_path), str(stats_path)
+    else:
+        if dataset is None:
+            dataset = StepDataset(paths)
+        stats = ActionStats.from_actions(dataset.all_actions())
+        origin = f"computed from the {len(dataset)} training steps ({stats_path} does not exist)"
+        log.warning("no %s next to %s: action statistics %s", STATS_FILENAME, first, origin)
+    check_stats(stats, origin)
+    return stats, origin
+
+
+def check_stats(stats: ActionStats, origin: str) -> None:
+    dims = stats.zero_range_dims()
+    if dims:
+        raise TrainingDataError(
+            f"action statistics from {origin} have zero range (q99 == q01) in normalised dimension(s) {dims}: "
+            "the actions never vary there, so normalising them would divide by zero; unmask those dimensions "
+            "in action_stats.json (mask: false) or record more varied data")
+
+
+def check_policy_compatible(dataset: StepDataset, policy) -> None:
+    """Refuse data the policy would misread (wrong action or state size, unusable statistics)."""
+    if dataset.action_dim != policy.action_dim:
+        raise TrainingDataError(
+            f"mismatched action dimensions: the dataset ({', '.join(map(str, dataset.paths))}) has "
+            f"{dataset.action_dim}-D actions, the policy expects {policy.action_dim}-D actions")
+    state_dim = _policy_state_dim(policy)
+    if state_dim is not None and state_dim != dataset.state_dim:
+        raise TrainingDataError(
+            f"mismatched state dimensions: the dataset has {dataset.state_dim}-D robot states, the policy "
+            f"expects {state_dim}-D states")
+    check_stats(policy.action_stats, "the policy")
+
+
+def _policy_state_dim(policy) -> int | None:
+    cfg = getattr(policy, "config", None)
+    return int(cfg.state_dim) if cfg is not None and hasattr(cfg, "state_dim") else None
