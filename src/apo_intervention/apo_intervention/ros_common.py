@@ -1,0 +1,103 @@
+"""What the intervention nodes share on the ROS side: config from parameters, QoS, entry points.
+
+Node parameters: ``config_file`` (path of the node's YAML; "" = the shipped default) and, on top of
+it, any config key as a ROS parameter with its dotted name (``teleop.timeout``). Nodes are created
+with ``automatically_declare_parameters_from_overrides`` so that a misspelt parameter reaches the
+strict loader and fails the start with its name, instead of being silently ignored by rclpy. After
+loading, every scalar/list config value is declared read-only so ``ros2 param get`` shows what runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from apo_core.errors import ApoError
+from apo_core.ros_qos import qos_profile, topic_qos
+from apo_intervention.config import assemble_config
+
+# Parameters rclpy itself declares or understands; never config keys.
+_ROS_PARAMETERS = {"use_sim_time", "start_type_description_service", "config_file"}
+
+
+def qos_for(topic: str):
+    """apo_core's profile for ``topic``; reliable depth 10 for topics it has no entry for (/diagnostics)."""
+    try:
+        return topic_qos(topic)
+    except KeyError:
+        return qos_profile("reliable", 10)
+
+
+def load_node_config(node, cls):
+    """Config of ``node`` as ``cls`` from its ``config_file`` parameter and parameter overrides."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    if not node.has_parameter("config_file"):
+        node.declare_parameter("config_file", "", ParameterDescriptor(
+            description="YAML config of this node ('' = the shipped default in share/apo_intervention/config)"))
+    config_file = node.get_parameter("config_file").value
+    if not isinstance(config_file, str):
+        from apo_core.errors import ConfigError
+
+        raise ConfigError(f"config_file: expected a path string, got {config_file!r}")
+    overrides = {name: p.value for name, p in node.get_parameters_by_prefix("").items()
+                 if name not in _ROS_PARAMETERS and not name.startswith("qos_overrides.")}
+    cfg = assemble_config(cls, config_file or None, overrides)
+    _declare_effective(node, cfg, "")
+    return cfg
+
+
+def _declare_effective(node, cfg, prefix: str) -> None:
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        name = prefix + f.name
+        if dataclasses.is_dataclass(value):
+            _declare_effective(node, value, name + ".")
+            continue
+        if node.has_parameter(name) or (isinstance(value, list) and not value):
+            continue
+        try:
+            node.declare_parameter(name, value, ParameterDescriptor(read_only=True))
+        except Exception:  # a value rclpy cannot type (mixed list): visible in the log instead
+            pass
+
+
+def run_node(make_node, program: str, args=None, should_stop=None) -> int:
+    """Entry point body: init, build the node (config errors -> message + exit 2), spin, clean up.
+
+    ``should_stop(node)``, if given, is polled between callbacks and ends the spin when true.
+    """
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = None
+    try:
+        node = make_node()
+    except ApoError as exc:
+        print(f"{program}: error: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        if should_stop is None:
+            executor.spin()
+        else:
+            while rclpy.ok() and not should_stop(node):
+                executor.spin_once(timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        close = getattr(node, "on_shutdown", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:
+                pass
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
