@@ -1,0 +1,216 @@
+"""The deploy graph file (config/deploy.yaml): arguments, nodes and their parameters, declared once.
+
+Both ``launch/deploy.launch.py`` (ros2 launch) and the ``apo`` command (no ROS 2 CLI needed) build
+the graph from this file through :func:`resolve_graph`, so the two cannot drift apart.
+
+File format::
+
+    arguments:
+      task: {default: Lift, choices: [Lift, Stack], description: "..."}
+    nodes:
+      - name: sim                       # ROS node name
+        package: apo_sim                # ROS package (ros2 launch)
+        executable: apo_sim_node        # console script (ros2 launch / colcon)
+        module: apo_sim.sim_node        # python -m entry point (apo command)
+        when: {robot: sim}              # every listed argument must have this value
+        required: true                  # if it exits, the whole graph shuts down
+        parameters: {task: "${task}"}   # "${arg}" is replaced by the argument's value
+        remappings: {/from: /to}
+
+A value that is exactly ``"${arg}"`` takes the argument's YAML type (``"true"`` -> bool, ``"10"`` ->
+int); inside a longer string it is substituted as text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from apo_core.config import read_yaml
+from apo_core.errors import ConfigError
+
+_SUB = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+ARGUMENT_KEYS = {"default", "choices", "description"}
+NODE_KEYS = {"name", "package", "executable", "module", "when", "unless", "required", "parameters",
+             "remappings", "description"}
+
+
+@dataclass
+class Argument:
+    name: str
+    default: Any
+    choices: list | None = None
+    description: str = ""
+
+
+@dataclass
+class NodeSpec:
+    name: str
+    package: str
+    executable: str
+    module: str
+    parameters: dict = field(default_factory=dict)
+    remappings: dict = field(default_factory=dict)
+    required: bool = False
+    when: dict = field(default_factory=dict)
+    unless: dict = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass
+class GraphFile:
+    path: Path
+    arguments: dict[str, Argument]
+    nodes: list[NodeSpec]
+
+
+def load_graph_file(path) -> GraphFile:
+    path = Path(path)
+    data = read_yaml(path)
+    unknown = set(data) - {"arguments", "nodes"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)} (expected 'arguments', 'nodes')")
+    arguments = {}
+    for name, spec in (data.get("arguments") or {}).items():
+        if not isinstance(spec, dict):
+            spec = {"default": spec}
+        bad = set(spec) - ARGUMENT_KEYS
+        if bad:
+            raise ConfigError(f"{path}: argument {name!r} has unknown key(s) {sorted(bad)} "
+                              f"(valid: {sorted(ARGUMENT_KEYS)})")
+        if "default" not in spec:
+            raise ConfigError(f"{path}: argument {name!r} has no default")
+        arguments[name] = Argument(name, spec["default"], spec.get("choices"), spec.get("description", ""))
+    nodes = []
+    names = set()
+    for i, spec in enumerate(data.get("nodes") or []):
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{path}: nodes[{i}] must be a mapping")
+        bad = set(spec) - NODE_KEYS
+        if bad:
+            raise ConfigError(f"{path}: nodes[{i}] ({spec.get('name', '?')}) has unknown key(s) {sorted(bad)} "
+                              f"(valid: {sorted(NODE_KEYS)})")
+        for key in ("name", "package", "executable", "module"):
+            if not isinstance(spec.get(key), str) or not spec.get(key):
+                raise ConfigError(f"{path}: nodes[{i}] needs a string {key!r}")
+        if spec["name"] in names:
+            raise ConfigError(f"{path}: node name {spec['name']!r} is used twice")
+        names.add(spec["name"])
+        for cond in ("when", "unless"):
+            for arg in (spec.get(cond) or {}):
+                if arg not in arguments:
+                    raise ConfigError(f"{path}: node {spec['name']!r} {cond} refers to unknown argument {arg!r}")
+        nodes.append(NodeSpec(**{k: v for k, v in spec.items() if v is not None}))
+    graph = GraphFile(path, arguments, nodes)
+    _check_references(graph)
+    return graph
+
+
+def _check_references(graph: GraphFile) -> None:
+    def walk(value, where):
+        if isinstance(value, str):
+            for name in _SUB.findall(value):
+                if name not in graph.arguments:
+                    raise ConfigError(f"{graph.path}: {where} uses unknown argument ${{{name}}}")
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{where}.{k}")
+        elif isinstance(value, list):
+            for j, v in enumerate(value):
+                walk(v, f"{where}[{j}]")
+
+    for node in graph.nodes:
+        walk(node.parameters, f"node {node.name} parameters")
+        walk(node.remappings, f"node {node.name} remappings")
+
+
+def resolve_arguments(graph: GraphFile, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    values = {name: arg.default for name, arg in graph.arguments.items()}
+    for name, value in (overrides or {}).items():
+        if name not in graph.arguments:
+            raise ConfigError(f"unknown launch argument {name!r} (valid: {', '.join(sorted(graph.arguments))})")
+        if isinstance(value, str):
+            value = _yaml_scalar(value)
+        values[name] = value
+    for name, value in values.items():
+        choices = graph.arguments[name].choices
+        if choices is not None and str(value) not in {str(c) for c in choices}:
+            raise ConfigError(f"launch argument {name}={value!r} is not one of {choices}")
+    return values
+
+
+def resolve_graph(graph: GraphFile, overrides: dict[str, Any] | None = None) -> list[NodeSpec]:
+    """The nodes to start for these argument values, with substitutions applied."""
+    values = resolve_arguments(graph, overrides)
+    out = []
+    for node in graph.nodes:
+        if not all(_same(values[k], v) for k, v in node.when.items()):
+            continue
+        if node.unless and all(_same(values[k], v) for k, v in node.unless.items()):
+            continue
+        out.append(NodeSpec(
+            name=node.name, package=node.package, executable=node.executable, module=node.module,
+            parameters=_substitute(node.parameters, values), remappings=_substitute(node.remappings, values),
+            required=node.required, description=node.description,
+        ))
+    return out
+
+
+def parse_launch_arguments(items: list[str]) -> dict[str, Any]:
+    """``["task:=Stack", "record:=false"]`` (ros2 launch syntax) -> dict."""
+    out = {}
+    for item in items:
+        if ":=" not in item:
+            raise ConfigError(f"launch argument {item!r} must look like name:=value")
+        name, value = item.split(":=", 1)
+        out[name.strip()] = value
+    return out
+
+
+def _same(a, b) -> bool:
+    return str(a).lower() == str(b).lower()
+
+
+def _yaml_scalar(text: str):
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return text if isinstance(value, (dict, list)) or value is None else value
+
+
+def _substitute(value, values: dict):
+    if isinstance(value, str):
+        whole = _SUB.fullmatch(value)
+        if whole:
+            return values[whole.group(1)]
+        return _SUB.sub(lambda m: str(values[m.group(1)]), value)
+    if isinstance(value, dict):
+        return {_substitute(k, values): _substitute(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, values) for v in value]
+    return value
+
+
+def default_graph_path() -> Path:
+    """config/deploy.yaml: from $APO_CONFIG_DIR, the source tree, or the installed share directory."""
+    import os
+
+    candidates = []
+    if os.environ.get("APO_CONFIG_DIR"):
+        candidates.append(Path(os.environ["APO_CONFIG_DIR"]) / "deploy.yaml")
+    candidates.append(Path(__file__).resolve().parents[3] / "config" / "deploy.yaml")
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory("apo_bringup")) / "config" / "deploy.yaml")
+    except Exception:  # ament index absent or package not installed through colcon
+        pass
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ConfigError(f"deploy graph file not found; looked in: {', '.join(str(c) for c in candidates)}")

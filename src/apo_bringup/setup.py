@@ -1,0 +1,29 @@
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+package_name = "apo_bringup"
+# The workspace's top-level launch/ and config/ are installed into this package's share directory,
+# so `ros2 launch apo_bringup deploy.launch.py` finds them after a colcon build.
+here = os.path.dirname(os.path.abspath(__file__))
+top = os.path.relpath(os.path.join(here, "..", ".."), here)
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(exclude=["test"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
+        (f"share/{package_name}", ["package.xml"]),
+        (f"share/{package_name}/launch", sorted(glob.glob(os.path.join(top, "launch", "*.launch.py")))),
+        (f"share/{package_name}/config", sorted(glob.glob(os.path.join(top, "config", "*.yaml")))),
+    ],
+    install_requires=["apo_core", "pyyaml"],
+    zip_safe=True,
+    maintainer="APO-ROS maintainers",
+    maintainer_email="apo-ros@example.com",
+    description="Bringup of the APO-ROS deploy graph.",
+    license="Apache-2.0",
+    entry_points={"console_scripts": ["apo = apo_bringup.cli:main"]},
+)
