@@ -1,0 +1,502 @@
+"""EpisodeBagWriter: one episode bag (rosbag2, MCAP) written on its own thread, crash-tolerant.
+
+Why a thread and a bounded queue: the recorder's subscription callbacks must never wait on a disk.
+``write()`` only appends the received CDR bytes to an in-memory queue (bounded in messages and in
+bytes) and returns; when the queue is full the message is dropped and counted, never blocking.
+All file I/O (open, write, flush, fsync, close) happens on the writer thread.
+
+Why small chunks and periodic fsync: an MCAP chunk lives in memory until it is closed, and the
+summary/footer is only written at close, so a SIGKILL loses the open chunk. Every
+``flush_period_s`` (and whenever the open chunk reaches ``chunk_bytes``) the chunk is closed,
+flushed to the OS and fsynced, so a killed recorder loses about the last ``flush_period_s`` plus
+what is still queued. ``recover_bag`` turns such a footer-less bag into a valid one.
+
+While the bag is open its directory holds a journal (``contract.JOURNAL_NAME``) with the episode's
+custom_data, the topic types/hashes and the writer's pid: recovery needs them, and a directory
+with a journal and no ``metadata.yaml`` is recognisably unfinished. The journal is removed once the
+bag is closed and ``metadata.yaml`` is on disk.
+
+ROS-free: usable by the trainer, tests and benchmarks with no ROS install. The file layout follows
+``apo_recorder.contract``; writing uses the ``rosbags`` library (rosbag2_py is not available here).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from apo_recorder import contract
+from apo_recorder.msgdefs import message_definition
+
+DEFAULT_MAX_QUEUE_MESSAGES = 2000
+DEFAULT_MAX_QUEUE_BYTES = 256 * 1024 * 1024
+DEFAULT_CHUNK_BYTES = 1024 * 1024  # rosbags itself closes a chunk past 1 MiB: larger values act as 1 MiB
+DEFAULT_FLUSH_PERIOD_S = 0.5
+
+_CLOSE = object()
+_DISCARD = object()
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One connection of the bag: topic, ROS 2 type, and the offered QoS profiles (rosbag2 v9 dicts).
+
+    ``offered_qos`` entries use the keys of rosbag2 metadata version 9 (``history``, ``depth``,
+    ``reliability``, ``durability``, ``deadline``, ``lifespan``, ``liveliness``,
+    ``liveliness_lease_duration``, ``avoid_ros_namespace_conventions``); see ``qos_dict``.
+    """
+
+    topic: str
+    msgtype: str
+    offered_qos: tuple[dict, ...] = ()
+
+
+def qos_dict(history: str = "keep_last", depth: int = 10, reliability: str = "reliable",
+             durability: str = "volatile", liveliness: str = "automatic",
+             deadline_ns: int = 0, lifespan_ns: int = 0, liveliness_lease_ns: int = 0,
+             avoid_ros_namespace_conventions: bool = False) -> dict:
+    """A QoS profile in rosbag2 v9 metadata form (durations split into sec/nsec; 0 = default)."""
+
+    def split(ns: int) -> dict:
+        sec, nsec = divmod(int(ns), 1_000_000_000)
+        return {"sec": sec, "nsec": nsec}
+
+    return {
+        "history": history.lower(), "depth": int(depth), "reliability": reliability.lower(),
+        "durability": durability.lower(), "deadline": split(deadline_ns), "lifespan": split(lifespan_ns),
+        "liveliness": liveliness.lower(), "liveliness_lease_duration": split(liveliness_lease_ns),
+        "avoid_ros_namespace_conventions": bool(avoid_ros_namespace_conventions),
+    }
+
+
+@dataclass
+class WriterStats:
+    """A snapshot of one writer's counters (what the node publishes on /diagnostics)."""
+
+    path: str
+    state: str  # opening | recording | closing | closed | failed | discarded
+    messages_written: int = 0
+    bytes_written: int = 0
+    messages_dropped: int = 0  # queue overflow
+    messages_rejected: int = 0  # offered after the writer failed or was closed
+    queue_depth: int = 0
+    queue_bytes: int = 0
+    per_topic: dict[str, int] = field(default_factory=dict)
+    first_ns: int | None = None
+    last_ns: int | None = None
+    error: str | None = None
+
+
+class BagWriteError(OSError):
+    """Writing the bag failed; the message names the bag and the underlying OS error."""
+
+
+class EpisodeBagWriter:
+    """Write one episode bag on a background thread. See the module docstring for the why.
+
+    Usage::
+
+        w = EpisodeBagWriter(path, [TopicSpec("/apo/step", "apo_interfaces/msg/LabelledStep")],
+                             contract.default_custom_data("ep_1", ...)).start()
+        w.write("/apo/step", time.time_ns(), raw_cdr_bytes)   # from any thread, never blocks
+        w.close({contract.KEY_OUTCOME: "success"})            # drain, close, fsync, metadata.yaml
+
+    ``after``: another writer that must be completely closed (and fsynced) before this one opens
+    its bag; messages written meanwhile wait in this writer's queue. ``on_error(writer, message)``
+    is called once, from the writer thread, when writing fails; ``on_closed(writer)`` when the
+    thread has finished (closed, failed or discarded).
+    """
+
+    def __init__(self, path: str | os.PathLike, topics: Sequence[TopicSpec], custom_data: Mapping[str, str],
+                 *, max_queue_messages: int = DEFAULT_MAX_QUEUE_MESSAGES,
+                 max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                 flush_period_s: float = DEFAULT_FLUSH_PERIOD_S, fsync: bool = True,
+                 after: EpisodeBagWriter | None = None,
+                 on_error: Callable[[EpisodeBagWriter, str], None] | None = None,
+                 on_closed: Callable[[EpisodeBagWriter], None] | None = None):
+        if not topics:
+            raise ValueError("an episode bag needs at least one topic")
+        names = [t.topic for t in topics]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate topics in {names}")
+        for key, value in custom_data.items():
+            if not isinstance(value, str):
+                raise TypeError(f"custom_data[{key!r}] must be a string, got {type(value).__name__}")
+        self.path = Path(path)
+        self.topics = list(topics)
+        self._index = {t.topic: i for i, t in enumerate(self.topics)}
+        self._custom = dict(custom_data)
+        self._custom_dirty = False
+        self.max_queue_messages = max(1, int(max_queue_messages))
+        self.max_queue_bytes = max(1, int(max_queue_bytes))
+        self.chunk_bytes = max(1024, int(chunk_bytes))
+        self.flush_period_s = max(0.01, float(flush_period_s))
+        self.fsync = fsync
+        self._after = after
+        self._on_error = on_error
+        self._on_closed = on_closed
+
+        self._cond = threading.Condition()
+        self._queue: deque = deque()
+        self._queue_bytes = 0
+        self._accepting = True
+        self._state = "opening"
+        self._error: str | None = None
+        self._written = 0
+        self._bytes = 0
+        self._dropped = 0
+        self._rejected = 0
+        self._per_topic = [0] * len(self.topics)
+        self._first_ns: int | None = None
+        self._last_ns: int | None = None
+        self._thread = threading.Thread(target=self._run, name=f"bag-writer:{self.path.name}", daemon=True)
+        self._done = threading.Event()
+        self._started = False
+
+    # ------------------------------------------------------------------ caller side (any thread)
+    def start(self) -> EpisodeBagWriter:
+        with self._cond:
+            if self._started:
+                return self
+            self._started = True
+        self._thread.start()
+        return self
+
+    def write(self, topic: str, timestamp_ns: int, data: bytes | bytearray | memoryview) -> bool:
+        """Queue one message (raw CDR). Never blocks; returns False if it was dropped or rejected."""
+        idx = self._index[topic]
+        size = len(data)
+        with self._cond:
+            if not self._accepting:
+                self._rejected += 1
+                return False
+            if len(self._queue) >= self.max_queue_messages or self._queue_bytes + size > self.max_queue_bytes:
+                self._dropped += 1
+                return False
+            self._queue.append((idx, int(timestamp_ns), data))
+            self._queue_bytes += size
+            self._cond.notify()
+        return True
+
+    def update_custom_data(self, values: Mapping[str, str]) -> None:
+        """Change custom_data (e.g. the outcome once known); also rewritten into the journal."""
+        for key, value in values.items():
+            if not isinstance(value, str):
+                raise TypeError(f"custom_data[{key!r}] must be a string, got {type(value).__name__}")
+        with self._cond:
+            self._custom.update(values)
+            self._custom_dirty = True
+            self._cond.notify()
+
+    @property
+    def custom_data(self) -> dict[str, str]:
+        with self._cond:
+            return dict(self._custom)
+
+    def close(self, custom_data: Mapping[str, str] | None = None, *, wait: bool = True,
+              timeout: float | None = None) -> WriterStats:
+        """Stop accepting messages, write what is queued, finish the bag (footer, metadata.yaml, fsync)."""
+        if custom_data:
+            self.update_custom_data(custom_data)
+        self._request(_CLOSE)
+        if wait:
+            self.wait(timeout)
+        return self.stats()
+
+    def discard(self, *, wait: bool = True, timeout: float | None = None) -> None:
+        """Abandon the bag and delete its directory (used for an episode that was over before we joined)."""
+        self._request(_DISCARD)
+        if wait:
+            self.wait(timeout)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the writer thread has finished; True if it has."""
+        return self._done.wait(timeout)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def failed(self) -> bool:
+        return self._state == "failed"
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def stats(self) -> WriterStats:
+        with self._cond:
+            return WriterStats(
+                path=str(self.path), state=self._state, messages_written=self._written,
+                bytes_written=self._bytes, messages_dropped=self._dropped, messages_rejected=self._rejected,
+                queue_depth=len(self._queue), queue_bytes=self._queue_bytes,
+                per_topic={t.topic: n for t, n in zip(self.topics, self._per_topic, strict=True)},
+                first_ns=self._first_ns, last_ns=self._last_ns, error=self._error)
+
+    def __enter__(self) -> EpisodeBagWriter:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _request(self, what) -> None:
+        with self._cond:
+            if self._accepting:
+                self._accepting = False
+                self._queue.append((what, 0, b""))
+                self._cond.notify()
+            elif what is _DISCARD and self._state not in ("closed", "failed", "discarded"):
+                # a discard after a close request: turn the pending close into a discard
+                for i, item in enumerate(self._queue):
+                    if item[0] is _CLOSE:
+                        self._queue[i] = (_DISCARD, 0, b"")
+        self.start()  # a writer closed before it was started still produces its (empty) bag
+
+    # ------------------------------------------------------------------ writer thread
+    def _run(self) -> None:
+        bag = None
+        conns: list = []
+        try:
+            if self._after is not None:
+                self._after.wait()
+            bag, conns = self._open()
+            self._set_state("recording")
+            self._loop(bag, conns)
+        except BaseException as exc:  # report, close what we can, never propagate into the process
+            self._fail(bag, exc)
+        finally:
+            self._done.set()
+            if self._on_closed is not None:
+                try:
+                    self._on_closed(self)
+                except Exception:
+                    pass
+
+    def _set_state(self, state: str) -> None:
+        with self._cond:
+            self._state = state
+
+    def _open(self):
+        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.rosbag2.metadata import parse_qos
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            raise FileExistsError(f"bag directory {self.path} exists already, not overwriting it")
+        bag = Writer(self.path, version=contract.METADATA_VERSION, storage_plugin=StoragePlugin.MCAP)
+        bag.open()
+        journal_topics = []
+        conns = []
+        try:
+            for spec in self.topics:
+                msgdef, digest = message_definition(spec.msgtype)
+                conns.append(bag.add_connection(spec.topic, spec.msgtype, msgdef=msgdef, rihs01=digest,
+                                                offered_qos_profiles=parse_qos(list(spec.offered_qos))))
+                journal_topics.append({"topic": spec.topic, "type": spec.msgtype,
+                                       "type_description_hash": digest,
+                                       "offered_qos_profiles": list(spec.offered_qos)})
+            self._journal_topics = journal_topics
+            # The schemas and channels sit in the first chunk: put them on disk now, so even a bag
+            # killed before its first flush can be recovered with all its connections.
+            self._flush(bag, force_chunk=True)
+            self._write_journal()
+        except BaseException:
+            try:
+                bag.abort()
+            except Exception:
+                pass
+            raise
+        return bag, conns
+
+    def _loop(self, bag, conns) -> None:
+        next_flush = time.monotonic() + self.flush_period_s
+        while True:
+            with self._cond:
+                while not self._queue and not self._custom_dirty:
+                    remaining = next_flush - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                batch = list(self._queue)
+                self._queue.clear()
+                self._queue_bytes = 0
+                dirty, self._custom_dirty = self._custom_dirty, False
+            if dirty:
+                self._write_journal()
+            end = None
+            for idx, ts, data in batch:
+                if idx is _CLOSE or idx is _DISCARD:
+                    end = idx
+                    break
+                bag.write(conns[idx], ts, data)
+                with self._cond:
+                    self._written += 1
+                    self._bytes += len(data)
+                    self._per_topic[idx] += 1
+                    if self._first_ns is None or ts < self._first_ns:
+                        self._first_ns = ts
+                    if self._last_ns is None or ts > self._last_ns:
+                        self._last_ns = ts
+                storage = bag.storage
+                if getattr(getattr(storage, "chunk", None), "bio", None) is not None \
+                        and storage.chunk.bio.tell() >= self.chunk_bytes:
+                    storage.close_chunk()
+            if end is _DISCARD:
+                self._discard(bag)
+                return
+            if end is _CLOSE:
+                self._finish(bag)
+                return
+            if time.monotonic() >= next_flush:
+                self._flush(bag)
+                next_flush = time.monotonic() + self.flush_period_s
+
+    def _flush(self, bag, force_chunk: bool = False) -> None:
+        """Close the open chunk (if it holds anything) and push the file to disk."""
+        storage = bag.storage
+        chunk = getattr(storage, "chunk", None)
+        if chunk is not None and hasattr(storage, "close_chunk"):
+            if chunk.msgs:
+                storage.close_chunk()
+            elif force_chunk and chunk.bio.tell():
+                # MCAP spec: a chunk without messages has start and end time zero
+                chunk.message_start_time = chunk.message_end_time = 0
+                storage.close_chunk()
+        bio = getattr(storage, "bio", None)
+        if bio is not None:
+            bio.flush()
+            if self.fsync:
+                os.fsync(bio.fileno())
+
+    def _finish(self, bag) -> None:
+        self._set_state("closing")
+        with self._cond:
+            custom = dict(self._custom)
+        for key, value in custom.items():
+            bag.set_custom_data(key, value)
+        bag.close()
+        if self.fsync:
+            _fsync_path(self.path / contract.bag_file_name(self.path.name))
+            _fsync_path(self.path / "metadata.yaml")
+        _remove(self.path / contract.JOURNAL_NAME)
+        if self.fsync:
+            _fsync_path(self.path)
+        self._set_state("closed")
+
+    def _discard(self, bag) -> None:
+        try:
+            bag.abort()
+        finally:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self._set_state("discarded")
+
+    def _fail(self, bag, exc: BaseException) -> None:
+        if isinstance(exc, OSError):
+            what = f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+            if exc.errno is not None:
+                import errno as _errno
+
+                what += f" [{_errno.errorcode.get(exc.errno, exc.errno)}]"
+        else:
+            what = f"{type(exc).__name__}: {exc}"
+        message = f"writing bag {self.path} failed: {what}"
+        with self._cond:
+            self._accepting = False
+            self._error = message
+            self._state = "failed"
+            self._rejected += sum(1 for item in self._queue if item[0] is not _CLOSE and item[0] is not _DISCARD)
+            self._queue.clear()
+            self._queue_bytes = 0
+        if bag is not None and getattr(bag, "storage", None) is not None:
+            closed = False
+            try:  # a valid bag with what was written, if the disk lets us
+                with self._cond:
+                    custom = dict(self._custom)
+                for key, value in custom.items():
+                    bag.set_custom_data(key, value)
+                bag.close()
+                closed = True
+            except BaseException:
+                try:
+                    bag.abort()
+                except BaseException:
+                    pass
+            if closed:
+                _remove(self.path / contract.JOURNAL_NAME)
+        if self._on_error is not None:
+            try:
+                self._on_error(self, message)
+            except Exception:
+                pass
+
+    def _write_journal(self) -> None:
+        with self._cond:
+            custom = dict(self._custom)
+        journal = {
+            "apo_recording_journal": 1,
+            "note": "Present while this bag is being written; removed when the bag is closed. "
+                    "A directory with this file and no metadata.yaml was left by a killed recorder: "
+                    "repair it with apo_recorder.recover_bag().",
+            "bag_file": contract.bag_file_name(self.path.name),
+            "pid": os.getpid(),
+            "hostname": socket.gethostname(),
+            "custom_data": custom,
+            "topics": getattr(self, "_journal_topics", []),
+        }
+        _atomic_write_text(self.path / contract.JOURNAL_NAME, yaml.safe_dump(journal, sort_keys=False),
+                           fsync=self.fsync)
+
+
+def _atomic_write_text(path: Path, text: str, fsync: bool = True) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        if fsync:
+            os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    if fsync:
+        _fsync_path(path.parent)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def write_bag(path: str | os.PathLike, topics: Sequence[TopicSpec], custom_data: Mapping[str, str],
+              messages: Iterable[tuple[str, int, bytes]], **kwargs) -> WriterStats:
+    """Write a whole bag synchronously (tests, tools): ``messages`` = (topic, log time ns, CDR bytes)."""
+    kwargs.setdefault("max_queue_messages", 1 << 30)
+    kwargs.setdefault("max_queue_bytes", 1 << 62)
+    writer = EpisodeBagWriter(path, topics, custom_data, **kwargs).start()
+    for topic, ts, data in messages:
+        writer.write(topic, ts, data)
+    stats = writer.close()
+    if stats.error:
+        raise BagWriteError(stats.error)
+    return stats

@@ -1,0 +1,104 @@
+"""The bag contract: what one episode bag contains. The bag -> HDF5 conversion is written against this.
+
+Everything here is plain data (no rclpy, no rosbags), shared by the writer, the recovery tool, the
+readers, the node and the tests, so there is exactly one statement of the contract in code:
+
+- one rosbag2 directory per episode, ``<output_dir>/<episode_id>/``, holding ``metadata.yaml``
+  (rosbag2 metadata version 9) and ``<episode_id>.mcap`` (MCAP storage), written with ``rosbags``;
+- the topics/types of ``DEFAULT_TOPICS``; every connection carries the full message definition
+  (``ros2msg`` with its dependencies) and the publishers' offered QoS;
+- message log time = the recorder's receive time in ns; payload = the CDR bytes as received;
+- ``custom_data`` keys of ``CUSTOM_DATA_KEYS`` (all strings), ``apo.schema_version`` = ``"1"``.
+
+While an episode is being written its directory also holds ``JOURNAL_NAME`` (episode info, topic
+types and hashes, the writer's pid). It is removed when the bag is closed; a directory that still
+has it (and no ``metadata.yaml``) was left by a killed recorder: ``recover_bag`` repairs it.
+"""
+
+from __future__ import annotations
+
+from apo_core import topics
+
+SCHEMA_VERSION = "1"
+METADATA_VERSION = 9
+STORAGE_ID = "mcap"
+
+# custom_data keys in metadata.yaml (all values are strings).
+KEY_EPISODE_ID = "apo.episode_id"
+KEY_INSTRUCTION = "apo.instruction"
+KEY_TASK = "apo.task"
+KEY_OUTCOME = "apo.outcome"
+KEY_POLICY_VERSION = "apo.policy_version"
+KEY_SCHEMA_VERSION = "apo.schema_version"
+KEY_RECORDER_VERSION = "apo.recorder_version"
+CUSTOM_DATA_KEYS = (KEY_EPISODE_ID, KEY_INSTRUCTION, KEY_TASK, KEY_OUTCOME, KEY_POLICY_VERSION,
+                    KEY_SCHEMA_VERSION, KEY_RECORDER_VERSION)
+# Only present in bags rebuilt by recover_bag: number of messages recovered (as a string).
+KEY_RECOVERED = "apo.recovered"
+
+OUTCOME_SUCCESS = "success"
+OUTCOME_FAILURE = "failure"
+OUTCOME_ABORT = "abort"
+OUTCOME_UNKNOWN = "unknown"
+OUTCOMES = (OUTCOME_SUCCESS, OUTCOME_FAILURE, OUTCOME_ABORT, OUTCOME_UNKNOWN)
+
+# apo_interfaces/msg/EpisodeEvent.event values (kept here so ROS-free code needs no generated module).
+EVENT_START = 0
+EVENT_END = 1
+EVENT_SUCCESS = 2
+EVENT_FAILURE = 3
+EVENT_ABORT = 4
+END_EVENT_OUTCOME = {
+    EVENT_END: OUTCOME_UNKNOWN,
+    EVENT_SUCCESS: OUTCOME_SUCCESS,
+    EVENT_FAILURE: OUTCOME_FAILURE,
+    EVENT_ABORT: OUTCOME_ABORT,
+}
+
+# What the recorder records by default: topic -> ROS 2 type name.
+DEFAULT_TOPICS: dict[str, str] = {
+    topics.IMAGE: "sensor_msgs/msg/Image",
+    topics.ROBOT_STATE: "apo_interfaces/msg/RobotState",
+    topics.POLICY_ACTION: "apo_interfaces/msg/ActionCommand",
+    topics.TELEOP_ACTION: "apo_interfaces/msg/ActionCommand",
+    topics.COMMAND: "apo_interfaces/msg/ActionCommand",
+    topics.STEP: "apo_interfaces/msg/LabelledStep",
+    topics.EPISODE: "apo_interfaces/msg/EpisodeEvent",
+    topics.MODE: "apo_interfaces/msg/InterventionMode",
+    topics.JOY: "sensor_msgs/msg/Joy",
+}
+
+JOURNAL_NAME = "apo_recording.yaml"
+
+
+def bag_file_name(episode_id: str) -> str:
+    """Name of the MCAP file inside the episode directory (rosbags names it after the directory)."""
+    return f"{episode_id}.mcap"
+
+
+def safe_episode_dir_name(episode_id: str) -> str:
+    """The directory name used for ``episode_id``: path separators and odd characters replaced.
+
+    Episode ids are normally simple (``ep_0001``, a UUID, a timestamp); anything that could escape
+    the output directory or confuse a shell is mapped to ``_`` so a bag can never land elsewhere.
+    """
+    cleaned = "".join(ch if (ch.isalnum() or ch in "-_.") else "_" for ch in episode_id.strip())
+    cleaned = cleaned.lstrip(".")
+    return cleaned or "episode"
+
+
+def default_custom_data(episode_id: str = "", instruction: str = "", task: str = "",
+                        policy_version: str = "", outcome: str = OUTCOME_UNKNOWN,
+                        recorder_version: str = "") -> dict[str, str]:
+    """A complete custom_data mapping with every contract key present."""
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome {outcome!r} is not one of {OUTCOMES}")
+    return {
+        KEY_EPISODE_ID: episode_id,
+        KEY_INSTRUCTION: instruction,
+        KEY_TASK: task,
+        KEY_OUTCOME: outcome,
+        KEY_POLICY_VERSION: policy_version,
+        KEY_SCHEMA_VERSION: SCHEMA_VERSION,
+        KEY_RECORDER_VERSION: recorder_version,
+    }

@@ -1,0 +1,564 @@
+"""The recorder node: one labelled rosbag2 (MCAP) bag per episode. See README.md for the bag contract.
+
+Thin shell over the ROS-free parts: ``episode.EpisodeTracker`` decides when an episode starts and
+ends, ``bag_writer.EpisodeBagWriter`` writes each bag on its own thread. The node subscribes to
+the recorded topics with ``raw=True`` (the CDR bytes are written as received, stamped with the
+receive time), and never does disk I/O in a callback: a callback only appends to the writer's
+bounded queue, so a slow or failing disk costs dropped (counted) messages, never a stalled graph.
+
+Routing: ``/apo/step`` messages carry their episode id (read from the CDR bytes, no
+deserialisation), so a step of the next episode that arrives before that episode's START event is
+held back and written into the right bag. Other topics go to the bag that is open; messages received
+up to ``preroll_s`` before a START are put at the beginning of the new bag (the image the policy saw
+for the first step is usually older than the START event).
+
+Run: ``ros2 run apo_recorder apo_recorder_node --ros-args -p output_dir:=/data/bags`` or
+``python -m apo_recorder.recorder_node``. SIGINT/SIGTERM close the open bag (outcome ``unknown``
+unless its end event had already arrived) before exiting.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.node import Node
+from rclpy.serialization import deserialize_message
+
+from apo_core import topics as T
+from apo_core.ros_qos import qos_profile, topic_qos
+from apo_recorder import __version__, contract
+from apo_recorder.bag_writer import EpisodeBagWriter, TopicSpec, qos_dict
+from apo_recorder.cdr_peek import peek_header_then_string
+from apo_recorder.episode import Decision, EpisodeInfo, EpisodeTracker
+
+NODE_NAME = "apo_recorder"
+_MAX_PREROLL_MESSAGES = 5000
+_STEP_HOLD_S = 5.0  # how long a step of a not-yet-started episode is held back
+
+
+def _import_msg(msgtype: str):
+    pkg, kind, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+
+
+def _qos_to_dict(q) -> dict:
+    return qos_dict(history=q.history.name, depth=q.depth, reliability=q.reliability.name,
+                    durability=q.durability.name, liveliness=q.liveliness.name,
+                    deadline_ns=q.deadline.nanoseconds, lifespan_ns=q.lifespan.nanoseconds,
+                    liveliness_lease_ns=q.liveliness_lease_duration.nanoseconds,
+                    avoid_ros_namespace_conventions=q.avoid_ros_namespace_conventions)
+
+
+def parse_topics(entries: list[str]) -> dict[str, str]:
+    """``["/apo/step", "/extra:std_msgs/msg/String"]`` -> {topic: type}; known topics need no type."""
+    out: dict[str, str] = {}
+    for entry in entries:
+        entry = entry.strip()
+        if not entry:
+            continue
+        if ":" in entry:
+            topic, msgtype = (s.strip() for s in entry.split(":", 1))
+        elif entry in contract.DEFAULT_TOPICS:
+            topic, msgtype = entry, contract.DEFAULT_TOPICS[entry]
+        else:
+            raise ValueError(f"parameter 'topics': no known type for {entry!r}; write it as 'topic:pkg/msg/Type'")
+        if msgtype.count("/") == 1:
+            pkg, name = msgtype.split("/")
+            msgtype = f"{pkg}/msg/{name}"
+        out[topic] = msgtype
+    if not out:
+        raise ValueError("parameter 'topics' is empty: nothing to record")
+    return out
+
+
+class RecorderNode(Node):
+    def __init__(self, *, context=None, parameter_overrides=None, node_name: str = NODE_NAME):
+        super().__init__(node_name, context=context, parameter_overrides=parameter_overrides)
+        self._declare_parameters()
+        p = self._param
+        if p("storage") != contract.STORAGE_ID:
+            raise ValueError(f"parameter 'storage': only 'mcap' is supported, got {p('storage')!r}")
+        self._topics = parse_topics(list(p("topics")))
+        self._output_dir = Path(os.path.expanduser(p("output_dir"))).absolute()
+        self._grace_s = max(0.0, float(p("grace_period_s")))
+        self._preroll_ns = int(max(0.0, float(p("preroll_s"))) * 1e9)
+        self._writer_kwargs = dict(
+            chunk_bytes=int(p("chunk_size_bytes")), flush_period_s=float(p("flush_period_s")),
+            fsync=bool(p("fsync")), max_queue_messages=int(p("queue_max_messages")),
+            max_queue_bytes=int(p("queue_max_mb")) * 1024 * 1024)
+        self._record_between = bool(p("record_between_episodes"))
+
+        self._lock = threading.RLock()
+        self._tracker = EpisodeTracker(start_ns=self.get_clock().now().nanoseconds)
+        self._writer: EpisodeBagWriter | None = None  # the bag messages go to now
+        self._writer_info: EpisodeInfo | None = None  # None for a between-episodes bag
+        self._last_writer: EpisodeBagWriter | None = None  # next bag opens only once this one is closed
+        self._active: set[EpisodeBagWriter] = set()
+        self._close_deadline: float | None = None
+        self._preroll: deque = deque()  # (topic, t_ns, data, step_episode_id)
+        self._enabled = True
+        self._paused = False
+        self._closed_totals = {"written": 0, "dropped": 0, "rejected": 0, "bytes": 0}
+        self._bags_completed = 0
+        self._bags_failed = 0
+        self._skipped_paused = 0
+        self._not_recorded = 0
+        self._late_steps = 0
+        self._last_error: str | None = None
+        self._last_reported_drops = 0
+        self._last_bag = ""
+
+        self._check_output_dir()
+        self._subs = []
+        ordered = sorted(self._topics, key=lambda t: t != T.EPISODE)  # episode events first
+        for topic in ordered:
+            self._subscribe(topic, self._topics[topic])
+
+        from diagnostic_msgs.msg import DiagnosticArray
+        from std_srvs.srv import SetBool, Trigger
+
+        self._diag_pub = self.create_publisher(DiagnosticArray, T.DIAGNOSTICS, 10)
+        self.create_service(Trigger, T.RECORDER_START, self._srv_start)
+        self.create_service(Trigger, T.RECORDER_STOP, self._srv_stop)
+        self.create_service(SetBool, T.RECORDER_PAUSE, self._srv_pause)
+        self.create_timer(0.05, self._housekeeping)
+        self.create_timer(max(0.1, float(p("diagnostics_period_s"))), self._publish_diagnostics)
+        self.get_logger().info(
+            f"apo_recorder {__version__}: recording {len(self._subs)} topics into {self._output_dir} "
+            f"(one MCAP bag per episode, grace {self._grace_s:.2f} s, flush every "
+            f"{self._writer_kwargs['flush_period_s']:.2f} s)")
+
+    # ------------------------------------------------------------------ set-up
+    def _declare_parameters(self) -> None:
+        def desc(text, typ, read_only=True, frange=None, irange=None):
+            d = ParameterDescriptor(description=text, type=typ, read_only=read_only)
+            if frange:
+                d.floating_point_range = [FloatingPointRange(from_value=frange[0], to_value=frange[1], step=0.0)]
+            if irange:
+                d.integer_range = [IntegerRange(from_value=irange[0], to_value=irange[1], step=0)]
+            return d
+
+        S, D, INT, B, SA = (ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_DOUBLE,
+                          ParameterType.PARAMETER_INTEGER, ParameterType.PARAMETER_BOOL,
+                          ParameterType.PARAMETER_STRING_ARRAY)
+        self.declare_parameter("output_dir", "~/.apo/bags", desc(
+            "Directory that receives one rosbag2 directory per episode (<output_dir>/<episode_id>/).", S))
+        self.declare_parameter("topics", list(contract.DEFAULT_TOPICS), desc(
+            "Topics to record: names of the deploy graph, or 'topic:pkg/msg/Type' for others.", SA))
+        self.declare_parameter("storage", contract.STORAGE_ID, desc("Storage plugin; only 'mcap'.", S))
+        self.declare_parameter("grace_period_s", 1.0, desc(
+            "Seconds a bag stays open after the episode's end event, so the last steps land in it.", D,
+            read_only=False, frange=(0.0, 60.0)))
+        self.declare_parameter("preroll_s", 0.5, desc(
+            "Messages received this long before a START are put at the start of the episode's bag.", D,
+            frange=(0.0, 10.0)))
+        self.declare_parameter("chunk_size_bytes", 1024 * 1024, desc(
+            "Close an MCAP chunk once it holds this many bytes (rosbags caps chunks at 1 MiB).", INT,
+            irange=(4096, 1024 * 1024)))
+        self.declare_parameter("flush_period_s", 0.5, desc(
+            "Close the open chunk, flush and fsync this often: a killed recorder loses about this much.", D,
+            frange=(0.05, 10.0)))
+        self.declare_parameter("fsync", True, desc("fsync the bag at every flush and at close.", B))
+        self.declare_parameter("queue_max_messages", 2000, desc(
+            "Writer queue bound (messages); beyond it messages are dropped and counted.", INT, irange=(10, 1000000)))
+        self.declare_parameter("queue_max_mb", 256, desc(
+            "Writer queue bound (MiB); beyond it messages are dropped and counted.", INT, irange=(1, 65536)))
+        self.declare_parameter("image_queue_depth", 10, desc(
+            "History depth of the best-effort image subscription.", INT, irange=(1, 1000)))
+        self.declare_parameter("reliable_queue_depth", 50, desc(
+            "Minimum history depth of the reliable subscriptions.", INT, irange=(1, 10000)))
+        self.declare_parameter("record_between_episodes", False, desc(
+            "Also record messages outside episodes, into between_<time> bags.", B))
+        self.declare_parameter("diagnostics_period_s", 1.0, desc(
+            "Period of the status published on /diagnostics.", D, frange=(0.1, 60.0)))
+
+    def _param(self, name):
+        return self.get_parameter(name).value
+
+    def _check_output_dir(self) -> bool:
+        try:
+            self._output_dir.mkdir(parents=True, exist_ok=True)
+            probe = self._output_dir / f".apo_recorder_write_test.{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+            return True
+        except OSError as exc:
+            msg = (f"output_dir {self._output_dir} is not writable ({exc.strerror or exc}); episodes cannot be "
+                   f"recorded until it is (checked again at each episode start)")
+            self._last_error = msg
+            self.get_logger().error(msg)
+            return False
+
+    def _subscribe(self, topic: str, msgtype: str) -> None:
+        try:
+            cls = _import_msg(msgtype)
+        except (ImportError, AttributeError, ValueError) as exc:
+            self.get_logger().error(f"cannot record {topic}: message type {msgtype!r} is not importable ({exc})")
+            return
+        if topic in T.QOS:
+            kind, depth = T.QOS[topic]
+            if kind == "sensor":
+                qos = qos_profile("sensor", int(self._param("image_queue_depth")))
+            elif kind == "reliable":
+                qos = topic_qos(topic, max(depth, int(self._param("reliable_queue_depth"))))
+            else:
+                qos = topic_qos(topic)
+        else:
+            qos = qos_profile("reliable", int(self._param("reliable_queue_depth")))
+        if topic == T.EPISODE:
+            callback = self._on_episode
+        else:
+            def callback(data, _topic=topic):
+                self._on_message(_topic, data)
+        self._subs.append(self.create_subscription(cls, topic, callback, qos, raw=True))
+
+    def _topic_specs(self) -> list[TopicSpec]:
+        specs = []
+        for topic, msgtype in self._topics.items():
+            try:
+                offered = tuple(_qos_to_dict(i.qos_profile) for i in self.get_publishers_info_by_topic(topic))
+            except Exception:
+                offered = ()
+            if not offered and topic in T.QOS:
+                offered = (_qos_to_dict(topic_qos(topic)),)
+            specs.append(TopicSpec(topic, msgtype, offered))
+        return specs
+
+    # ------------------------------------------------------------------ hot path
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _on_message(self, topic: str, data) -> None:
+        now = self._now_ns()
+        step_id = peek_header_then_string(data) if topic == T.STEP else None
+        with self._lock:
+            w, info = self._writer, self._writer_info
+            if w is not None and info is not None:  # an episode bag is open
+                if step_id is not None and step_id != info.episode_id:
+                    if self._tracker.finished(step_id):
+                        self._late_steps += 1  # its bag is closed already
+                    else:
+                        self._hold(topic, now, data, step_id)  # next episode's step, before its START
+                    return
+                if self._paused:
+                    self._skipped_paused += 1
+                    return
+                w.write(topic, now, data)
+                return
+            self._hold(topic, now, data, step_id)
+            if self._paused or not self._enabled:
+                return
+            if w is None and self._record_between:
+                w = self._open_between(now)
+            if w is not None:
+                w.write(topic, now, data)
+            else:
+                self._not_recorded += 1
+
+    def _hold(self, topic, now, data, step_id) -> None:
+        self._preroll.append((topic, now, data, step_id))
+        if len(self._preroll) > _MAX_PREROLL_MESSAGES:
+            self._preroll.popleft()
+
+    def _on_episode(self, data) -> None:
+        now = self._now_ns()
+        from apo_interfaces.msg import EpisodeEvent
+
+        try:
+            ev = deserialize_message(data, EpisodeEvent)
+        except Exception as exc:
+            self.get_logger().error(f"undecodable message on {T.EPISODE}: {exc}")
+            return
+        stamp = ev.header.stamp.sec * 1_000_000_000 + ev.header.stamp.nanosec
+        with self._lock:
+            for decision in self._tracker.on_event(ev.episode_id, ev.event, ev.instruction, ev.task,
+                                                   ev.policy_version, stamp):
+                self._apply(decision, now)
+            w, info = self._writer, self._writer_info
+            if w is not None and info is not None and info.episode_id == ev.episode_id:
+                w.write(T.EPISODE, now, data)  # episode events are recorded even while paused
+
+    # ------------------------------------------------------------------ decisions
+    def _apply(self, d: Decision, now: int) -> None:
+        log = self.get_logger()
+        if d.kind == "open":
+            self._open_episode(d.episode, now)
+        elif d.kind == "end":
+            if self._writer is not None and self._writer_info is not None:
+                self._writer.update_custom_data({contract.KEY_OUTCOME: d.outcome})
+            if self._close_deadline is None:
+                self._close_deadline = time.monotonic() + self._grace_s
+            log.info(f"episode {d.episode.episode_id!r} ended ({d.outcome}); closing its bag in {self._grace_s:.2f} s")
+        elif d.kind == "close":
+            self._close_current(d.outcome, d.reason)
+        elif d.kind == "discard":
+            w, self._writer, self._writer_info, self._close_deadline = self._writer, None, None, None
+            if w is not None:
+                w.discard(wait=False)
+            log.info(f"episode {d.episode.episode_id!r}: {d.reason}; its bag was discarded")
+        elif d.reason:
+            log.debug(f"episode event ignored: {d.reason}")
+
+    def _new_writer(self, path: Path, custom: dict[str, str]) -> EpisodeBagWriter:
+        w = EpisodeBagWriter(path, self._topic_specs(), custom, after=self._last_writer,
+                             on_error=self._on_writer_error, on_closed=self._on_writer_closed,
+                             **self._writer_kwargs)
+        self._last_writer = w
+        self._active.add(w)
+        self._last_bag = str(path)
+        return w.start()
+
+    def _open_episode(self, info: EpisodeInfo, now: int) -> None:
+        log = self.get_logger()
+        if self._writer is not None:  # a between-episodes bag
+            self._close_current(contract.OUTCOME_UNKNOWN, "episode started")
+        if not self._enabled:
+            log.info(f"episode {info.episode_id!r} started; not recorded (recorder stopped)")
+            return
+        dir_name = contract.safe_episode_dir_name(info.episode_id) if info.episode_id else \
+            time.strftime("episode_%Y%m%d_%H%M%S", time.gmtime(now / 1e9))
+        path = self._output_dir / dir_name
+        if path.exists():
+            log.warning(f"episode {info.episode_id!r}: {path} exists already (recorder restarted?); "
+                        f"this episode is not recorded again")
+            return
+        if not self._output_dir.is_dir() and not self._check_output_dir():
+            self._bags_failed += 1
+            log.error(f"episode {info.episode_id!r} is not recorded: output_dir {self._output_dir} unusable")
+            return
+        custom = info.custom_data(__version__, episode_id=info.episode_id or dir_name)
+        self._writer = self._new_writer(path, custom)
+        self._writer_info = info
+        self._close_deadline = None
+        # Pre-roll: recent messages of other topics, and steps already received for this episode.
+        held, self._preroll = self._preroll, deque()
+        for topic, t, data, step_id in held:
+            if topic == T.STEP:
+                if step_id == info.episode_id:
+                    self._writer.write(topic, t, data)
+                elif step_id is not None and not self._tracker.finished(step_id) and now - t < _STEP_HOLD_S * 1e9:
+                    self._preroll.append((topic, t, data, step_id))
+            elif now - t <= self._preroll_ns and not self._paused:
+                self._writer.write(topic, t, data)
+        log.info(f"recording episode {info.episode_id!r} ({info.task}: {info.instruction!r}) into {path}"
+                 + (" -- joined while running" if info.joined_late else ""))
+
+    def _open_between(self, now: int) -> EpisodeBagWriter | None:
+        path = self._output_dir / time.strftime("between_%Y%m%d_%H%M%S", time.gmtime(now / 1e9))
+        n = 1
+        while path.exists():
+            path = path.with_name(f"{path.name.split('-')[0]}-{n}")
+            n += 1
+        self._writer = self._new_writer(path, contract.default_custom_data(recorder_version=__version__))
+        self._writer_info = None
+        return self._writer
+
+    def _close_current(self, outcome: str, reason: str = "") -> None:
+        w, self._writer, self._writer_info, self._close_deadline = self._writer, None, None, None
+        if w is not None:
+            w.close({contract.KEY_OUTCOME: outcome}, wait=False)
+
+    def _on_writer_error(self, writer: EpisodeBagWriter, message: str) -> None:
+        with self._lock:
+            self._last_error = message
+        self.get_logger().error(f"{message}. Recording of this episode stopped; the recorder keeps running "
+                                f"and tries again at the next episode start")
+
+    def _on_writer_closed(self, writer: EpisodeBagWriter) -> None:
+        s = writer.stats()
+        with self._lock:
+            self._active.discard(writer)
+            self._closed_totals["written"] += s.messages_written
+            self._closed_totals["dropped"] += s.messages_dropped
+            self._closed_totals["rejected"] += s.messages_rejected
+            self._closed_totals["bytes"] += s.bytes_written
+            if s.state == "closed":
+                self._bags_completed += 1
+            elif s.state == "failed":
+                self._bags_failed += 1
+        if s.state == "closed":
+            self.get_logger().info(
+                f"bag {s.path} closed ({writer.custom_data.get(contract.KEY_OUTCOME)}): {s.messages_written} "
+                f"messages, {s.bytes_written / 1e6:.1f} MB, {s.messages_dropped} dropped")
+
+    def _housekeeping(self) -> None:
+        with self._lock:
+            if self._close_deadline is not None and time.monotonic() >= self._close_deadline:
+                self._close_deadline = None
+                decision = self._tracker.grace_expired()
+                if decision is not None:
+                    self._apply(decision, self._now_ns())
+            limit = self._now_ns() - max(self._preroll_ns, int(_STEP_HOLD_S * 1e9))
+            while self._preroll and self._preroll[0][1] < limit:
+                self._preroll.popleft()
+
+    # ------------------------------------------------------------------ services
+    def _srv_start(self, request, response):
+        with self._lock:
+            self._enabled = True
+            self._paused = False
+            cur = self._tracker.current
+            msg = "recording enabled"
+            if cur is not None and not self._tracker.ending and self._writer_info is None:
+                if self._writer is not None:
+                    self._close_current(contract.OUTCOME_UNKNOWN)
+                self._open_episode(EpisodeInfo(cur.episode_id, cur.instruction, cur.task, cur.policy_version,
+                                               cur.stamp_ns, joined_late=True), self._now_ns())
+                if self._writer_info is not None:
+                    msg += f"; recording the running episode {cur.episode_id!r} from now on"
+            else:
+                msg += "; waiting for the next episode start"
+        response.success, response.message = True, msg
+        self.get_logger().info(msg)
+        return response
+
+    def _srv_stop(self, request, response):
+        with self._lock:
+            self._enabled = False
+            bag = self._writer.path if self._writer is not None else None
+            self._close_current(self._tracker.pending_outcome(), "stop service")
+            self._preroll.clear()
+        response.success = True
+        response.message = f"recording stopped; closed {bag}" if bag else "recording stopped"
+        self.get_logger().info(response.message)
+        return response
+
+    def _srv_pause(self, request, response):
+        with self._lock:
+            self._paused = bool(request.data)
+        response.success = True
+        response.message = "paused (messages are not written; the bag stays open)" if request.data else "resumed"
+        self.get_logger().info(f"recorder {response.message}")
+        return response
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict:
+        """Counters (also published on /diagnostics); for tests and tools."""
+        with self._lock:
+            w, info = self._writer, self._writer_info
+            cur = w.stats() if w is not None else None
+            written = self._closed_totals["written"] + (cur.messages_written if cur else 0)
+            dropped = self._closed_totals["dropped"] + (cur.messages_dropped if cur else 0)
+            rejected = self._closed_totals["rejected"] + (cur.messages_rejected if cur else 0)
+            if cur is not None and cur.state == "failed":
+                state = "error"
+            elif not self._enabled:
+                state = "stopped"
+            elif self._paused:
+                state = "paused"
+            elif info is not None:
+                state = "ending" if self._tracker.ending else "recording"
+            elif w is not None:
+                state = "recording_between_episodes"
+            else:
+                state = "idle"
+            return {
+                "state": state,
+                "episode_id": info.episode_id if info is not None else "",
+                "bag": str(w.path) if w is not None else "",
+                "last_bag": self._last_bag,
+                "messages_written": written,
+                "messages_dropped": dropped,
+                "messages_rejected": rejected,
+                "bytes_written": self._closed_totals["bytes"] + (cur.bytes_written if cur else 0),
+                "episode_messages_written": cur.messages_written if cur else 0,
+                "episode_messages_dropped": cur.messages_dropped if cur else 0,
+                "queue_depth": cur.queue_depth if cur else 0,
+                "messages_skipped_paused": self._skipped_paused,
+                "messages_outside_episodes": self._not_recorded,
+                "late_steps": self._late_steps,
+                "bags_completed": self._bags_completed,
+                "bags_failed": self._bags_failed,
+                "bags_open": len(self._active),
+                "last_error": self._last_error or "",
+            }
+
+    def _publish_diagnostics(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+        st = self.status()
+        if st["messages_dropped"] > self._last_reported_drops:
+            self.get_logger().warning(
+                f"{st['messages_dropped'] - self._last_reported_drops} message(s) dropped: the bag writer's "
+                f"queue was full (disk too slow?); {st['messages_dropped']} dropped in total")
+            self._last_reported_drops = st["messages_dropped"]
+        status = DiagnosticStatus()
+        status.name = f"apo_recorder: {self.get_fully_qualified_name()}"
+        status.hardware_id = socket.gethostname()
+        if st["state"] == "error":
+            status.level, status.message = DiagnosticStatus.ERROR, f"write error: {st['last_error']}"
+        elif st["episode_messages_dropped"]:
+            status.level, status.message = DiagnosticStatus.WARN, f"{st['state']}; dropping messages"
+        else:
+            status.level = DiagnosticStatus.OK
+            status.message = st["state"] + (f" {st['episode_id']}" if st["episode_id"] else "")
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in st.items()]
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.status = [status]
+        self._diag_pub.publish(msg)
+
+    # ------------------------------------------------------------------ shutdown
+    def close_all(self, timeout: float = 30.0) -> bool:
+        """Close the open bag (outcome unknown unless its end event arrived) and wait for every writer."""
+        with self._lock:
+            self._close_deadline = None
+            self._close_current(self._tracker.pending_outcome(), "shutdown")
+            self._enabled = False
+            active = list(self._active)
+        deadline = time.monotonic() + timeout
+        ok = True
+        for w in active:
+            ok = w.wait(max(0.0, deadline - time.monotonic())) and ok
+        return ok
+
+    def destroy_node(self):
+        self.close_all()
+        return super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        node = RecorderNode()
+    except (ValueError, OSError) as exc:
+        print(f"apo_recorder: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    node.get_logger().info("shutting down: closing the open bag")
+    node.close_all()
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

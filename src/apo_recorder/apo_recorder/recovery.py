@@ -1,0 +1,390 @@
+"""Repair an episode bag left by a killed recorder (no metadata.yaml, MCAP without summary/footer).
+
+An MCAP file is written front to back: header, then chunks (each a self-contained record holding
+schema, channel and message records), and only at close the summary and footer. A killed writer
+therefore leaves a data section that is valid up to its last complete record. ``recover_bag``
+scans that data section as far as it reads (stopping at the first truncated or corrupt record),
+rebuilds a complete rosbag2 bag from the schemas, channels and messages found, and writes its
+``metadata.yaml`` -- with the episode's custom_data from the recorder's journal
+(``contract.JOURNAL_NAME``), plus ``apo.recovered`` = number of messages recovered.
+
+The rebuilt bag replaces the damaged one in place (same directory and file names); the damaged
+original is deleted, or kept as ``<parent>/.<name>.partial/`` with ``keep_original=True``. The
+swap is done with renames so an interrupted recovery can simply be run again.
+
+ROS-free: needs only ``rosbags`` (and ``backports.zstd``/``lz4`` for compressed chunks).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+from binascii import crc32
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from apo_recorder import contract
+
+MAGIC = b"\x89MCAP0\r\n"
+OP_HEADER, OP_FOOTER, OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_CHUNK, OP_DATA_END = 1, 2, 3, 4, 5, 6, 0x0F
+_MAX_RECORD = 1 << 40  # anything larger is garbage, not a record
+
+
+class RecoveryError(RuntimeError):
+    """The bag cannot be recovered (not an MCAP bag, held by a live recorder, ...); says why."""
+
+
+@dataclass
+class RecoveryReport:
+    """What ``recover_bag`` did. ``status``: ``intact`` (nothing to do) or ``recovered``."""
+
+    path: Path
+    status: str
+    messages_recovered: int
+    per_topic: dict[str, int] = field(default_factory=dict)
+    bytes_total: int = 0  # size of the damaged MCAP file
+    bytes_used: int = 0  # prefix of it that was readable
+    first_ns: int | None = None
+    last_ns: int | None = None
+    custom_data: dict[str, str] = field(default_factory=dict)
+    stop_reason: str = ""  # why the scan stopped (end of data, truncated record, corrupt chunk, ...)
+
+    @property
+    def bytes_discarded(self) -> int:
+        return max(0, self.bytes_total - self.bytes_used)
+
+
+@dataclass
+class _Scan:
+    schemas: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # id -> name, encoding, data
+    channels: dict[int, tuple[int, str, str, dict[str, str]]] = field(default_factory=dict)
+    bytes_used: int = 0
+    stop_reason: str = ""
+
+
+# ---------------------------------------------------------------------------------------- scanning
+def _u16(b, o):
+    return struct.unpack_from("<H", b, o)[0], o + 2
+
+
+def _u32(b, o):
+    return struct.unpack_from("<I", b, o)[0], o + 4
+
+
+def _u64(b, o):
+    return struct.unpack_from("<Q", b, o)[0], o + 8
+
+
+def _str(b, o):
+    n, o = _u32(b, o)
+    if o + n > len(b):
+        raise ValueError("string past end of record")
+    return bytes(b[o:o + n]).decode("utf-8"), o + n
+
+
+def _decompress(data: bytes, compression: str, size: int) -> bytes:
+    if compression == "":
+        return data
+    if compression == "zstd":
+        try:
+            from compression import zstd  # type: ignore[import-not-found]  # Python >= 3.14
+        except ImportError:
+            from backports import zstd
+        return zstd.decompress(data)
+    if compression == "lz4":
+        from lz4.frame import decompress
+
+        return decompress(data)
+    raise ValueError(f"unsupported chunk compression {compression!r}")
+
+
+def _inner_records(body: memoryview, scan: _Scan) -> Iterator[tuple[int, int, int, bytes]]:
+    """Parse schema/channel/message records of one buffer; yields messages (channel, seq, log_time, data)."""
+    off = 0
+    end = len(body)
+    while off < end:
+        if end - off < 9:
+            raise ValueError("record header past end of chunk")
+        op = body[off]
+        (length,) = struct.unpack_from("<Q", body, off + 1)
+        start = off + 9
+        if length > end - start:
+            raise ValueError("record past end of chunk")
+        rec = body[start:start + length]
+        off = start + length
+        if op == OP_SCHEMA:
+            sid, o = _u16(rec, 0)
+            name, o = _str(rec, o)
+            encoding, o = _str(rec, o)
+            data, o = _str(rec, o)
+            scan.schemas[sid] = (name, encoding, data)
+        elif op == OP_CHANNEL:
+            cid, o = _u16(rec, 0)
+            sid, o = _u16(rec, o)
+            topic, o = _str(rec, o)
+            encoding, o = _str(rec, o)
+            meta_len, o = _u32(rec, o)
+            meta: dict[str, str] = {}
+            mend = o + meta_len
+            while o < mend:
+                key, o = _str(rec, o)
+                value, o = _str(rec, o)
+                meta[key] = value
+            scan.channels[cid] = (sid, topic, encoding, meta)
+        elif op == OP_MESSAGE:
+            if length < 22:
+                raise ValueError("message record too short")
+            cid, seq, log_time, _pub = struct.unpack_from("<HIQQ", rec, 0)
+            yield cid, seq, log_time, bytes(rec[22:])
+
+
+def scan_mcap(path: str | os.PathLike, scan: _Scan | None = None) -> Iterator[tuple[int, int, bytes]]:
+    """Yield (channel id, log time ns, data) of every message readable in an MCAP file's data section.
+
+    Stops quietly at the first record that is truncated or corrupt (a killed writer's last chunk);
+    ``scan`` (if given) receives the schemas, channels, readable byte count and the stop reason.
+    Messages come in file order (chunk by chunk).
+    """
+    scan = scan if scan is not None else _Scan()
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        if fh.read(8) != MAGIC:
+            raise RecoveryError(f"{path} is not an MCAP file (bad magic)")
+        scan.bytes_used = 8
+        while True:
+            pos = fh.tell()
+            head = fh.read(9)
+            if len(head) == 0:
+                scan.stop_reason = "end of file (no summary/footer)"
+                return
+            if len(head) < 9:
+                scan.stop_reason = f"truncated record header at byte {pos}"
+                return
+            op = head[0]
+            (length,) = struct.unpack_from("<Q", head, 1)
+            if op == 0 or length > _MAX_RECORD or pos + 9 + length > size:
+                scan.stop_reason = (f"truncated record at byte {pos} (opcode 0x{op:02x}, {length} bytes, "
+                                    f"file has {size})")
+                return
+            if op in (OP_FOOTER, OP_DATA_END):
+                scan.bytes_used = pos + 9 + length
+                scan.stop_reason = "end of data section"
+                return
+            body = fh.read(length)
+            if len(body) < length:
+                scan.stop_reason = f"short read at byte {pos}"
+                return
+            try:
+                if op == OP_CHUNK:
+                    mv = memoryview(body)
+                    _start, o = _u64(mv, 0)
+                    _end, o = _u64(mv, o)
+                    usize, o = _u64(mv, o)
+                    crc, o = _u32(mv, o)
+                    compression, o = _str(mv, o)
+                    csize, o = _u64(mv, o)
+                    if o + csize > len(mv):
+                        raise ValueError("chunk data past end of record")
+                    raw = _decompress(bytes(mv[o:o + csize]), compression, usize)
+                    if len(raw) != usize:
+                        raise ValueError("chunk size mismatch")
+                    if crc and crc32(raw) != crc:
+                        raise ValueError("chunk checksum mismatch")
+                    messages = list(_inner_records(memoryview(raw), scan))
+                elif op in (OP_SCHEMA, OP_CHANNEL, OP_MESSAGE):
+                    messages = list(_inner_records(memoryview(head + body), scan))
+                else:  # header, message index, chunk index, metadata, attachments, ...: nothing to keep
+                    messages = []
+            except (ValueError, struct.error, UnicodeDecodeError) as exc:
+                scan.stop_reason = f"corrupt record at byte {pos}: {exc}"
+                return
+            scan.bytes_used = pos + 9 + length
+            for cid, _seq, log_time, data in messages:
+                yield cid, log_time, data
+
+
+# ---------------------------------------------------------------------------------------- recovery
+def _load_yaml(path: Path) -> dict | None:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed but not yet reaped process is a zombie: not writing anything
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def bag_is_readable(path: str | os.PathLike) -> bool:
+    """True if rosbags can open the bag directory (metadata.yaml + complete storage files)."""
+    from rosbags.rosbag2 import Reader
+
+    try:
+        with Reader(Path(path)):
+            return True
+    except Exception:
+        return False
+
+
+def _find_mcap(path: Path, journal: dict | None) -> Path:
+    if journal and isinstance(journal.get("bag_file"), str) and (path / journal["bag_file"]).is_file():
+        return path / journal["bag_file"]
+    candidates = sorted(p for p in path.glob("*.mcap") if p.is_file())
+    if not candidates:
+        raise RecoveryError(f"no .mcap file in {path}: nothing to recover")
+    preferred = path / contract.bag_file_name(path.name)
+    return preferred if preferred in candidates else candidates[0]
+
+
+def _hidden(parent: Path, name: str, what: str) -> Path:
+    return parent / f".{name}.{what}"
+
+
+def recover_bag(path: str | os.PathLike, *, keep_original: bool = False, force: bool = False) -> RecoveryReport:
+    """Make the episode bag at ``path`` readable again; return what was recovered.
+
+    - A bag that already opens (metadata.yaml and a complete MCAP) is left alone: status ``intact``.
+    - Otherwise the MCAP data section is scanned as far as it reads and a valid bag with those
+      messages (same topics, types, full message definitions and offered QoS) replaces it:
+      status ``recovered``. custom_data come from the journal (episode id, instruction, task,
+      policy version, outcome if the end event had arrived) or default to the directory name and
+      outcome ``unknown``; ``apo.recovered`` is set to the number of messages recovered.
+    - Refuses (RecoveryError) when the journal names a process on this host that is still alive
+      (the bag is being written), unless ``force``.
+    """
+    import socket
+
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.rosbag2.metadata import parse_qos
+
+    from apo_recorder.msgdefs import typestore_from_definitions
+
+    path = Path(path)
+    parent, name = path.parent, path.name
+    work = _hidden(parent, name, "recovering")
+    # Resume a recovery interrupted between its two renames.
+    if not path.exists() and (work / name / "metadata.yaml").is_file():
+        os.replace(work / name, path)
+        shutil.rmtree(work, ignore_errors=True)
+    if not path.is_dir():
+        raise RecoveryError(f"bag directory {path} does not exist")
+
+    journal = _load_yaml(path / contract.JOURNAL_NAME)
+    if (path / "metadata.yaml").is_file() and bag_is_readable(path):
+        from apo_recorder.reader import read_bag_info
+
+        info = read_bag_info(path)
+        return RecoveryReport(path=path, status="intact", messages_recovered=info.message_count,
+                              per_topic={t: i.message_count for t, i in info.topics.items()},
+                              first_ns=info.start_ns, last_ns=info.end_ns, custom_data=info.custom_data,
+                              stop_reason="bag is complete")
+    if journal and not force:
+        pid, host = journal.get("pid"), journal.get("hostname")
+        if isinstance(pid, int) and host == socket.gethostname() and pid != os.getpid() and _pid_alive(pid):
+            raise RecoveryError(f"bag {path} is still being written by process {pid}; "
+                                f"stop that recorder first (or pass force=True)")
+
+    mcap = _find_mcap(path, journal)
+    custom = contract.default_custom_data(episode_id=name)
+    if journal and isinstance(journal.get("custom_data"), dict):
+        custom.update({str(k): str(v) for k, v in journal["custom_data"].items()})
+    journal_hashes = {}
+    if journal and isinstance(journal.get("topics"), list):
+        for t in journal["topics"]:
+            if isinstance(t, dict) and t.get("type") and t.get("type_description_hash"):
+                journal_hashes[t["type"]] = t["type_description_hash"]
+
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    scan = _Scan()
+    report = RecoveryReport(path=path, status="recovered", messages_recovered=0, bytes_total=mcap.stat().st_size)
+    conns: dict[int, object] = {}
+    topic_of: dict[int, str] = {}
+    writer = Writer(work / name, version=contract.METADATA_VERSION, storage_plugin=StoragePlugin.MCAP)
+    writer.open()
+    try:
+        def connection(cid: int):
+            if cid in conns:
+                return conns[cid]
+            if cid not in scan.channels:
+                return None  # a message whose channel record was lost: cannot be typed
+            sid, topic, encoding, meta = scan.channels[cid]
+            if sid not in scan.schemas:
+                return None
+            msgtype, _schema_encoding, msgdef = scan.schemas[sid]
+            digest = journal_hashes.get(msgtype)
+            if not digest:
+                digest = typestore_from_definitions({msgtype: msgdef}).hash_rihs01(msgtype)
+            qos = parse_qos(meta.get("offered_qos_profiles", "")) if meta.get("offered_qos_profiles") else []
+            conns[cid] = writer.add_connection(topic, msgtype, msgdef=msgdef, rihs01=digest,
+                                               serialization_format=encoding or "cdr", offered_qos_profiles=qos)
+            topic_of[cid] = topic
+            return conns[cid]
+
+        for cid, log_time, data in scan_mcap(mcap, scan):
+            conn = connection(cid)
+            if conn is None:
+                continue
+            writer.write(conn, log_time, data)
+            report.messages_recovered += 1
+            report.per_topic[topic_of[cid]] = report.per_topic.get(topic_of[cid], 0) + 1
+            report.first_ns = log_time if report.first_ns is None else min(report.first_ns, log_time)
+            report.last_ns = log_time if report.last_ns is None else max(report.last_ns, log_time)
+        for cid in sorted(scan.channels):  # topics that got no message keep their connection
+            connection(cid)
+        custom[contract.KEY_RECOVERED] = str(report.messages_recovered)
+        for key, value in custom.items():
+            writer.set_custom_data(key, value)
+        writer.close()
+    except BaseException:
+        try:
+            writer.abort()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    for f in (work / name).iterdir():
+        _fsync(f)
+    _fsync(work / name)
+
+    report.bytes_used = scan.bytes_used
+    report.stop_reason = scan.stop_reason
+    report.custom_data = custom
+    # Swap: damaged original out, rebuilt bag in (each step a rename; rerunnable if interrupted).
+    partial = _hidden(parent, name, "partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    os.replace(path, work / "original")
+    os.replace(work / name, path)
+    if keep_original:
+        os.replace(work / "original", partial)
+    shutil.rmtree(work, ignore_errors=True)
+    _fsync(parent)
+    return report
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
