@@ -9,6 +9,7 @@ start with the dotted key named. Field defaults below are the documented default
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,7 +307,9 @@ def assemble_config(cls, config_file: str | os.PathLike | None = None, overrides
     Errors name the file and the dotted key.
     """
     path = Path(config_file) if config_file else default_config_path(cls)
-    data = read_config_file(path)
+    # Start from the defaults so a partly given section keeps the defaults of its other keys
+    # (``teleop: {timeout: 0.3}`` keeps teleop's priority 100, not InputConfig's plain default).
+    data = merge_overrides(dataclasses.asdict(cls()), read_config_file(path))
     if overrides:
         data = merge_overrides(data, nest_dotted(overrides))
     try:
