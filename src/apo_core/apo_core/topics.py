@@ -33,7 +33,8 @@ RECORDER_START = "/apo/recorder/start"  # std_srvs/Trigger
 RECORDER_STOP = "/apo/recorder/stop"  # std_srvs/Trigger
 RECORDER_PAUSE = "/apo/recorder/pause"  # std_srvs/SetBool (true = pause)
 RETRAIN = "/apo/retrain"  # apo_interfaces/Retrain
-RETRAIN_STATUS = "/apo/retrain/status"  # apo_interfaces/GetRetrainStatus (+ topic of RetrainStatus)
+RETRAIN_STATUS = "/apo/retrain/get_status"  # apo_interfaces/GetRetrainStatus
+RETRAIN_STATUS_TOPIC = "/apo/retrain/status"  # apo_interfaces/RetrainStatus, latched
 RETRAIN_CANCEL = "/apo/retrain/cancel"  # apo_interfaces/CancelRetrain
 RETRAIN_ROLLBACK = "/apo/retrain/rollback"  # apo_interfaces/Rollback
 
@@ -52,4 +53,5 @@ QOS = {
     ESTOP: ("reliable", 10),
     SIM_EXPERT_ACTION: ("reliable", 10),
     SIM_TASK_PROGRESS: ("reliable", 10),
+    RETRAIN_STATUS_TOPIC: ("latched", 1),
 }

@@ -1,0 +1,93 @@
+"""Candidate evaluation for promotion: held-out action L1 and (optionally) simulated success rate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from apo_core.dataset import read_episode, sorted_episode_names
+from apo_core.labels import Label
+from apo_core.policy import load_policy
+
+
+def find_trained_policy(output_dir: Path) -> Path:
+    """The policy directory a training run wrote (the trainer saves it under ``policy/``)."""
+    for candidate in (output_dir / "policy", output_dir / "final", output_dir):
+        if (candidate / "apo_policy.json").is_file():
+            return candidate
+    raise FileNotFoundError(f"training finished but wrote no policy: looked for {output_dir / 'policy'}/apo_policy.json")
+
+
+def last_logged_step(output_dir: Path) -> int | None:
+    """Last optimiser step in the trainer's metrics log (for progress), or None."""
+    path = output_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 4096))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+        for line in reversed(lines):
+            try:
+                return int(json.loads(line)["step"])
+            except (ValueError, KeyError, json.JSONDecodeError):
+                continue
+    except OSError:
+        return None
+    return None
+
+
+def heldout_samples(path: Path, k: int, max_samples: int = 512):
+    """Desirable driven steps (autonomous and human) of the held-out episodes."""
+    import h5py
+
+    images, instructions, states, actions = [], [], [], []
+    with h5py.File(path, "r") as f:
+        names = sorted_episode_names(f)
+    for name in names:
+        ep = read_episode(path, name)
+        labels = ep.labels(k)
+        keep = np.isin(labels, [Label.AUTONOMOUS, Label.HUMAN]) & np.isin(ep.modes, [0, 1])
+        for i in np.flatnonzero(keep):
+            images.append(ep.images[i])
+            instructions.append(ep.instruction)
+            states.append(ep.states[i])
+            actions.append(ep.actions[i])
+    if len(actions) > max_samples:
+        idx = np.random.default_rng(0).choice(len(actions), max_samples, replace=False)
+        pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
+        images, instructions, states, actions = pick(images), pick(instructions), pick(states), pick(actions)
+    return images, instructions, states, actions
+
+
+@torch.no_grad()
+def mean_l1(policy_dir: Path, samples, batch_size: int = 32) -> float:
+    images, instructions, states, actions = samples
+    policy = load_policy(policy_dir)
+    use_state = getattr(getattr(policy, "config", None), "state_dim", 0) > 0
+    total, n = 0.0, 0
+    for s in range(0, len(actions), batch_size):
+        sl = slice(s, s + batch_size)
+        batch = policy.encode_batch(np.stack(images[sl]), instructions[sl],
+                                    np.stack(states[sl]) if use_state else None, np.stack(actions[sl]))
+        m = policy.forward_batch(batch)
+        total += float(m.l1.sum())
+        n += len(m.l1)
+    return total / max(n, 1)
+
+
+def compare_heldout_l1(base_dir: Path, candidate_dir: Path, heldout: Path, k: int) -> tuple[float, float]:
+    samples = heldout_samples(heldout, k)
+    if not samples[3]:
+        raise ValueError(f"{heldout} holds no desirable steps to evaluate on")
+    return mean_l1(base_dir, samples), mean_l1(candidate_dir, samples)
+
+
+def compare_success_rates(base_dir: Path, candidate_dir: Path, ev) -> tuple[float, float]:
+    from apo_sim.rollout import success_rate
+
+    kwargs = dict(task=ev.sim_task, episodes=ev.sim_episodes, seed=ev.sim_seed, max_steps=ev.sim_max_steps)
+    return success_rate(base_dir, **kwargs), success_rate(candidate_dir, **kwargs)

@@ -1,0 +1,414 @@
+"""One retraining job and the manager that admits, runs, cancels and reports jobs.
+
+A job: stage the new episode bags (every n-th held out for evaluation) -> convert them into the
+round's datasets (``apo-convert``, incremental) -> train from the deployed version on expert + all
+interactive data (``apo-train`` through a backend: local subprocess / torchrun, or any command over
+shared storage) -> evaluate the candidate against the deployed version (held-out action L1, optional
+success rate in simulation) -> promote it to a new numbered version in the model store.
+
+Promotion is the only step that changes what is deployed, and it is atomic (ModelStore.add): a job
+that fails, is cancelled, or is killed at any point leaves the deployed version as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from apo_core.model_store import ModelStore
+from apo_trainer.retrain.settings import RetrainSettings
+
+LOSSES = ("apo", "kto", "dpo", "bc")
+# Values of apo_interfaces/RetrainStatus.STATE_* (mirrored so this module needs no ROS).
+STATES = {"idle": 0, "queued": 1, "converting": 2, "training": 3, "evaluating": 4, "promoting": 5,
+          "succeeded": 6, "failed": 7, "cancelled": 8, "rejected": 9}
+ACTIVE = {"queued", "converting", "training", "evaluating", "promoting"}
+
+
+class JobCancelled(Exception):
+    pass
+
+
+@dataclass
+class RetrainRequest:
+    episodes: list[str] = field(default_factory=list)
+    loss: str = ""
+    steps: int = 0
+    k: int = -1
+    dry_run: bool = False
+
+
+@dataclass
+class JobStatus:
+    job_id: str = ""
+    state: str = "idle"
+    progress: float = 0.0
+    message: str = ""
+    base_version: str = ""
+    candidate_version: str = ""
+    deployed_version: str = ""
+    metrics: dict = field(default_factory=dict)
+    train_episodes: list[str] = field(default_factory=list)
+    heldout_episodes: list[str] = field(default_factory=list)
+    request: dict = field(default_factory=dict)
+    started: float = 0.0
+    finished: float = 0.0
+
+    @property
+    def state_code(self) -> int:
+        return STATES[self.state]
+
+
+class EpisodeRegistry:
+    """Which episode bags earlier rounds used (for training or held out), persisted as JSON."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.is_file() else {"train": {}, "heldout": {}}
+
+    def used(self) -> set[str]:
+        return set(self.data["train"]) | set(self.data["heldout"])
+
+    def record(self, train: list[str], heldout: list[str], version: str) -> None:
+        for ep in train:
+            self.data["train"][ep] = version
+        for ep in heldout:
+            self.data["heldout"][ep] = version
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        os.replace(tmp, self.path)
+
+
+def is_heldout(episode_id: str, every: int) -> bool:
+    """Deterministic hold-out: the same episode is always on the same side, whichever job sees it."""
+    if every <= 0:
+        return False
+    return int(hashlib.sha1(episode_id.encode()).hexdigest()[:8], 16) % every == 0
+
+
+class RetrainManager:
+    def __init__(self, settings: RetrainSettings, on_update=None, on_promoted=None):
+        self.settings = settings
+        self.work_dir = Path(settings.work_dir)
+        self.jobs_dir = self.work_dir / "jobs"
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.store = ModelStore(settings.model_store)
+        self.registry = EpisodeRegistry(self.work_dir / "episodes_used.json")
+        self._on_update = on_update or (lambda status: None)
+        self._on_promoted = on_promoted or (lambda version: None)
+        self._lock = threading.Lock()
+        self._current: _Job | None = None
+        self._latest: JobStatus = JobStatus(deployed_version=self.store.current_version() or "")
+        self._mark_interrupted_jobs()
+
+    # --- queries -----------------------------------------------------------------------------
+    def new_episodes(self) -> list[str]:
+        bags = Path(self.settings.bags_dir)
+        if not bags.is_dir():
+            return []
+        from apo_trainer.bag_reader import is_bag_dir
+
+        used = self.registry.used()
+        return sorted(p.name for p in bags.iterdir() if is_bag_dir(p) and p.name not in used)
+
+    def status(self, job_id: str = "") -> JobStatus | None:
+        with self._lock:
+            if not job_id or job_id == self._latest.job_id:
+                return self._latest
+        path = self.jobs_dir / job_id / "status.json"
+        if path.is_file():
+            return JobStatus(**json.loads(path.read_text()))
+        return None
+
+    @property
+    def running(self) -> bool:
+        with self._lock:
+            return self._current is not None and self._current.status.state in ACTIVE
+
+    # --- commands ----------------------------------------------------------------------------
+    def submit(self, request: RetrainRequest) -> tuple[bool, str, str]:
+        """(accepted, job_id, reason). Answers at once; the job runs on its own thread."""
+        base = self.store.current_version() or ""
+        with self._lock:
+            if self._current is not None and self._current.status.state in ACTIVE:
+                return False, "", f"job {self._current.status.job_id} is already running ({self._current.status.state})"
+        loss = request.loss or self.settings.defaults.loss
+        if loss not in LOSSES:
+            return False, "", f"unknown loss {loss!r} (choose one of {', '.join(LOSSES)})"
+        if request.steps < 0:
+            return False, "", f"steps must be >= 0 (0 = default {self.settings.defaults.steps}), got {request.steps}"
+        if not base:
+            return False, "", f"model store {self.store.root} has no deployed version to start from"
+        if request.episodes:
+            bags = Path(self.settings.bags_dir)
+            missing = [e for e in request.episodes if not (bags / e).is_dir()]
+            if missing:
+                return False, "", f"episode bag(s) not found in {bags}: {missing}"
+            episodes = sorted(set(request.episodes))
+        else:
+            episodes = self.new_episodes()
+            if len(episodes) < self.settings.min_new_episodes:
+                return False, "", (f"nothing new to train on: {len(episodes)} new episode bag(s) in "
+                                   f"{self.settings.bags_dir} (need {self.settings.min_new_episodes}); "
+                                   f"{len(self.registry.used())} were used by earlier versions")
+        every = self.settings.eval.heldout_every
+        heldout = [e for e in episodes if is_heldout(e, every)]
+        train = [e for e in episodes if e not in heldout] or episodes
+        heldout = [e for e in heldout if e not in train]
+        job_id = time.strftime("job-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        status = JobStatus(job_id=job_id, state="queued", base_version=base, deployed_version=base,
+                           train_episodes=train, heldout_episodes=heldout, request=asdict(request),
+                           started=time.time(),
+                           message=f"{len(train)} training + {len(heldout)} held-out episode(s), loss {loss}")
+        job = _Job(self, status, loss, request.steps or self.settings.defaults.steps,
+                   self.settings.defaults.k if request.k < 0 else request.k, request.dry_run)
+        with self._lock:
+            self._current = job
+            self._latest = status
+        job.start()
+        return True, job_id, status.message
+
+    def cancel(self, job_id: str = "") -> tuple[bool, str]:
+        with self._lock:
+            job = self._current
+        if job is None or job.status.state not in ACTIVE:
+            return False, "no job is running"
+        if job_id and job_id != job.status.job_id:
+            return False, f"job {job_id} is not the running job ({job.status.job_id})"
+        job.cancel()
+        return True, f"cancelling {job.status.job_id}"
+
+    def rollback(self, version: str = "") -> tuple[bool, str, str]:
+        if self.running:
+            return False, "a retrain job is running; cancel it first", self.store.current_version() or ""
+        try:
+            new = self.store.rollback(version or None)
+        except Exception as exc:
+            return False, str(exc), self.store.current_version() or ""
+        with self._lock:
+            self._latest.deployed_version = new
+        self._on_promoted(new)
+        return True, f"deployed version is now {new}", new
+
+    def wait(self, timeout: float | None = None) -> JobStatus:
+        with self._lock:
+            job = self._current
+        if job is not None:
+            job.thread.join(timeout)
+        return self._latest
+
+    # --- internals ---------------------------------------------------------------------------
+    def _publish(self, status: JobStatus) -> None:
+        path = self.jobs_dir / status.job_id / "status.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(status), indent=1))
+        os.replace(tmp, path)
+        self._on_update(status)
+
+    def _mark_interrupted_jobs(self) -> None:
+        for path in self.jobs_dir.glob("*/status.json"):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if data.get("state") in ACTIVE:
+                data.update(state="failed", message="interrupted: the retrain service stopped during this job; "
+                            "the deployed version was not changed", finished=time.time())
+                path.write_text(json.dumps(data, indent=1))
+
+
+class _Job:
+    def __init__(self, manager: RetrainManager, status: JobStatus, loss: str, steps: int, k: int, dry_run: bool):
+        self.m = manager
+        self.s = manager.settings
+        self.status = status
+        self.loss, self.steps, self.k, self.dry_run = loss, steps, k, dry_run
+        self.dir = manager.jobs_dir / status.job_id
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._cancel = threading.Event()
+        self._proc: subprocess.Popen | None = None
+        self._proc_lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name=f"retrain-{status.job_id}", daemon=True)
+
+    def start(self):
+        self.m._publish(self.status)
+        self.thread.start()
+
+    def cancel(self):
+        self._cancel.set()
+        with self._proc_lock:
+            if self._proc is not None and self._proc.poll() is None:
+                try:
+                    os.killpg(self._proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    def _set(self, state: str | None = None, progress: float | None = None, message: str | None = None, **metrics):
+        if state:
+            self.status.state = state
+        if progress is not None:
+            self.status.progress = float(progress)
+        if message is not None:
+            self.status.message = message
+        self.status.metrics.update(metrics)
+        self.m._publish(self.status)
+
+    def _check_cancel(self):
+        if self._cancel.is_set():
+            raise JobCancelled()
+
+    def _run(self):
+        try:
+            if self.dry_run:
+                self._set("succeeded", 1.0, f"dry run: would train {self.loss} for {self.steps} steps with K={self.k} "
+                          f"on {len(self.status.train_episodes)} new episode(s) (+ {len(self.status.heldout_episodes)} "
+                          f"held out) from {self.status.base_version}")
+                return
+            data = self._convert()
+            candidate = self._train(data)
+            self._evaluate(candidate)
+            self._promote(candidate)
+        except JobCancelled:
+            self._set("cancelled", message=f"cancelled; deployed version unchanged ({self.m.store.current_version()})")
+        except Exception as exc:  # any failure: report it, never touch the deployed version
+            self._set("failed", message=f"{type(exc).__name__}: {exc}; deployed version unchanged "
+                                       f"({self.m.store.current_version()})")
+        finally:
+            self.status.finished = time.time()
+            self.status.deployed_version = self.m.store.current_version() or ""
+            self.m._publish(self.status)
+
+    # --- phases ------------------------------------------------------------------------------
+    def _stage(self, name: str, episodes: list[str]) -> Path:
+        stage = self.dir / name
+        stage.mkdir(exist_ok=True)
+        for ep in episodes:
+            link = stage / ep
+            if not link.exists():
+                os.symlink(Path(self.s.bags_dir).resolve() / ep, link)
+        return stage
+
+    def _convert(self) -> dict:
+        self._set("converting", 0.02, "converting episode bags")
+        data_dir = self.m.work_dir / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        out = {"train": data_dir / "interactive.h5", "heldout": data_dir / "heldout.h5"}
+        for split, episodes in (("train", self.status.train_episodes), ("heldout", self.status.heldout_episodes)):
+            if not episodes:
+                continue
+            stage = self._stage(f"bags_{split}", episodes)
+            self._run_logged([sys.executable, "-m", "apo_trainer.convert", str(stage), str(out[split]),
+                              "--k", str(self.k)], f"convert_{split}.log")
+            self._check_cancel()
+        self._set(progress=0.1)
+        return out
+
+    def _train_config(self, data: dict) -> dict:
+        base_dir = self.m.store.path(self.status.base_version)
+        paths = ([self.s.expert_data] if self.s.expert_data else []) + [str(data["train"])]
+        cfg = {
+            "output_dir": str(self.dir / "train"),
+            "policy": {"path": str(base_dir)},
+            "data": {"paths": paths, "k": self.k},
+            "loss": {"name": self.loss},
+            "train": {"max_steps": self.steps, "progress_bar": False},
+        }
+        from apo_core.config import merge_overrides
+
+        return merge_overrides(cfg, self.s.train_overrides)
+
+    def _train(self, data: dict) -> Path:
+        cfg = self._train_config(data)
+        cfg_path = self.dir / "train_config.yaml"
+        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        self._set("training", 0.1, f"training {self.loss} for {self.steps} steps from {self.status.base_version}")
+        cmd, shell = self._backend_command(cfg_path, Path(cfg["output_dir"]))
+        self._run_logged(cmd, "train.log", shell=shell, progress=lambda: self._train_progress(Path(cfg["output_dir"])))
+        from apo_trainer.retrain.evaluate import find_trained_policy
+
+        return find_trained_policy(Path(cfg["output_dir"]))
+
+    def _backend_command(self, cfg_path: Path, output_dir: Path):
+        b = self.s.backend
+        if b.kind == "command":
+            cmd = b.command.format(config=cfg_path, output_dir=output_dir, job_id=self.status.job_id,
+                                   python=sys.executable, nproc=b.nproc)
+            return cmd, True
+        if b.nproc > 1:
+            return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={b.nproc}",
+                    "-m", "apo_trainer.train", "--config", str(cfg_path)], False
+        return [sys.executable, "-m", "apo_trainer.train", "--config", str(cfg_path)], False
+
+    def _train_progress(self, output_dir: Path) -> None:
+        from apo_trainer.retrain.evaluate import last_logged_step
+
+        step = last_logged_step(output_dir)
+        if step is not None:
+            self._set(progress=0.1 + 0.75 * min(1.0, step / max(1, self.steps)))
+
+    def _evaluate(self, candidate: Path) -> None:
+        from apo_trainer.retrain.evaluate import compare_heldout_l1, compare_success_rates
+
+        self._set("evaluating", 0.86, "evaluating the candidate against the deployed version")
+        heldout = self.m.work_dir / "data" / "heldout.h5"
+        base_dir = self.m.store.path(self.status.base_version)
+        ev = self.s.eval
+        if heldout.is_file():
+            base_l1, cand_l1 = compare_heldout_l1(base_dir, candidate, heldout, self.k)
+            self._set(heldout_l1_base=base_l1, heldout_l1_candidate=cand_l1)
+            if cand_l1 > ev.max_l1_ratio * base_l1:
+                raise RuntimeError(f"candidate rejected: held-out action L1 {cand_l1:.4f} > {ev.max_l1_ratio} x "
+                                   f"deployed {base_l1:.4f}")
+        self._check_cancel()
+        if ev.sim_success_gate:
+            base_sr, cand_sr = compare_success_rates(base_dir, candidate, ev)
+            self._set(success_rate_base=base_sr, success_rate_candidate=cand_sr)
+            if cand_sr < ev.min_success_ratio * base_sr:
+                raise RuntimeError(f"candidate rejected: simulated success rate {cand_sr:.2f} < {ev.min_success_ratio}"
+                                   f" x deployed {base_sr:.2f}")
+        self._check_cancel()
+
+    def _promote(self, candidate: Path) -> None:
+        self._set("promoting", 0.97, "promoting the candidate")
+        self._check_cancel()
+        version = self.m.store.add(candidate, make_current=True,
+                                   note={"job": self.status.job_id, "base": self.status.base_version,
+                                         "loss": self.loss, "steps": self.steps, "k": self.k,
+                                         "metrics": self.status.metrics})
+        self.m.registry.record(self.status.train_episodes, self.status.heldout_episodes, version)
+        self.status.candidate_version = version
+        self.status.deployed_version = version
+        self._set("succeeded", 1.0, f"promoted {version} (from {self.status.base_version})")
+        self.m._on_promoted(version)
+
+    # --- subprocesses ------------------------------------------------------------------------
+    def _run_logged(self, cmd, log_name: str, shell: bool = False, progress=None) -> None:
+        log_path = self.dir / log_name
+        env = {**os.environ, **self.s.backend.env}
+        with open(log_path, "w") as log:
+            with self._proc_lock:
+                self._check_cancel()
+                self._proc = subprocess.Popen(cmd, shell=shell, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                              start_new_session=True)
+            while self._proc.poll() is None:
+                if progress is not None:
+                    progress()
+                time.sleep(0.5)
+        code = self._proc.returncode
+        self._check_cancel()
+        if code != 0:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-8:]
+            raise RuntimeError(f"{log_name.split('.')[0]} exited with code {code} (log {log_path}):\n"
+                               + "\n".join(tail))

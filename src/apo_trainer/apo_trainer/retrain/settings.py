@@ -1,0 +1,76 @@
+"""Settings of the retrain service: where data and models live, how training runs, what gates promotion.
+
+Loaded strictly from YAML (``config/retrain.yaml``) with :func:`apo_core.config.load_config`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from apo_core.config import load_config, read_yaml
+from apo_core.errors import ConfigError
+from apo_core.labels import DEFAULT_K
+
+
+@dataclass
+class BackendSettings:
+    # local: a subprocess on this machine (torchrun when nproc > 1);
+    # command: any command line (ssh to the GPU node, sbatch --wait, ...) over shared storage.
+    kind: Literal["local", "command"] = "local"
+    nproc: int = 1
+    # For kind=command. Placeholders: {config} {output_dir} {job_id} {python} {nproc}. The paths must be
+    # the same on both machines (shared storage). Example:
+    #   ssh gpu-node 'cd /shared/apo && .venv/bin/torchrun --nproc_per_node 4 -m apo_trainer.train --config {config}'
+    command: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class DefaultsSettings:
+    loss: Literal["apo", "kto", "dpo", "bc"] = "apo"
+    steps: int = 300
+    k: int = DEFAULT_K
+
+
+@dataclass
+class EvalSettings:
+    heldout_every: int = 10  # every n-th new interactive episode is held out for evaluation (0: none)
+    max_l1_ratio: float = 1.05  # promote only if candidate held-out L1 <= ratio * base held-out L1
+    sim_success_gate: bool = False  # also roll the candidate out in simulation
+    sim_episodes: int = 10
+    sim_task: str = "Lift"
+    sim_seed: int = 10_000
+    sim_max_steps: int = 120
+    min_success_ratio: float = 1.0  # candidate success rate >= ratio * base success rate
+
+
+@dataclass
+class RetrainSettings:
+    work_dir: str = "runs/retrain"  # datasets, job directories, registry of trained episodes
+    bags_dir: str = "runs/bags"  # the recorder's output
+    model_store: str = "runs/models"  # versions/ + current
+    expert_data: str | None = None  # HDF5 of expert demonstrations (always trained on)
+    backend: BackendSettings = field(default_factory=BackendSettings)
+    defaults: DefaultsSettings = field(default_factory=DefaultsSettings)
+    train_overrides: dict[str, Any] = field(default_factory=dict)  # merged into the apo-train config
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    lifelong_every_n_episodes: int = 0  # retrain automatically every N new interactive episodes (0: off)
+    min_new_episodes: int = 1
+
+    def validate(self):
+        if self.backend.kind == "command" and not self.backend.command:
+            raise ConfigError("backend.command is empty but backend.kind is 'command'")
+        if self.backend.nproc < 1:
+            raise ConfigError(f"backend.nproc must be >= 1, got {self.backend.nproc}")
+        if self.defaults.steps < 1:
+            raise ConfigError(f"defaults.steps must be >= 1, got {self.defaults.steps}")
+
+
+def load_retrain_settings(source=None, overrides: dict | None = None) -> RetrainSettings:
+    data = read_yaml(source) if isinstance(source, str) and source else (source or {})
+    if overrides:
+        from apo_core.config import merge_overrides
+
+        data = merge_overrides(data, overrides)
+    return load_config(RetrainSettings, data)
