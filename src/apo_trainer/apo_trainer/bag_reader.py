@@ -1,0 +1,857 @@
+"""Read one episode bag (rosbag2 directory, MCAP storage) without ROS, including damaged ones.
+
+Why this exists: the trainer runs where no ROS is installed, and the bags it reads come from a
+recorder that can be killed at any moment. Two read paths share one interface:
+
+- **indexed** (the normal case): ``metadata.yaml`` is present and every MCAP file ends with its
+  footer. Messages are read through ``rosbags.rosbag2.Reader``, which uses the chunk indexes and
+  merges the chunks lazily, so only the chunks that overlap in time are in memory at once.
+- **recovered**: ``metadata.yaml`` is missing or unreadable, an MCAP file has no footer/summary,
+  the last chunk is torn, or bytes were overwritten. The data section is scanned record by record
+  with every length checked against the file; a torn chunk gives up the complete records it
+  still holds; a corrupt region is skipped up to the next record that parses as a chunk; chunks
+  with a failing CRC are dropped. What could not be read is counted in :class:`ReadReport`.
+
+Messages come out in log-time order (ties in file order) in both paths, decoded with a type
+store built from the message definitions embedded in the bag itself (the schema records of the
+MCAP), so custom types such as ``apo_interfaces/msg/*`` decode without that package installed.
+Standard types whose definition is missing fall back to rosbags' built-in ROS 2 store.
+"""
+
+from __future__ import annotations
+
+import heapq
+import struct
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
+
+import yaml
+
+from apo_core.errors import ApoError, MissingPathError
+
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
+# MCAP opcodes used here.
+OP_HEADER, OP_FOOTER, OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_CHUNK = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06
+OP_METADATA, OP_METADATA_INDEX, OP_DATA_END = 0x0C, 0x0D, 0x0F
+KNOWN_OPS = frozenset(range(0x01, 0x10))
+FOOTER_SIZE = 1 + 8 + 20  # opcode, length, (summary_start, summary_offset_start, summary_crc)
+CHUNK_FIXED = 8 + 8 + 8 + 4 + 4  # start, end, uncompressed size, crc, compression string length
+COMPRESSIONS = ("", "zstd", "lz4")
+RESYNC_BLOCK = 1 << 20
+MAX_PROBLEMS = 50  # detailed problem lines kept per bag; the counters stay exact
+
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_CHUNK_HEAD = struct.Struct("<QQQII")
+_MSG_HEAD = struct.Struct("<HIQQ")
+
+
+class BagReadError(ApoError, OSError):
+    """A bag cannot be read (or, in strict mode, not read completely); the message names the path."""
+
+
+class BagMessage(NamedTuple):
+    topic: str
+    msgtype: str
+    log_time: int  # ns, recorder receive time
+    msg: object  # decoded message (rosbags dataclass)
+    size: int  # serialised bytes
+
+
+@dataclass
+class ReadReport:
+    """What reading a bag found: which path was used and what could not be read."""
+
+    path: str
+    mode: str = "indexed"  # "indexed" or "recovered"
+    metadata_present: bool = True
+    footer_present: bool = True
+    files: list[str] = field(default_factory=list)
+    bytes_total: int = 0
+    bytes_lost: int = 0  # bytes in the files that could not be used
+    bytes_missing: int = 0  # bytes a torn chunk's header promised but the file does not hold
+    messages_read: int = 0
+    messages_undecodable: int = 0
+    messages_unknown_channel: int = 0
+    chunks_read: int = 0
+    chunks_torn: int = 0
+    chunks_dropped: int = 0
+    corrupt_regions: list[tuple[str, int, int]] = field(default_factory=list)  # (file, start, end)
+    expected_counts: dict[str, int] = field(default_factory=dict)  # from metadata.yaml, per topic
+    problems: list[str] = field(default_factory=list)
+
+    def problem(self, text: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(text)
+        elif len(self.problems) == MAX_PROBLEMS:
+            self.problems.append("(further problems not listed)")
+
+    @property
+    def lossy(self) -> bool:
+        """True when something was definitely not read (bytes or messages lost)."""
+        return bool(self.bytes_lost or self.bytes_missing or self.messages_undecodable
+                    or self.messages_unknown_channel or self.chunks_dropped or self.chunks_torn)
+
+    def summary(self) -> str:
+        parts = [f"{self.mode}"]
+        if not self.metadata_present:
+            parts.append("no metadata.yaml")
+        if not self.footer_present:
+            parts.append("no MCAP footer")
+        parts.append(f"{self.messages_read} messages read")
+        if self.bytes_lost:
+            parts.append(f"{self.bytes_lost} of {self.bytes_total} bytes unreadable")
+        if self.bytes_missing:
+            parts.append(f"{self.bytes_missing} bytes cut off")
+        if self.chunks_torn:
+            parts.append(f"{self.chunks_torn} torn chunk(s) salvaged")
+        if self.chunks_dropped:
+            parts.append(f"{self.chunks_dropped} chunk(s) dropped")
+        if self.messages_undecodable:
+            parts.append(f"{self.messages_undecodable} undecodable message(s)")
+        if self.messages_unknown_channel:
+            parts.append(f"{self.messages_unknown_channel} message(s) on unknown channels")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict:
+        out = dict(self.__dict__)
+        out["corrupt_regions"] = [list(r) for r in self.corrupt_regions]
+        out["lossy"] = self.lossy
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Locating bags and their metadata
+# --------------------------------------------------------------------------------------------
+def mcap_files(bag_dir) -> list[Path]:
+    """The MCAP files of a bag directory in split order (``x_0.mcap``, ``x_1.mcap``, ...)."""
+
+    def key(p: Path):
+        stem = p.stem
+        tail = stem.rsplit("_", 1)[-1]
+        return (int(tail) if tail.isdigit() else -1, stem)
+
+    return sorted(Path(bag_dir).glob("*.mcap"), key=key)
+
+
+def is_bag_dir(path) -> bool:
+    path = Path(path)
+    return path.is_dir() and ((path / "metadata.yaml").is_file() or bool(mcap_files(path)))
+
+
+def find_bags(bags_dir) -> list[Path]:
+    """Episode bag directories directly under ``bags_dir`` (sorted by name)."""
+    bags_dir = Path(bags_dir)
+    if not bags_dir.is_dir():
+        raise MissingPathError(f"bags directory not found: {bags_dir}")
+    return sorted(p for p in bags_dir.iterdir() if is_bag_dir(p))
+
+
+def bag_bytes(bag_dir) -> int:
+    """Size of a bag's storage files in bytes."""
+    return sum(p.stat().st_size for p in mcap_files(bag_dir))
+
+
+def load_metadata(bag_dir) -> dict | None:
+    """The ``rosbag2_bagfile_information`` mapping of ``metadata.yaml``, or None if absent/unreadable."""
+    path = Path(bag_dir) / "metadata.yaml"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    info = data.get("rosbag2_bagfile_information") if isinstance(data, dict) else None
+    return info if isinstance(info, dict) else None
+
+
+def read_custom_data(bag_dir) -> dict[str, str]:
+    """``custom_data`` of ``metadata.yaml`` as strings (empty when the file is missing)."""
+    info = load_metadata(bag_dir) or {}
+    custom = info.get("custom_data") or {}
+    return {str(k): "" if v is None else str(v) for k, v in custom.items()} if isinstance(custom, dict) else {}
+
+
+# --------------------------------------------------------------------------------------------
+# Types from the bag's own definitions
+# --------------------------------------------------------------------------------------------
+class TypeRegistry:
+    """A rosbags type store filled from message definitions found in the bag."""
+
+    def __init__(self):
+        from rosbags.typesys import Stores, get_typestore
+
+        self.store = get_typestore(Stores.EMPTY)
+        self._seen: set[tuple[str, str]] = set()
+        self._failed: dict[str, str] = {}
+
+    def add(self, msgtype: str, encoding: str, text: str) -> None:
+        """Register ``msgtype`` (and the dependencies its definition embeds)."""
+        key = (msgtype, text)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        try:
+            if text.strip():
+                self.store.register(_parse_definition(msgtype, encoding, text))
+            elif msgtype not in self.store.fielddefs:
+                self._register_builtin(msgtype)
+        except Exception as exc:  # any parser/typesys failure makes the type unusable
+            self._failed[msgtype] = f"{type(exc).__name__}: {exc}"
+
+    def _register_builtin(self, msgtype: str) -> None:
+        from rosbags.typesys import Stores, get_typestore
+
+        builtin = get_typestore(Stores.LATEST)
+        if msgtype not in builtin.fielddefs:
+            raise BagReadError(f"type {msgtype!r} has no definition in the bag and is not a standard ROS 2 type")
+        self.store.register({k: v for k, v in builtin.fielddefs.items() if k not in self.store.fielddefs})
+
+    def decode(self, data, msgtype: str):
+        if msgtype in self._failed:
+            raise BagReadError(f"cannot decode {msgtype}: its definition failed to load ({self._failed[msgtype]})")
+        if msgtype not in self.store.fielddefs:
+            self._register_builtin(msgtype)
+        if bytes(data[:4]) == ZSTD_FRAME_MAGIC:  # rosbag2 per-message compression
+            data = _zstd_decompress(bytes(data))
+        return self.store.deserialize_cdr(data, msgtype)
+
+
+def _parse_definition(msgtype: str, encoding: str, text: str) -> dict:
+    from rosbags.typesys import get_types_from_idl, get_types_from_msg
+
+    if encoding in ("ros2idl", "omgidl", "idl"):
+        sep = "=" * 80 + "\n"
+        typs: dict = {}
+        if text.startswith(f"{sep}IDL: "):
+            for part in text.split(sep)[1:]:
+                _, idl = part.split("\n", 1)
+                typs.update(get_types_from_idl(idl))
+        else:
+            typs.update(get_types_from_idl(text))
+        return typs
+    return get_types_from_msg(text, msgtype)
+
+
+def _zstd_decompress(data: bytes, size: int | None = None) -> bytes:
+    import zstandard
+
+    obj = zstandard.ZstdDecompressor().decompressobj()
+    out = obj.decompress(data)
+    if size is not None and len(out) != size:
+        raise ValueError(f"zstd data gave {len(out)} bytes, expected {size}")
+    return out
+
+
+def _lz4_decompress(data: bytes) -> bytes:
+    import lz4.frame
+
+    return lz4.frame.LZ4FrameDecompressor().decompress(data)
+
+
+# --------------------------------------------------------------------------------------------
+# The reader
+# --------------------------------------------------------------------------------------------
+Raw = tuple[str, str, int, object]  # topic, msgtype, log_time, serialised data
+
+
+class EpisodeBag:
+    """One episode bag, opened for streaming.
+
+    ``recover``: ``"auto"`` reads indexed when the bag is intact and scans otherwise; ``"never"``
+    raises :class:`BagReadError` on any damage; ``"always"`` scans even an intact bag.
+    Use as a context manager; :meth:`messages` can be called several times.
+    """
+
+    def __init__(self, path, recover: str = "auto"):
+        if recover not in ("auto", "never", "always"):
+            raise ValueError(f"recover must be 'auto', 'never' or 'always', got {recover!r}")
+        self.path = Path(path)
+        if not self.path.exists():
+            raise MissingPathError(f"bag not found: {self.path}")
+        self.recover = recover
+        self.report = ReadReport(path=str(self.path))
+        self.custom_data: dict[str, str] = {}
+        self._source: _IndexedSource | _ScanSource | None = None
+        self._open_problems: list[str] = []
+        self.types = TypeRegistry()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def open(self) -> EpisodeBag:
+        files = [self.path] if self.path.is_file() else mcap_files(self.path)
+        self.report.files = [str(p) for p in files]
+        self.report.bytes_total = sum(p.stat().st_size for p in files)
+        metadata = None if self.path.is_file() else load_metadata(self.path)
+        self.report.metadata_present = metadata is not None
+        if metadata is not None:
+            self.report.expected_counts = _expected_counts(metadata)
+        problem = None if metadata is not None else "metadata.yaml missing or unreadable"
+        if problem is None:
+            problem = _first_footer_problem(files)
+        if problem is None and self.recover != "always":
+            try:
+                self._source = _IndexedSource(self.path, self.report, self.types)
+            except Exception as exc:  # rosbags raises several types on damage
+                problem = f"indexed read failed: {type(exc).__name__}: {exc}"
+        if self._source is None:
+            if self.recover == "never":
+                raise BagReadError(f"bag {self.path} is damaged ({problem}); recovery is disabled")
+            if problem:
+                self.report.problem(problem)
+            self.report.mode = "recovered"
+            self._source = _ScanSource(files, self.report, self.types)
+        self.custom_data = read_custom_data(self.path) if metadata is not None else {}
+        if not self.custom_data:
+            self.custom_data = dict(self._source.custom_data)
+        self._open_problems = list(self.report.problems)
+        return self
+
+    def close(self) -> None:
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+
+    def __enter__(self) -> EpisodeBag:
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def mode(self) -> str:
+        return self.report.mode
+
+    @property
+    def topics(self) -> dict[str, str]:
+        """Topic -> message type, as far as known (a scanned bag learns channels while reading)."""
+        assert self._source is not None, "bag is not open"
+        return self._source.topics()
+
+    # -- messages ----------------------------------------------------------------------------
+    def messages(self, topics: Iterable[str] | None = None,
+                 on_bytes: Callable[[int], None] | None = None) -> Iterator[BagMessage]:
+        """Decoded messages of ``topics`` (all when None) in log-time order.
+
+        ``on_bytes(n)`` is called with the serialised size of each message read (progress).
+        Indexed mode raises BagReadError on any read or decode failure (the caller may then
+        retry with ``recover="always"``); recovered mode skips undecodable messages and counts
+        them in :attr:`report`.
+        """
+        assert self._source is not None, "bag is not open"
+        wanted = None if topics is None else set(topics)
+        strict = self.report.mode == "indexed"
+        self.report.messages_read = 0
+        self.report.messages_undecodable = 0
+        self.report.problems = list(self._open_problems)
+        raw_iter = self._source.raw_messages(wanted)
+        while True:
+            try:
+                item = next(raw_iter)
+            except StopIteration:
+                return
+            except BagReadError:
+                raise
+            except Exception as exc:  # storage errors of any type mean a damaged bag
+                raise BagReadError(f"reading {self.path} failed: {type(exc).__name__}: {exc}") from exc
+            topic, msgtype, log_time, data = item
+            size = len(data)
+            if on_bytes is not None:
+                on_bytes(size)
+            try:
+                msg = self.types.decode(data, msgtype)
+            except Exception as exc:  # SerdeError, ValueError, struct.error, ...
+                if strict:
+                    raise BagReadError(f"{self.path}: cannot decode a {msgtype} message on {topic} at log "
+                                       f"time {log_time}: {exc}") from exc
+                self.report.messages_undecodable += 1
+                self.report.problem(f"undecodable {msgtype} on {topic} at log time {log_time}: {exc}")
+                continue
+            self.report.messages_read += 1
+            yield BagMessage(topic, msgtype, log_time, msg, size)
+
+
+def open_episode_bag(path, recover: str = "auto") -> EpisodeBag:
+    """Open a bag for reading (close it, or use it as a context manager)."""
+    return EpisodeBag(path, recover=recover).open()
+
+
+def _expected_counts(metadata: dict) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for entry in metadata.get("topics_with_message_count") or []:
+        try:
+            name = entry["topic_metadata"]["name"]
+            out[name] = out.get(name, 0) + int(entry["message_count"])
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def _first_footer_problem(files: list[Path]) -> str | None:
+    if not files:
+        return "no .mcap storage file"
+    for path in files:
+        size = path.stat().st_size
+        if size < len(MCAP_MAGIC) * 2 + FOOTER_SIZE:
+            return f"{path.name} is too short to be a complete MCAP file ({size} bytes)"
+        with path.open("rb") as f:
+            head = f.read(len(MCAP_MAGIC))
+            f.seek(size - len(MCAP_MAGIC) - FOOTER_SIZE)
+            tail = f.read()
+        if head != MCAP_MAGIC:
+            return f"{path.name} does not start with the MCAP magic"
+        if tail[-8:] != MCAP_MAGIC or tail[0] != OP_FOOTER:
+            return f"{path.name} has no footer (recording was probably interrupted)"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Indexed path: rosbags
+# --------------------------------------------------------------------------------------------
+class _IndexedSource:
+    def __init__(self, path: Path, report: ReadReport, types: TypeRegistry):
+        from rosbags.rosbag2 import Reader
+
+        self.reader = Reader(path)
+        self.reader.open()
+        self.report = report
+        self.types = types
+        meta = getattr(self.reader.storage, "metadata", None)
+        custom = getattr(meta, "custom", None) or {}
+        self.custom_data = {str(k): "" if v is None else str(v) for k, v in custom.items()}
+
+    def topics(self) -> dict[str, str]:
+        return {c.topic: c.msgtype for c in self.reader.connections}
+
+    def raw_messages(self, wanted: set[str] | None) -> Iterator[Raw]:
+        conns = [c for c in self.reader.connections if wanted is None or c.topic in wanted]
+        if not conns:
+            return
+        for conn in conns:
+            self.types.add(conn.msgtype, _msgdef_encoding(conn.msgdef), conn.msgdef.data)
+        for conn, log_time, data in self.reader.messages(connections=conns):
+            yield conn.topic, conn.msgtype, log_time, data
+
+    def close(self) -> None:
+        if self.reader.is_open:
+            self.reader.close()
+
+
+def _msgdef_encoding(msgdef) -> str:
+    name = getattr(msgdef.format, "name", str(msgdef.format)).upper()
+    return "ros2idl" if name == "IDL" else "ros2msg"
+
+
+# --------------------------------------------------------------------------------------------
+# Recovered path: a checked record-by-record scan of the MCAP data section
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _Unit:
+    """A piece of the data section that yields messages: a chunk or one top-level message."""
+
+    start_time: int
+    load: Callable[[], list]
+
+
+class _ScanSource:
+    def __init__(self, files: list[Path], report: ReadReport, types: TypeRegistry):
+        self.files = files
+        self.report = report
+        self.types = types
+        self.report.footer_present = _first_footer_problem(files) is None
+        self.schemas: dict[tuple[int, int], tuple[str, str, str]] = {}  # (file, id) -> name, encoding, text
+        self.channels: dict[tuple[int, int], tuple[str, int]] = {}  # (file, id) -> topic, schema id
+        self.custom_data: dict[str, str] = {}
+        self._handles: list[BinaryIO] = []
+        self._valid_files: list[int] = []
+        for idx, path in enumerate(files):
+            f = path.open("rb")
+            self._handles.append(f)
+            if f.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
+                report.problem(f"{path.name}: not an MCAP file (bad magic), skipped")
+                continue
+            self._valid_files.append(idx)
+            self._read_summary(idx)
+        if not self._valid_files:
+            self.close()
+            raise BagReadError(f"no readable MCAP data in {[str(p) for p in files]} (not an MCAP file)")
+
+    def close(self) -> None:
+        for f in self._handles:
+            f.close()
+        self._handles = []
+
+    def topics(self) -> dict[str, str]:
+        out = {}
+        for (fidx, _), (topic, sid) in self.channels.items():
+            out[topic] = self.schemas.get((fidx, sid), ("", "", ""))[0]
+        return out
+
+    # -- summary (when the footer survived) ------------------------------------------------
+    def _read_summary(self, fidx: int) -> None:
+        """Pre-load schemas, channels and the rosbag2 metadata record from an intact summary.
+
+        Makes channels defined in a damaged chunk still usable for later chunks.
+        """
+        f = self._handles[fidx]
+        size = self.files[fidx].stat().st_size
+        if size < 2 * len(MCAP_MAGIC) + FOOTER_SIZE:
+            return
+        f.seek(size - len(MCAP_MAGIC) - FOOTER_SIZE)
+        tail = f.read()
+        if tail[-8:] != MCAP_MAGIC or tail[0] != OP_FOOTER:
+            return
+        summary_start = _U64.unpack_from(tail, 9)[0]
+        end = size - len(MCAP_MAGIC) - FOOTER_SIZE
+        if not summary_start or not len(MCAP_MAGIC) < summary_start < end:
+            return
+        try:
+            f.seek(summary_start)
+            blob = f.read(end - summary_start)
+            for op, body in _iter_records(blob):
+                if op == OP_SCHEMA:
+                    self._add_schema(fidx, body)
+                elif op == OP_CHANNEL:
+                    self._add_channel(fidx, body)
+                elif op == OP_METADATA_INDEX:
+                    offset, length = struct.unpack_from("<QQ", body, 0)
+                    if 0 < offset < size and offset + length <= size:
+                        f.seek(offset)
+                        rec = f.read(length)
+                        if rec and rec[0] == OP_METADATA:
+                            self._add_metadata(memoryview(rec)[9:])
+        except (ValueError, struct.error, UnicodeDecodeError) as exc:
+            self.report.problem(f"{self.files[fidx].name}: summary unreadable ({exc}); scanning only")
+
+    def _add_schema(self, fidx: int, body) -> None:
+        sid = _U16.unpack_from(body, 0)[0]
+        pos = 2
+        name, pos = _string(body, pos)
+        encoding, pos = _string(body, pos)
+        text, pos = _string(body, pos)
+        self.schemas[(fidx, sid)] = (name, encoding, text)
+
+    def _add_channel(self, fidx: int, body) -> None:
+        cid, sid = struct.unpack_from("<HH", body, 0)
+        topic, _ = _string(body, 4)
+        self.channels[(fidx, cid)] = (topic, sid)
+
+    def _add_metadata(self, body) -> None:
+        name, pos = _string(body, 0)
+        if name != "rosbag2":
+            return
+        nbytes = _U32.unpack_from(body, pos)[0]
+        pos += 4
+        end = pos + nbytes
+        while pos < end:
+            key, pos = _string(body, pos)
+            value, pos = _string(body, pos)
+            if key == "serialized_metadata":
+                try:
+                    meta = yaml.safe_load(value)
+                except yaml.YAMLError:
+                    return
+                meta = meta.get("rosbag2_bagfile_information", meta) if isinstance(meta, dict) else None
+                custom = (meta or {}).get("custom_data") or {}
+                if isinstance(custom, dict) and not self.custom_data:
+                    self.custom_data = {str(k): "" if v is None else str(v) for k, v in custom.items()}
+
+    # -- messages --------------------------------------------------------------------------
+    def raw_messages(self, wanted: set[str] | None) -> Iterator[Raw]:
+        """Merge units lazily: a unit is loaded only when its start time is due (bounded memory)."""
+        for key in ("bytes_lost", "bytes_missing", "chunks_read", "chunks_torn", "chunks_dropped",
+                    "messages_unknown_channel"):
+            setattr(self.report, key, 0)
+        self.report.corrupt_regions = []
+        for idx in range(len(self.files)):
+            if idx not in self._valid_files:
+                self.report.bytes_lost += self.files[idx].stat().st_size
+        units = (u for fidx in self._valid_files for u in self._units(fidx, wanted))
+        heap: list = []
+        seq = 0
+        nxt = next(units, None)
+        while True:
+            while nxt is not None and (not heap or nxt.start_time <= heap[0][0]):
+                for log_time, item in nxt.load():
+                    heapq.heappush(heap, (log_time, seq, item))
+                    seq += 1
+                nxt = next(units, None)
+            if not heap:
+                return
+            log_time, _, (topic, msgtype, data) = heapq.heappop(heap)
+            yield topic, msgtype, log_time, data
+
+    def _units(self, fidx: int, wanted: set[str] | None) -> Iterator[_Unit]:
+        """Walk the data section record by record, checking every length against the file."""
+        f = self._handles[fidx]
+        name = self.files[fidx].name
+        size = self.files[fidx].stat().st_size
+        pos = len(MCAP_MAGIC)
+        ended = False
+        while pos < size:
+            f.seek(pos)
+            head = f.read(9)
+            if len(head) < 9:
+                self._lost(fidx, pos, size, "torn record header at the end of the file")
+                break
+            op = head[0]
+            length = _U64.unpack_from(head, 1)[0]
+            end = pos + 9 + length
+            if op == OP_CHUNK:
+                info = self._chunk_header(f, pos)
+                if info is not None:
+                    yield _Unit(info.start, self._chunk_loader(fidx, pos, info, size, wanted))
+                    pos = min(info.record_end, size)
+                    continue
+            if op not in KNOWN_OPS or op == OP_CHUNK or end > size:
+                nxt = self._resync(f, pos + 1, size)
+                if op in KNOWN_OPS and op != OP_CHUNK and end > size and nxt is None:
+                    why = f"torn record (opcode 0x{op:02x}) at the end of the file"
+                else:
+                    why = f"corrupt bytes (opcode 0x{op:02x}, length {length})"
+                self._lost(fidx, pos, size if nxt is None else nxt, why)
+                if nxt is None:
+                    break
+                pos = nxt
+                continue
+            if op in (OP_DATA_END, OP_FOOTER):
+                ended = True
+                break
+            if op in (OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_METADATA):
+                body = memoryview(f.read(length))
+                try:
+                    if op == OP_SCHEMA:
+                        self._add_schema(fidx, body)
+                    elif op == OP_CHANNEL:
+                        self._add_channel(fidx, body)
+                    elif op == OP_METADATA:
+                        self._add_metadata(body)
+                    else:
+                        item = self._message(fidx, body, wanted)
+                        if item is not None:
+                            yield _Unit(item[0], lambda item=item: [item])
+                except (ValueError, struct.error, UnicodeDecodeError) as exc:
+                    self._lost(fidx, pos, end, f"unreadable record (opcode 0x{op:02x}): {exc}")
+            pos = end
+        self.report.footer_present = self.report.footer_present and ended
+        if not ended:
+            self.report.problem(f"{name}: data section ends without a data-end record or footer")
+
+    def _chunk_header(self, f, pos: int) -> _ChunkInfo | None:
+        f.seek(pos)
+        return _parse_chunk_header(f.read(_CHUNK_PROBE), 0, pos)
+
+    def _chunk_loader(self, fidx: int, pos: int, info: _ChunkInfo, size: int, wanted):
+        def load() -> list:
+            f = self._handles[fidx]
+            name = self.files[fidx].name
+            f.seek(info.data_offset)
+            data = f.read(min(info.csize, max(0, size - info.data_offset)))
+            torn = len(data) < info.csize
+            try:
+                if info.compression == "":
+                    raw = data
+                elif info.compression == "zstd":
+                    raw = _zstd_decompress(data, None if torn else info.usize)
+                else:
+                    raw = _lz4_decompress(data)
+            except Exception as exc:  # zstd/lz4 raise their own error types
+                return self._drop_chunk(fidx, pos, min(info.record_end, size), f"does not decompress ({exc})")
+            if not torn and len(raw) != info.usize:
+                return self._drop_chunk(fidx, pos, info.record_end,
+                                        f"decompressed to {len(raw)} bytes, its header says {info.usize}")
+            if not torn and info.crc and zlib.crc32(raw) != info.crc:
+                return self._drop_chunk(fidx, pos, info.record_end, "CRC mismatch")
+            out = self._chunk_records(fidx, pos, info, raw, torn, wanted)
+            if torn:
+                self.report.chunks_torn += 1
+                self.report.bytes_missing += info.csize - len(data)
+                self.report.problem(
+                    f"{name}: chunk at offset {pos} is torn ({len(data)} of {info.csize} bytes in the file); "
+                    f"kept {len(out)} message(s) from its complete records")
+            else:
+                self.report.chunks_read += 1
+            return out
+
+        return load
+
+    def _chunk_records(self, fidx: int, pos: int, info: _ChunkInfo, raw: bytes, torn: bool, wanted) -> list:
+        """Messages of a chunk's records; damaged stretches are skipped to the next plausible record."""
+        name = self.files[fidx].name
+        view = memoryview(raw)
+        n = len(raw)
+        out: list = []
+        p = 0
+        while p < n:
+            op = raw[p]
+            length = _U64.unpack_from(raw, p + 1)[0] if p + 9 <= n else -1
+            end = p + 9 + length
+            ok = op in KNOWN_OPS and length >= 0 and end <= n
+            if ok:
+                body = view[p + 9:end]
+                try:
+                    if op == OP_SCHEMA:
+                        self._add_schema(fidx, body)
+                    elif op == OP_CHANNEL:
+                        self._add_channel(fidx, body)
+                    elif op == OP_MESSAGE:
+                        item = self._message(fidx, body, wanted)
+                        if item is not None:
+                            out.append(item)
+                except (ValueError, struct.error, UnicodeDecodeError):
+                    ok = False
+            if ok:
+                p = end
+                continue
+            nxt = self._resync_in_chunk(raw, p + 1, fidx, info)
+            stop = n if nxt is None else nxt
+            # Uncompressed chunks: the skipped bytes are file bytes at a known place.
+            where = info.data_offset + p if info.compression == "" else pos
+            self.report.bytes_lost += stop - p
+            self.report.corrupt_regions.append((name, where, where + stop - p))
+            if not (torn and nxt is None):
+                self.report.problem(f"{name}: chunk at offset {pos}: {stop - p} bytes of records unreadable")
+            if nxt is None:
+                break
+            p = nxt
+        out.sort(key=lambda x: x[0])
+        return out
+
+    def _resync_in_chunk(self, raw: bytes, start: int, fidx: int, info: _ChunkInfo) -> int | None:
+        """Next offset in a chunk that holds a message record of a known channel, timed inside the
+        chunk's time range, and followed by a record that fits (or by the chunk's end)."""
+        n = len(raw)
+        marker = bytes([OP_MESSAGE])
+        i = raw.find(marker, start)
+        while i != -1 and i + 9 + _MSG_HEAD.size <= n:
+            length = _U64.unpack_from(raw, i + 1)[0]
+            end = i + 9 + length
+            if _MSG_HEAD.size <= length and end <= n:
+                cid, _, log_time, _ = _MSG_HEAD.unpack_from(raw, i + 9)
+                if (fidx, cid) in self.channels and info.start <= log_time <= info.end:
+                    if end == n or (end + 9 <= n and raw[end] in KNOWN_OPS
+                                    and end + 9 + _U64.unpack_from(raw, end + 1)[0] <= n):
+                        return i
+            i = raw.find(marker, i + 1)
+        return None
+
+    def _drop_chunk(self, fidx: int, pos: int, end: int, why: str) -> list:
+        self.report.chunks_dropped += 1
+        self._lost(fidx, pos, end, f"chunk dropped: {why}")
+        return []
+
+    def _message(self, fidx: int, body, wanted):
+        if len(body) < _MSG_HEAD.size:
+            raise ValueError(f"message record of {len(body)} bytes")
+        cid, _, log_time, _ = _MSG_HEAD.unpack_from(body, 0)
+        chan = self.channels.get((fidx, cid))
+        if chan is None:
+            self.report.messages_unknown_channel += 1
+            self.report.problem(f"{self.files[fidx].name}: message on unknown channel {cid} dropped")
+            return None
+        topic, sid = chan
+        if wanted is not None and topic not in wanted:
+            return None
+        name, encoding, text = self.schemas.get((fidx, sid), ("", "", ""))
+        if not name:
+            self.report.messages_unknown_channel += 1
+            self.report.problem(f"{self.files[fidx].name}: channel {topic} has no schema; message dropped")
+            return None
+        self.types.add(name, encoding, text)
+        return log_time, (topic, name, body[_MSG_HEAD.size:])
+
+    # -- damage bookkeeping ------------------------------------------------------------------
+    def _lost(self, fidx: int, start: int, end: int, why: str) -> None:
+        name = self.files[fidx].name
+        self.report.bytes_lost += max(0, end - start)
+        self.report.corrupt_regions.append((name, start, end))
+        self.report.problem(f"{name}: bytes {start}..{end} lost: {why}")
+
+    def _resync(self, f, start: int, size: int) -> int | None:
+        """Offset of the next record at or after ``start`` that parses as a chunk header, or None."""
+        pos = start
+        marker = bytes([OP_CHUNK])
+        while pos < size:
+            f.seek(pos)
+            block = f.read(RESYNC_BLOCK + _CHUNK_PROBE)
+            if not block:
+                return None
+            i = block.find(marker)
+            while i != -1 and i < RESYNC_BLOCK:
+                if _parse_chunk_header(block, i, pos + i) is not None:
+                    return pos + i
+                i = block.find(marker, i + 1)
+            pos += RESYNC_BLOCK
+        return None
+
+
+class _ChunkInfo(NamedTuple):
+    start: int
+    end: int
+    usize: int
+    crc: int
+    compression: str
+    data_offset: int
+    csize: int
+    record_end: int
+
+
+_CHUNK_PROBE = 9 + CHUNK_FIXED + 4 + 8
+
+
+def _parse_chunk_header(buf: bytes, i: int, file_pos: int) -> _ChunkInfo | None:
+    """Chunk header at ``buf[i:]`` (found at ``file_pos``) if every field is consistent, else None.
+
+    The checks (known compression, start <= end, the record length equal to the header plus the
+    compressed size, equal sizes when uncompressed) make a false match in random bytes unlikely.
+    """
+    if len(buf) - i < 9 + CHUNK_FIXED or buf[i] != OP_CHUNK:
+        return None
+    length = _U64.unpack_from(buf, i + 1)[0]
+    start, end_t, usize, crc, clen = _CHUNK_HEAD.unpack_from(buf, i + 9)
+    if clen > 4 or len(buf) - i < 9 + CHUNK_FIXED + clen + 8:
+        return None
+    try:
+        comp = bytes(buf[i + 9 + CHUNK_FIXED:i + 9 + CHUNK_FIXED + clen]).decode()
+    except UnicodeDecodeError:
+        return None
+    csize = _U64.unpack_from(buf, i + 9 + CHUNK_FIXED + clen)[0]
+    if comp not in COMPRESSIONS or start > end_t or length != CHUNK_FIXED + clen + 8 + csize:
+        return None
+    if (comp == "" and usize != csize) or usize > (1 << 34):
+        return None
+    data_offset = file_pos + 9 + CHUNK_FIXED + clen + 8
+    return _ChunkInfo(start, end_t, usize, crc, comp, data_offset, csize, file_pos + 9 + length)
+
+
+def _string(buf, pos: int) -> tuple[str, int]:
+    n = _U32.unpack_from(buf, pos)[0]
+    pos += 4
+    if pos + n > len(buf):
+        raise ValueError("string runs past its record")
+    return bytes(buf[pos:pos + n]).decode(), pos + n
+
+
+def _iter_records(buf) -> Iterator[tuple[int, memoryview]]:
+    for op, body, _ in _iter_records_pos(memoryview(buf)):
+        yield op, body
+
+
+def _iter_records_pos(view: memoryview) -> Iterator[tuple[int, memoryview, int]]:
+    """Records of a buffer whose lengths tile it; stops at the first record that does not fit.
+
+    Yields (opcode, body, offset after the record); a caller compares the last offset with the
+    buffer length to know how much was left unread.
+    """
+    p = 0
+    n = len(view)
+    while p + 9 <= n:
+        op = view[p]
+        length = _U64.unpack_from(view, p + 1)[0]
+        if op not in KNOWN_OPS or p + 9 + length > n:
+            return
+        body = view[p + 9:p + 9 + length]
+        p += 9 + length
+        yield op, body, p
