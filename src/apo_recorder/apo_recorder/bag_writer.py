@@ -85,6 +85,7 @@ class WriterStats:
     path: str
     state: str  # opening | recording | closing | closed | failed | discarded
     messages_written: int = 0
+    messages_on_disk: int = 0  # written and flushed+fsynced at the last flush (what a SIGKILL keeps)
     bytes_written: int = 0
     messages_dropped: int = 0  # queue overflow
     messages_rejected: int = 0  # offered after the writer failed or was closed
@@ -152,6 +153,7 @@ class EpisodeBagWriter:
         self._state = "opening"
         self._error: str | None = None
         self._written = 0
+        self._on_disk = 0
         self._bytes = 0
         self._dropped = 0
         self._rejected = 0
@@ -242,7 +244,7 @@ class EpisodeBagWriter:
         with self._cond:
             return WriterStats(
                 path=str(self.path), state=self._state, messages_written=self._written,
-                bytes_written=self._bytes, messages_dropped=self._dropped, messages_rejected=self._rejected,
+                messages_on_disk=self._on_disk, bytes_written=self._bytes, messages_dropped=self._dropped, messages_rejected=self._rejected,
                 queue_depth=len(self._queue), queue_bytes=self._queue_bytes,
                 per_topic={t.topic: n for t, n in zip(self.topics, self._per_topic, strict=True)},
                 first_ns=self._first_ns, last_ns=self._last_ns, error=self._error)
@@ -381,6 +383,8 @@ class EpisodeBagWriter:
             bio.flush()
             if self.fsync:
                 os.fsync(bio.fileno())
+        with self._cond:
+            self._on_disk = self._written
 
     def _finish(self, bag) -> None:
         self._set_state("closing")
@@ -395,7 +399,9 @@ class EpisodeBagWriter:
         _remove(self.path / contract.JOURNAL_NAME)
         if self.fsync:
             _fsync_path(self.path)
-        self._set_state("closed")
+        with self._cond:
+            self._on_disk = self._written
+            self._state = "closed"
 
     def _discard(self, bag) -> None:
         try:

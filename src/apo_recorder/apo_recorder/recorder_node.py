@@ -473,6 +473,7 @@ class RecorderNode(Node):
                 "bytes_written": self._closed_totals["bytes"] + (cur.bytes_written if cur else 0),
                 "episode_messages_written": cur.messages_written if cur else 0,
                 "episode_messages_dropped": cur.messages_dropped if cur else 0,
+                "episode_messages_on_disk": cur.messages_on_disk if cur else 0,
                 "queue_depth": cur.queue_depth if cur else 0,
                 "messages_skipped_paused": self._skipped_paused,
                 "messages_outside_episodes": self._not_recorded,
