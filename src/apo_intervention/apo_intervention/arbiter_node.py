@@ -138,7 +138,10 @@ class ArbiterNode(Node):
             response.episode_id = events[0].episode_id if events else self.episodes.episode_id
             self._publish_events(events)
         response.success, response.message = ok, message
-        (self.get_logger().info if ok else self.get_logger().warning)(f"episode control: {message}")
+        if ok:
+            self.get_logger().info(f"episode control: {message}")
+        else:
+            self.get_logger().warning(f"episode control refused: {message}")
         return response
 
     # --- the control tick -------------------------------------------------------------------------
@@ -183,8 +186,11 @@ class ArbiterNode(Node):
         msg.active_input = decision.source or ""
         msg.reason = decision.reason
         self.mode_pub.publish(msg)
-        log = self.get_logger().warning if decision.mode in (Mode.HOLD, Mode.ESTOP) else self.get_logger().info
-        log(f"mode {decision.mode.name}: {decision.reason}")
+        # (rclpy refuses one call site logging at two severities: two call sites)
+        if decision.mode in (Mode.HOLD, Mode.ESTOP):
+            self.get_logger().warning(f"mode {decision.mode.name}: {decision.reason}")
+        else:
+            self.get_logger().info(f"mode {decision.mode.name}: {decision.reason}")
 
     def _publish_events(self, events) -> None:
         for ev in events:

@@ -53,8 +53,10 @@ class EpisodeCaller:
             self.node.get_logger().warning(f"episode {command} failed: {exc}")
             return
         self.responses.append((command, bool(res.success), res.message))
-        log = self.node.get_logger().info if res.success else self.node.get_logger().warning
-        log(f"episode {command}: {res.message}")
+        if res.success:
+            self.node.get_logger().info(f"episode {command}: {res.message}")
+        else:
+            self.node.get_logger().warning(f"episode {command} refused: {res.message}")
 
 
 class JoyTeleopNode(Node):

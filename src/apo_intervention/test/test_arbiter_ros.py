@@ -1,0 +1,335 @@
+"""The arbiter node over real DDS: commands, live labels, hold, validation, e-stop, episodes, config.
+
+Assertions are about what arrived and in which order, never about when: streams that depend on the
+arbiter's ticks are driven by the probe's reaction to the steps it receives.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+
+from apo_intervention.mux import Mode
+
+pytestmark = pytest.mark.ros
+
+P = [0.1, 0.2, -0.1, 0.0, 0.05, -0.05, -1.0]  # the policy's action in these tests
+
+
+def action_msg(values, version=""):
+    from apo_interfaces.msg import ActionCommand
+
+    msg = ActionCommand()
+    msg.action = [float(v) for v in values]
+    msg.policy_version = version
+    return msg
+
+
+class Rig:
+    """Probe-side publishers and clients for one arbiter, with discovery waited for."""
+
+    def __init__(self, graph, probe, arbiter):
+        from std_msgs.msg import Bool
+        from std_srvs.srv import SetBool
+
+        from apo_core import topics
+        from apo_core.ros_qos import topic_qos
+        from apo_interfaces.msg import ActionCommand, RobotState
+        from apo_interfaces.srv import EpisodeControl
+
+        self.g, self.probe, self.arbiter, self.topics = graph, probe, arbiter, topics
+        self.policy = probe.create_publisher(ActionCommand, topics.POLICY_ACTION, topic_qos(topics.POLICY_ACTION))
+        self.teleop = probe.create_publisher(ActionCommand, topics.TELEOP_ACTION, topic_qos(topics.TELEOP_ACTION))
+        self.estop = probe.create_publisher(Bool, topics.ESTOP, topic_qos(topics.ESTOP))
+        self.robot_state = probe.create_publisher(RobotState, topics.ROBOT_STATE, topic_qos(topics.ROBOT_STATE))
+        self.episode_client = probe.create_client(EpisodeControl, topics.EPISODE_CONTROL)
+        self.estop_client = probe.create_client(SetBool, topics.ESTOP_SERVICE)
+        for pub in (self.policy, self.teleop, self.estop, self.robot_state):
+            graph.wait_for_subscribers(pub)
+        for topic in (topics.COMMAND, topics.STEP, topics.MODE, topics.EPISODE):
+            graph.wait_for_publishers(probe, topic)
+        self._policy_timer = None
+
+    def rec(self, topic):
+        return self.probe.rec.get(getattr(self.topics, topic))
+
+    def stream_policy(self, values=P, period=0.02, version="v7"):
+        self._policy_timer = self.probe.create_timer(period, lambda: self.policy.publish(action_msg(values, version)))
+
+    def stop_policy(self):
+        self._policy_timer.cancel()
+
+    def episode(self, command, instruction=""):
+        from apo_interfaces.srv import EpisodeControl
+
+        req = EpisodeControl.Request()
+        req.command = getattr(EpisodeControl.Request, command.upper())
+        req.instruction = instruction
+        return self.g.call(self.episode_client, req)
+
+    def set_estop(self, on: bool):
+        from std_srvs.srv import SetBool
+
+        return self.g.call(self.estop_client, SetBool.Request(data=on))
+
+    def wait_steps(self, n, what="steps"):
+        self.g.wait_until(lambda: len(self.rec("STEP")) >= n, timeout=20, what=f"{n} {what}")
+
+    def wait_commands(self, pred, n=1, what="commands"):
+        """Wait until ``n`` more commands satisfying ``pred`` arrived after this call."""
+        start = len(self.rec("COMMAND"))
+        self.g.wait_until(lambda: sum(pred(c) for c in self.rec("COMMAND")[start:]) >= n, timeout=20, what=what)
+
+
+@pytest.fixture
+def rig(graph, probe, make_node):
+    def build(**params):
+        from apo_intervention.arbiter_node import ArbiterNode
+
+        base = dict(control_rate_hz=20.0, diagnostics_period=0.2)
+        base.update(params)
+        return Rig(graph, probe, make_node(ArbiterNode, **base))
+
+    return build
+
+
+def is_policy(cmd):
+    return cmd.source == cmd.SOURCE_POLICY
+
+
+# --------------------------------------------------------------------------------------------------
+def test_policy_only_commands_are_the_policys_with_label_1(rig):
+    r = rig()
+    r.stream_policy()
+    r.wait_commands(is_policy, 3, "policy commands")
+    res = r.episode("start", "stack the cubes")
+    assert res.success and res.episode_id
+    r.wait_steps(20)
+    assert r.episode("success").success
+    steps = [s for s in r.rec("STEP") if s.episode_id == res.episode_id]
+    autonomous = [s for s in steps if s.mode == Mode.AUTONOMOUS]
+    assert len(autonomous) >= 15  # a policy streaming at 50 Hz with a 0.5 s timeout drives nearly all
+    for s in steps:
+        assert s.label == s.LABEL_AUTONOMOUS
+        if s.mode == Mode.AUTONOMOUS:
+            assert list(s.executed_action) == P and list(s.policy_action) == P and s.policy_version == "v7"
+    assert [s.step_index for s in steps] == list(range(len(steps)))
+    policy_cmds = [c for c in r.rec("COMMAND") if is_policy(c)]
+    assert all(list(c.action) == P and c.policy_version == "v7" for c in policy_cmds)
+    start = [e for e in r.rec("EPISODE") if e.event == e.EVENT_START][0]
+    assert start.instruction == "stack the cubes" and start.task == "Lift" and start.policy_version == "v7"
+
+
+def test_teleop_burst_is_labelled_2_exactly_and_hands_back(rig, graph):
+    r = rig()
+    r.stream_policy()
+    r.wait_commands(is_policy, 3)
+    burst, first = 8, 5
+    sent = []
+
+    def on_step(step):  # react to the arbiter's steps: one teleop action per received step, then release
+        k = step.step_index - first
+        if 0 <= k < burst:
+            values = [0.5, 0.01 * k, 0.0, 0.0, 0.0, 0.0, 1.0]
+            sent.append(values)
+            r.teleop.publish(action_msg(values))
+        elif k == burst:
+            r.teleop.publish(action_msg([]))  # deadman let go
+
+    from apo_core import topics
+    from apo_core.ros_qos import topic_qos
+    from apo_interfaces.msg import LabelledStep
+
+    sub = r.probe.create_subscription(LabelledStep, topics.STEP, on_step, topic_qos(topics.STEP))
+    graph.wait_until(lambda: sub.get_publisher_count() >= 1, what="step subscription matched")
+    res = r.episode("start")
+    r.wait_steps(first + burst + 10)
+    r.episode("abort")
+    steps = [s for s in r.rec("STEP") if s.episode_id == res.episode_id]
+    assert [s.step_index for s in steps] == list(range(len(steps)))
+    human = [s for s in steps if s.label == s.LABEL_HUMAN]
+    for s in steps:
+        if s.label == s.LABEL_HUMAN:
+            assert s.mode == Mode.HUMAN and list(s.executed_action) in sent
+            assert list(s.policy_action) == P  # the policy's proposal is recorded next to the correction
+        else:
+            assert s.label == s.LABEL_AUTONOMOUS and s.mode != Mode.HUMAN
+            assert list(s.executed_action) == P or s.mode == Mode.HOLD
+    idx = [s.step_index for s in human]
+    assert idx == list(range(idx[0], idx[-1] + 1)), "human steps must be one contiguous block"
+    # teleop k is sent on receipt of step first+k, so it is executed at first+k+1 (one step of slack)
+    assert first + 1 <= idx[0] <= first + 2
+    assert first + burst <= idx[-1] <= first + burst + 1
+    assert burst - 1 <= len(idx) <= burst + 1
+    after = [s for s in steps if s.step_index > idx[-1]]
+    assert after and all(s.label == s.LABEL_AUTONOMOUS for s in after)
+    assert list(after[0].executed_action) == P or after[0].mode == Mode.HOLD
+    modes = [m.mode for m in r.rec("MODE")]
+    assert 1 in modes and modes[-1] == 0  # HUMAN was published, and AUTONOMOUS again after the burst
+
+
+def test_teleop_silence_returns_to_policy_after_its_timeout(rig):
+    r = rig(teleop__timeout=0.15)
+    r.stream_policy()
+    r.wait_commands(is_policy, 2)
+    for _ in range(3):
+        r.teleop.publish(action_msg([0.0, 0.5, 0, 0, 0, 0, 1.0]))
+    r.wait_commands(lambda c: c.source == c.SOURCE_TELEOP, 1, "a teleop command")
+    r.wait_commands(is_policy, 2, "policy commands after teleop silence")  # no release sent: timeout
+
+
+def test_all_inputs_silent_hold_zero_motion_gripper_kept(rig):
+    r = rig()
+    res = r.episode("start")
+    r.wait_steps(3)
+    for s in r.rec("STEP"):
+        assert s.mode == Mode.HOLD and s.label == s.LABEL_AUTONOMOUS and list(s.policy_action) == []
+        assert list(s.executed_action) == [0, 0, 0, 0, 0, 0, -1.0]  # hold_gripper_value before any command
+    assert all(c.source == c.SOURCE_HOLD for c in r.rec("COMMAND"))
+    assert r.rec("MODE")[0].mode == 2 and "all inputs inactive" in r.rec("MODE")[0].reason
+    closed = [0.3, 0, 0, 0, 0, 0, 0.8]
+    r.stream_policy(closed)
+    r.wait_commands(is_policy, 2)
+    r.stop_policy()
+    r.wait_commands(lambda c: c.source == c.SOURCE_HOLD, 2, "hold after the policy went silent")
+    hold = [c for c in r.rec("COMMAND") if c.source == c.SOURCE_HOLD][-1]
+    assert list(hold.action) == [0, 0, 0, 0, 0, 0, 0.8]  # zero motion, gripper kept closed on the object
+    r.g.wait_until(lambda: any(s.mode == Mode.HOLD and list(s.executed_action) == [0, 0, 0, 0, 0, 0, 0.8]
+                               for s in r.rec("STEP") if s.episode_id == res.episode_id), what="hold steps")
+    r.episode("failure")
+
+
+def test_nan_inf_wrong_size_and_out_of_range_never_reach_command(rig, graph):
+    from apo_core import topics
+
+    r = rig()
+    bad = [[math.nan] * 7, [0.1, math.inf, 0, 0, 0, 0, 0], [-math.inf] + [0.0] * 6, [0.2] * 6, [0.2] * 9,
+           [5.0, -7.0, 0.3, 0, 0, 0, 2.0]]
+    stream = [P] + bad * 5 + [P]
+    for i, values in enumerate(stream):  # paced by receipt: a reliable keep-last queue may drop a burst
+        r.policy.publish(action_msg(values))
+        graph.wait_until(lambda i=i: r.arbiter.mux.stats("policy").received > i, what=f"policy message {i}")
+    r.wait_commands(lambda c: True, 3)
+    for c in r.rec("COMMAND"):
+        assert len(c.action) == 7 and all(math.isfinite(v) and -1.0 <= v <= 1.0 for v in c.action)
+    st = r.arbiter.mux.stats("policy")
+    assert (st.rejected_nonfinite, st.rejected_dimension, st.clamped) == (15, 10, 5)
+
+    def diag_values():
+        for arr in reversed(r.probe.rec.get(topics.DIAGNOSTICS)):
+            return {kv.key: kv.value for kv in arr.status[0].values}
+        return {}
+
+    graph.wait_until(lambda: diag_values().get("policy.rejected_nonfinite") == "15", what="diagnostics counts")
+    d = diag_values()
+    assert d["policy.rejected_dimension"] == "10" and d["policy.clamped"] == "5" and d["estop"] == "False"
+    assert d["teleop.why"] == "no valid action received yet"
+    warn = [a.status[0] for a in r.probe.rec.get(topics.DIAGNOSTICS) if "rejected" in a.status[0].message]
+    assert warn and warn[0].level == warn[0].WARN
+
+
+def test_estop_latches_until_released_through_the_service(rig, graph):
+    from std_msgs.msg import Bool
+
+    r = rig()
+    r.stream_policy([0.2, 0, 0, 0, 0, 0, 0.6])
+    r.wait_commands(is_policy, 2)
+    res = r.episode("start")
+    r.estop.publish(Bool(data=True))
+    r.wait_commands(lambda c: c.source == c.SOURCE_HOLD, 1, "e-stop hold")
+    r.estop.publish(Bool(data=False))  # not a release
+    r.teleop.publish(action_msg([0.9] * 7))
+    n0 = len(r.rec("COMMAND"))
+    r.wait_commands(lambda c: True, 5, "commands during e-stop")
+    for c in r.rec("COMMAND")[n0:]:
+        assert c.source == c.SOURCE_HOLD and list(c.action) == [0, 0, 0, 0, 0, 0, 0.6]
+    assert r.arbiter.mux.estop_engaged
+    assert [m.mode for m in r.rec("MODE")][-1] == 3
+    res2 = r.set_estop(False)
+    assert res2.success and "released" in res2.message
+    r.wait_commands(is_policy, 2, "policy commands after release")
+    assert r.set_estop(True).success
+    r.wait_commands(lambda c: c.source == c.SOURCE_HOLD, 1)
+    r.set_estop(False)
+    r.episode("abort")
+    steps = [s for s in r.rec("STEP") if s.episode_id == res.episode_id]
+    estop_steps = [s for s in steps if s.mode == Mode.ESTOP]
+    assert estop_steps and all(s.label == s.LABEL_AUTONOMOUS for s in estop_steps)
+    assert [s.step_index for s in steps] == list(range(len(steps)))
+    assert "e-stop" in [m for m in r.rec("MODE") if m.mode == 3][0].reason
+
+
+def test_episode_control_events_ids_and_contiguous_steps(rig, graph):
+    r = rig()
+    r.stream_policy()
+    ids = []
+    for outcome in ("success", "failure", "abort"):
+        res = r.episode("start")
+        assert res.success
+        refused = r.episode("start")
+        assert not refused.success and "still active" in refused.message
+        r.wait_steps(len(r.rec("STEP")) + 4)
+        end = r.episode(outcome)
+        assert end.success and end.episode_id == res.episode_id
+        ids.append(res.episode_id)
+    assert not r.episode("success").success  # nothing active
+    assert len(set(ids)) == 3
+    graph.wait_until(lambda: len(r.rec("EPISODE")) >= 9, what="9 episode events")
+    events = r.rec("EPISODE")
+    E = events[0]
+    assert [e.event for e in events] == [E.EVENT_START, E.EVENT_SUCCESS, E.EVENT_END,
+                                         E.EVENT_START, E.EVENT_FAILURE, E.EVENT_END,
+                                         E.EVENT_START, E.EVENT_ABORT, E.EVENT_END]
+    assert [e.episode_id for e in events] == [i for i in ids for _ in range(3)]
+    assert all(e.instruction == "lift the cube" and e.task == "Lift" for e in events)
+    steps = r.rec("STEP")
+    for ep in ids:
+        idx = [s.step_index for s in steps if s.episode_id == ep]
+        assert len(idx) >= 4 and idx == list(range(len(idx)))
+    assert {s.episode_id for s in steps} == set(ids)  # no step outside an episode
+
+
+def test_max_episode_length_and_simulator_success_end_episodes(rig, graph):
+    from apo_interfaces.msg import RobotState
+
+    r = rig(max_episode_steps=12)
+    res = r.episode("start")
+    graph.wait_until(lambda: len(r.rec("EPISODE")) >= 3, what="timeout end")
+    ev = r.rec("EPISODE")
+    assert [e.event for e in ev] == [ev[0].EVENT_START, ev[0].EVENT_FAILURE, ev[0].EVENT_END]
+    assert "max_episode_steps=12" in ev[1].reason
+    assert [s.step_index for s in r.rec("STEP") if s.episode_id == res.episode_id] == list(range(12))
+    assert not r.episode("failure").success  # already over
+    # the simulator reports success: only counted after a not-yet-successful state in the episode
+    res2 = r.episode("start")
+    r.robot_state.publish(RobotState(task_success=True))
+    r.robot_state.publish(RobotState(task_success=False))
+    r.robot_state.publish(RobotState(task_success=True))
+    graph.wait_until(lambda: len(r.rec("EPISODE")) >= 6, what="success end")
+    ev = r.rec("EPISODE")[3:]
+    assert [e.event for e in ev] == [ev[0].EVENT_START, ev[0].EVENT_SUCCESS, ev[0].EVENT_END]
+    assert ev[1].episode_id == res2.episode_id and "task_success" in ev[1].reason
+
+
+def test_bad_config_fails_at_start_naming_the_key(graph, tmp_path):
+    from rclpy.parameter import Parameter
+
+    from apo_core.errors import ConfigError
+    from apo_intervention.arbiter_node import ArbiterNode
+
+    with pytest.raises(ConfigError, match="contrl_rate_hz.*did you mean 'control_rate_hz'"):
+        ArbiterNode(context=graph.context, parameter_overrides=[Parameter("contrl_rate_hz", value=10.0)])
+    with pytest.raises(ConfigError, match="teleop.timeout: expected a number"):
+        ArbiterNode(context=graph.context, parameter_overrides=[Parameter("teleop.timeout", value="soon")])
+    bad = tmp_path / "arbiter.yaml"
+    bad.write_text("control_rate_hz: 20\npolicy:\n  prority: 3\n")
+    proc = subprocess.run([sys.executable, "-m", "apo_intervention.arbiter_node", "--ros-args",
+                           "-p", f"config_file:={bad}"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "policy.prority" in proc.stderr and str(bad) in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "apo_intervention.arbiter_node", "--ros-args",
+                           "-p", "control_rate_hz:=fast"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "control_rate_hz: expected a number" in proc.stderr
