@@ -1,0 +1,55 @@
+"""Rejected actions for the DPO baseline (synthetic negatives), one fixed negative per step.
+
+For a desirable step with target action a (normalised n = normalise(a)):
+
+1. a human correction whose overridden policy proposal p is known and differs from a by at least
+   ``min_gap`` (max over dimensions, normalised units): the rejected action is p -- the policy's
+   own mistake, a real negative;
+2. otherwise (expert and autonomous steps, or a proposal equal to the correction): n + s * delta
+   per dimension, with signs s drawn from ``(seed, step index)`` and flipped where they would leave
+   [-1, 1], so every dimension moves by exactly ``delta`` (``loss.dpo_perturbation``) and the pair
+   is fixed for the whole round (its reference log-prob can therefore be cached).
+
+Undesirable steps have no desirable action for the same observation, so DPO does not use them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from apo_core.normalization import ActionStats
+
+
+def rejected_actions(
+    actions: np.ndarray,
+    policy_actions: np.ndarray | None,
+    indices,
+    stats: ActionStats,
+    *,
+    perturbation: float = 0.25,
+    use_policy_proposals: bool = True,
+    seed: int = 0,
+    min_gap: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rejected raw actions (B, D), mask of rows that use the policy proposal)."""
+    actions = np.asarray(actions, dtype=np.float64)
+    b, d = actions.shape
+    n = stats.normalise(actions)
+    gap = perturbation / 2 if min_gap is None else min_gap
+    out = np.empty_like(n)
+    from_proposal = np.zeros(b, dtype=bool)
+    for row, idx in enumerate(np.asarray(indices).tolist()):
+        p = None if policy_actions is None else np.asarray(policy_actions[row], dtype=np.float64)
+        if use_policy_proposals and p is not None and np.all(np.isfinite(p)):
+            pn = stats.normalise(p)
+            if np.max(np.abs(pn - n[row])) >= gap:
+                out[row] = pn
+                from_proposal[row] = True
+                continue
+        rng = np.random.default_rng([int(seed), int(idx)])
+        signs = rng.choice([-1.0, 1.0], size=d)
+        cand = n[row] + signs * perturbation
+        outside = np.abs(cand) > 1.0
+        cand[outside] = n[row][outside] - signs[outside] * perturbation
+        out[row] = np.clip(cand, -1.0, 1.0)
+    return stats.unnormalise(out), from_proposal
