@@ -215,7 +215,7 @@ class Trainer:
         n_all = sum(p.numel() for p in self.model.parameters())
         if self.rt.is_main:
             log.info("trainable parameters: %d of %d (%s)", n_train, n_all,
-                     "LoRA r=%d alpha=%d" % (cfg.lora.r, cfg.lora.alpha) if cfg.lora.enabled else "full fine-tuning")
+                     f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha}" if cfg.lora.enabled else "full fine-tuning")
 
     def _set_mode(self) -> None:
         # Frozen BatchNorm (eval mode) keeps the reference policy's statistics and makes the update
