@@ -4,7 +4,8 @@ The operator stands in for a human supervisor in simulation. It sees what a huma
 summarised by the simulator as task progress in [0, 1], the object's height and whether it is
 grasped, one observation per simulator step. It takes over when the policy goes wrong:
 
-- **stall**: the best progress has not improved by ``min_progress_delta`` for ``stall_steps`` steps;
+- **stall**: the best progress has not improved by ``min_progress_delta`` for ``stall_steps`` steps
+  (unless progress is already 1: a finished task is not stalled);
 - **regress**: progress fell more than ``regress_threshold`` below the best seen while watching;
 - **drop**: the object was grasped and is not any more (``detect_drop``);
 - **away** (off by default): the policy's translation points away from the expert's for
@@ -138,7 +139,7 @@ class SupervisorLogic:
             self._since_improvement += 1
             if progress < self._best - cfg.regress_threshold:
                 triggers.append(f"regress: progress {progress:.2f} < best {self._best:.2f} - {cfg.regress_threshold}")
-        if self._since_improvement >= cfg.stall_steps:
+        if self._since_improvement >= cfg.stall_steps and progress < 1.0:  # done is not stalled
             triggers.append(f"stall: no progress for {self._since_improvement} steps")
         if cfg.detect_drop and self._was_grasped and not grasped:
             triggers.append(f"drop: object released at height {obs.object_height:.3f}")

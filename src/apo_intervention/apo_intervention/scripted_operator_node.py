@@ -53,7 +53,7 @@ class ScriptedOperatorNode(Node):
         self.create_subscription(InterventionMode, topics.MODE, self._on_mode, qos_for(topics.MODE))
         self.create_subscription(EpisodeEvent, topics.EPISODE, self._on_episode, qos_for(topics.EPISODE))
         self.create_timer(0.1, self._schedule)
-        self.get_logger().info(f"scripted operator up: {cfg.num_episodes or 'unlimited'} episodes, stall "
+        self.get_logger().info(f"scripted operator up: episodes to run {cfg.num_episodes or 'unlimited'}, stall "
                                f"{cfg.stall_steps} steps, regress {cfg.regress_threshold}, drop {cfg.detect_drop}")
 
     # --- observations -----------------------------------------------------------------------------

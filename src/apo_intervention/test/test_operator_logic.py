@@ -46,6 +46,12 @@ def test_stall_takes_over_then_hands_back_on_regained_progress():
     assert logic.phase is Phase.WATCHING and logic.interventions == 1
 
 
+def test_finished_task_is_not_a_stall():
+    logic = SupervisorLogic(cfg())
+    logic.episode_started()
+    assert run(logic, [0.5, 1.0] + [1.0] * 30) == []
+
+
 def test_grace_period_delays_a_stall_takeover():
     logic = SupervisorLogic(cfg(grace_steps=30))
     logic.episode_started()
