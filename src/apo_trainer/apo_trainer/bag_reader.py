@@ -23,6 +23,7 @@ from __future__ import annotations
 import heapq
 import struct
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,7 @@ class ReadReport:
     messages_read: int = 0
     messages_undecodable: int = 0
     messages_unknown_channel: int = 0
+    messages_missing: int = 0  # fewer messages than metadata.yaml counts for the topics read
     chunks_read: int = 0
     chunks_torn: int = 0
     chunks_dropped: int = 0
@@ -94,7 +96,7 @@ class ReadReport:
     @property
     def lossy(self) -> bool:
         """True when something was definitely not read (bytes or messages lost)."""
-        return bool(self.bytes_lost or self.bytes_missing or self.messages_undecodable
+        return bool(self.bytes_lost or self.bytes_missing or self.messages_undecodable or self.messages_missing
                     or self.messages_unknown_channel or self.chunks_dropped or self.chunks_torn)
 
     def summary(self) -> str:
@@ -116,6 +118,8 @@ class ReadReport:
             parts.append(f"{self.messages_undecodable} undecodable message(s)")
         if self.messages_unknown_channel:
             parts.append(f"{self.messages_unknown_channel} message(s) on unknown channels")
+        if self.messages_missing:
+            parts.append(f"{self.messages_missing} message(s) listed in metadata.yaml not read")
         return ", ".join(parts)
 
     def to_dict(self) -> dict:
@@ -336,41 +340,94 @@ class EpisodeBag:
         """Decoded messages of ``topics`` (all when None) in log-time order.
 
         ``on_bytes(n)`` is called with the serialised size of each message read (progress).
-        Indexed mode raises BagReadError on any read or decode failure (the caller may then
-        retry with ``recover="always"``); recovered mode skips undecodable messages and counts
-        them in :attr:`report`.
+        When an indexed read fails part-way (a chunk the index points at is damaged), ``"auto"``
+        switches to scanning and resumes after the last message already yielded (both paths
+        order messages by log time, then file position, so the scan repeats the same prefix;
+        the resume point is checked). ``"never"`` raises BagReadError instead. A scanned bag
+        skips undecodable messages and counts them in :attr:`report`.
+
+        At the end the number of messages read per topic is compared with ``metadata.yaml``'s
+        counts: rosbags silently stops parsing a chunk at overwritten record headers, so a
+        shortfall is the only sign of such damage in the indexed path. It is reported as
+        ``report.messages_missing`` (``"never"`` raises; a caller wanting the most data re-reads
+        with ``recover="always"``, whose scan resynchronises inside damaged chunks).
         """
         assert self._source is not None, "bag is not open"
         wanted = None if topics is None else set(topics)
-        strict = self.report.mode == "indexed"
         self.report.messages_read = 0
         self.report.messages_undecodable = 0
         self.report.problems = list(self._open_problems)
         raw_iter = self._source.raw_messages(wanted)
+        yielded = 0
+        last: tuple | None = None
+        skip = 0
+        counts: Counter = Counter()
+        self.report.messages_missing = 0
         while True:
             try:
                 item = next(raw_iter)
             except StopIteration:
+                self._check_counts(counts, wanted)
                 return
-            except BagReadError:
-                raise
             except Exception as exc:  # storage errors of any type mean a damaged bag
-                raise BagReadError(f"reading {self.path} failed: {type(exc).__name__}: {exc}") from exc
+                raw_iter = self._fall_back(exc, wanted, yielded)
+                skip = yielded
+                continue
             topic, msgtype, log_time, data = item
+            counts[topic] += 1
+            if skip:
+                skip -= 1
+                counts[topic] -= 1
+                if skip == 0 and (topic, log_time) != last:
+                    raise BagReadError(f"{self.path}: the scan does not repeat the indexed read up to message "
+                                       f"{yielded}; cannot resume (re-read with recover='always')")
+                continue
             size = len(data)
             if on_bytes is not None:
                 on_bytes(size)
             try:
                 msg = self.types.decode(data, msgtype)
             except Exception as exc:  # SerdeError, ValueError, struct.error, ...
-                if strict:
-                    raise BagReadError(f"{self.path}: cannot decode a {msgtype} message on {topic} at log "
-                                       f"time {log_time}: {exc}") from exc
+                if self.report.mode == "indexed":
+                    raw_iter = self._fall_back(exc, wanted, yielded, f"{msgtype} on {topic} at log time {log_time}")
+                    skip = yielded
+                    counts[topic] -= 1  # the scan reads it again
+                    continue
                 self.report.messages_undecodable += 1
                 self.report.problem(f"undecodable {msgtype} on {topic} at log time {log_time}: {exc}")
                 continue
             self.report.messages_read += 1
+            yielded += 1
+            last = (topic, log_time)
             yield BagMessage(topic, msgtype, log_time, msg, size)
+
+    def _check_counts(self, counts: Counter, wanted) -> None:
+        expected = self.report.expected_counts
+        short = {t: n - counts.get(t, 0) for t, n in expected.items()
+                 if (wanted is None or t in wanted) and counts.get(t, 0) < n}
+        if not short:
+            return
+        self.report.messages_missing = sum(short.values())
+        text = (f"{self.report.messages_missing} message(s) that metadata.yaml lists were not read "
+                f"({', '.join(f'{t}: {n}' for t, n in sorted(short.items()))})")
+        if self.report.mode == "indexed" and self.recover == "never":
+            raise BagReadError(f"{self.path}: {text}; the bag is damaged")
+        self.report.problem(text)
+
+    def _fall_back(self, exc: Exception, wanted, yielded: int, what: str = "") -> Iterator[Raw]:
+        """Switch a failing indexed read to the scan (``recover="auto"``), or raise."""
+        where = f" decoding {what}" if what else ""
+        text = f"indexed read of {self.path} failed after {yielded} message(s){where}: {type(exc).__name__}: {exc}"
+        if isinstance(exc, BagReadError) or self.report.mode != "indexed" or self.recover != "auto":
+            if isinstance(exc, BagReadError):
+                raise exc
+            raise BagReadError(text) from exc
+        self._source.close()
+        self.report.mode = "recovered"
+        self.report.problem(text + "; continued by scanning")
+        self._open_problems.append(self.report.problems[-1])
+        self._source = _ScanSource([Path(p) for p in self.report.files], self.report, self.types)
+        return self._source.raw_messages(wanted)
 
 
 def open_episode_bag(path, recover: str = "auto") -> EpisodeBag:

@@ -311,6 +311,9 @@ def _convert(bag: Path, output: Path, options, known, action_dim, result: BagRes
                     return
                 sink = _EpisodeSink(bag, output, info.episode_id, action_dim)
                 events = _stream(reader, sink, options, on_bytes)
+                if reader.mode == "indexed" and reader.report.messages_missing and options.recover and attempt == 0:
+                    # rosbags skipped damaged records silently; the scan resynchronises inside chunks.
+                    raise BagReadError(reader.report.problems[-1])
             except BagReadError as exc:
                 if sink is not None:
                     sink.discard()
