@@ -3,12 +3,15 @@
 Fed with the events of ``/apo/episode`` (apo_interfaces/EpisodeEvent), it answers with decisions
 the node carries out on its bag writers:
 
-- ``open``: a START for a new episode id. A bag still open for another episode is closed first
-  (``close`` with its outcome, ``unknown`` if it never got an end event).
+- ``open``: a START for a new episode id.
 - ``end``: SUCCESS / FAILURE / ABORT / END for the current episode: the outcome is known, the bag
-  stays open for the grace period so the last STEP/COMMAND messages still land in it, then the
-  node calls ``grace_expired()`` -> ``close``. A second end event during the grace period can make
-  an ``unknown`` outcome (END) more specific (SUCCESS, ...), never the reverse.
+  stays open for the grace period so the last STEP/COMMAND messages still land in it (they may
+  arrive after the end event: different topics are not ordered), then the node calls
+  ``grace_expired(id)`` -> ``close``. A START of another episode before an end event ends the
+  current one the same way, with outcome ``unknown``. A second end event during the grace period can
+  make an ``unknown`` outcome (END) more specific (SUCCESS, ...), never the reverse. Several
+  episodes can be in their grace period while the next one is recorded; the node routes steps by
+  their episode id.
 - ``discard``: the episode topic is latched (transient local), so a recorder that starts late gets
   the recent history. A START stamped before the recorder started means an episode already running
   (it is joined, ``joined_late``); if its end event is also from before the start, the episode was
@@ -52,9 +55,8 @@ class Decision:
 class EpisodeTracker:
     def __init__(self, start_ns: int, remember: int = 4096):
         self.start_ns = int(start_ns)
-        self.current: EpisodeInfo | None = None
-        self.ending = False
-        self.outcome = contract.OUTCOME_UNKNOWN
+        self.current: EpisodeInfo | None = None  # the episode being recorded (no end event yet)
+        self.ending: dict[str, tuple[EpisodeInfo, str]] = {}  # in their grace period: id -> (info, outcome)
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._remember = remember
 
@@ -68,6 +70,7 @@ class EpisodeTracker:
             self._finished.popitem(last=False)
 
     def finished(self, episode_id: str) -> bool:
+        """The episode's bag is closed (or was never recorded): its messages come too late."""
         return episode_id in self._finished
 
     def on_event(self, episode_id: str, event: int, instruction: str = "", task: str = "",
@@ -83,43 +86,48 @@ class EpisodeTracker:
         cur = self.current
         if cur is not None and cur.episode_id == info.episode_id:
             return [Decision("ignore", cur, reason="duplicate START of the current episode")]
-        if self.finished(info.episode_id):
+        if info.episode_id in self.ending or self.finished(info.episode_id):
             return [Decision("ignore", info, reason="START of an episode that has already ended")]
         decisions = []
-        if cur is not None:
-            decisions.append(Decision("close", cur, self.outcome if self.ending else contract.OUTCOME_UNKNOWN,
-                                      reason=f"episode {info.episode_id!r} started"))
-            self._mark_finished(cur.episode_id)
-        self.current, self.ending, self.outcome = info, False, contract.OUTCOME_UNKNOWN
+        if cur is not None:  # never ended: it gets its grace period too, with outcome unknown
+            self.ending[cur.episode_id] = (cur, contract.OUTCOME_UNKNOWN)
+            decisions.append(Decision("end", cur, contract.OUTCOME_UNKNOWN,
+                                      reason=f"episode {info.episode_id!r} started before it ended"))
+        self.current = info
         decisions.append(Decision("open", info, reason="joined a running episode" if info.joined_late else ""))
         return decisions
 
     def _on_end(self, episode_id: str, outcome: str, stamp_ns: int) -> list[Decision]:
         cur = self.current
-        if cur is None or cur.episode_id != episode_id:
-            self._mark_finished(episode_id)
-            return [Decision("ignore", cur, outcome, reason=f"end of episode {episode_id!r}, which is not recorded")]
-        if cur.joined_late and self._is_history(stamp_ns):
-            self.current, self.ending = None, False
-            self._mark_finished(episode_id)
-            return [Decision("discard", cur, outcome, reason="episode had ended before the recorder started")]
-        if not self.ending:
-            self.ending, self.outcome = True, outcome
+        if cur is not None and cur.episode_id == episode_id:
+            self.current = None
+            if cur.joined_late and self._is_history(stamp_ns):
+                self._mark_finished(episode_id)
+                return [Decision("discard", cur, outcome, reason="episode had ended before the recorder started")]
+            self.ending[episode_id] = (cur, outcome)
             return [Decision("end", cur, outcome)]
-        if self.outcome == contract.OUTCOME_UNKNOWN and outcome != contract.OUTCOME_UNKNOWN:
-            self.outcome = outcome
-            return [Decision("end", cur, outcome, reason="outcome refined")]
-        return [Decision("ignore", cur, self.outcome, reason="second end event")]
+        if episode_id in self.ending:
+            info, known = self.ending[episode_id]
+            if known == contract.OUTCOME_UNKNOWN and outcome != contract.OUTCOME_UNKNOWN:
+                self.ending[episode_id] = (info, outcome)
+                return [Decision("end", info, outcome, reason="outcome refined")]
+            return [Decision("ignore", info, known, reason="second end event")]
+        self._mark_finished(episode_id)
+        return [Decision("ignore", None, outcome, reason=f"end of episode {episode_id!r}, which is not recorded")]
 
-    def grace_expired(self) -> Decision | None:
-        """The grace period after the end event is over: close the bag."""
-        if self.current is None or not self.ending:
+    def grace_expired(self, episode_id: str) -> Decision | None:
+        """The grace period after the episode's end is over: close its bag."""
+        if episode_id not in self.ending:
             return None
-        cur, outcome = self.current, self.outcome
-        self.current, self.ending, self.outcome = None, False, contract.OUTCOME_UNKNOWN
-        self._mark_finished(cur.episode_id)
-        return Decision("close", cur, outcome)
+        info, outcome = self.ending.pop(episode_id)
+        self._mark_finished(episode_id)
+        return Decision("close", info, outcome)
 
-    def pending_outcome(self) -> str:
-        """Outcome to record if the bag is closed now (stop service, shutdown)."""
-        return self.outcome if self.ending else contract.OUTCOME_UNKNOWN
+    def close_all(self) -> list[Decision]:
+        """Stop / shutdown: every open episode is closed now (outcome unknown unless its end event came)."""
+        decisions = [self.grace_expired(eid) for eid in list(self.ending)]
+        if self.current is not None:
+            cur, self.current = self.current, None
+            self._mark_finished(cur.episode_id)
+            decisions.append(Decision("close", cur, contract.OUTCOME_UNKNOWN))
+        return [d for d in decisions if d is not None]

@@ -100,11 +100,12 @@ class RecorderNode(Node):
 
         self._lock = threading.RLock()
         self._tracker = EpisodeTracker(start_ns=self.get_clock().now().nanoseconds)
-        self._writer: EpisodeBagWriter | None = None  # the bag messages go to now
-        self._writer_info: EpisodeInfo | None = None  # None for a between-episodes bag
+        self._writers: dict[str, EpisodeBagWriter] = {}  # open episode bags: the current one + those in grace
+        self._deadlines: dict[str, float] = {}  # episode id -> monotonic time its grace period ends
+        self._last_ending: str | None = None  # most recent episode in its grace period
+        self._between: EpisodeBagWriter | None = None  # bag of messages between episodes (optional)
         self._last_writer: EpisodeBagWriter | None = None  # next bag opens only once this one is closed
         self._active: set[EpisodeBagWriter] = set()
-        self._close_deadline: float | None = None
         self._preroll: deque = deque()  # (topic, t_ns, data, step_episode_id)
         self._enabled = True
         self._paused = False
@@ -116,6 +117,7 @@ class RecorderNode(Node):
         self._late_steps = 0
         self._last_error: str | None = None
         self._last_reported_drops = 0
+        self._drops_at_last_status = 0
         self._last_bag = ""
 
         self._check_output_dir()
@@ -238,34 +240,43 @@ class RecorderNode(Node):
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
+    def _target(self, topic: str, step_id: str | None) -> EpisodeBagWriter | None:
+        """The open episode bag a message belongs to (None: no episode bag takes it)."""
+        if step_id is not None:  # steps carry their episode id
+            return self._writers.get(step_id)
+        cur = self._tracker.current
+        if cur is not None:
+            return self._writers.get(cur.episode_id)
+        if self._last_ending is not None:  # after an end event, until the next START: the ending episode
+            return self._writers.get(self._last_ending)
+        return None
+
     def _on_message(self, topic: str, data) -> None:
         now = self._now_ns()
         step_id = peek_header_then_string(data) if topic == T.STEP else None
         with self._lock:
-            w, info = self._writer, self._writer_info
-            if w is not None and info is not None:  # an episode bag is open
-                if step_id is not None and step_id != info.episode_id:
-                    if self._tracker.finished(step_id):
-                        self._late_steps += 1  # its bag is closed already
-                    else:
-                        self._hold(topic, now, data, step_id)  # next episode's step, before its START
-                    return
+            w = self._target(topic, step_id)
+            if w is not None:
                 if self._paused:
                     self._skipped_paused += 1
-                    return
-                w.write(topic, now, data)
+                else:
+                    w.write(topic, now, data)
+                return
+            if step_id is not None and self._tracker.finished(step_id):
+                self._late_steps += 1  # its bag is closed already
                 return
             self._hold(topic, now, data, step_id)
             if self._paused or not self._enabled:
                 return
-            if w is None and self._record_between:
-                w = self._open_between(now)
-            if w is not None:
-                w.write(topic, now, data)
+            if self._record_between and self._tracker.current is None and not self._writers:
+                if self._between is None:
+                    self._between = self._open_between(now)
+                self._between.write(topic, now, data)
             else:
                 self._not_recorded += 1
 
     def _hold(self, topic, now, data, step_id) -> None:
+        """Keep recent messages: the pre-roll of the next episode, and steps that precede their START."""
         self._preroll.append((topic, now, data, step_id))
         if len(self._preroll) > _MAX_PREROLL_MESSAGES:
             self._preroll.popleft()
@@ -284,28 +295,32 @@ class RecorderNode(Node):
             for decision in self._tracker.on_event(ev.episode_id, ev.event, ev.instruction, ev.task,
                                                    ev.policy_version, stamp):
                 self._apply(decision, now)
-            w, info = self._writer, self._writer_info
-            if w is not None and info is not None and info.episode_id == ev.episode_id:
+            w = self._writers.get(ev.episode_id)
+            if w is not None:
                 w.write(T.EPISODE, now, data)  # episode events are recorded even while paused
 
     # ------------------------------------------------------------------ decisions
     def _apply(self, d: Decision, now: int) -> None:
         log = self.get_logger()
+        eid = d.episode.episode_id if d.episode is not None else ""
         if d.kind == "open":
             self._open_episode(d.episode, now)
         elif d.kind == "end":
-            if self._writer is not None and self._writer_info is not None:
-                self._writer.update_custom_data({contract.KEY_OUTCOME: d.outcome})
-            if self._close_deadline is None:
-                self._close_deadline = time.monotonic() + self._grace_s
-            log.info(f"episode {d.episode.episode_id!r} ended ({d.outcome}); closing its bag in {self._grace_s:.2f} s")
+            w = self._writers.get(eid)
+            if w is not None:
+                w.update_custom_data({contract.KEY_OUTCOME: d.outcome})
+                self._deadlines.setdefault(eid, time.monotonic() + self._grace_s)
+                self._last_ending = eid
+                log.info(f"episode {eid!r} ended ({d.outcome}{'; ' + d.reason if d.reason else ''}); "
+                         f"closing its bag in {self._grace_s:.2f} s")
         elif d.kind == "close":
-            self._close_current(d.outcome, d.reason)
+            self._close_episode(eid, d.outcome)
         elif d.kind == "discard":
-            w, self._writer, self._writer_info, self._close_deadline = self._writer, None, None, None
+            self._deadlines.pop(eid, None)
+            w = self._writers.pop(eid, None)
             if w is not None:
                 w.discard(wait=False)
-            log.info(f"episode {d.episode.episode_id!r}: {d.reason}; its bag was discarded")
+            log.info(f"episode {eid!r}: {d.reason}; its bag was discarded")
         elif d.reason:
             log.debug(f"episode event ignored: {d.reason}")
 
@@ -320,8 +335,9 @@ class RecorderNode(Node):
 
     def _open_episode(self, info: EpisodeInfo, now: int) -> None:
         log = self.get_logger()
-        if self._writer is not None:  # a between-episodes bag
-            self._close_current(contract.OUTCOME_UNKNOWN, "episode started")
+        if self._between is not None:
+            self._between, between = None, self._between
+            between.close(wait=False)
         if not self._enabled:
             log.info(f"episode {info.episode_id!r} started; not recorded (recorder stopped)")
             return
@@ -337,36 +353,49 @@ class RecorderNode(Node):
             log.error(f"episode {info.episode_id!r} is not recorded: output_dir {self._output_dir} unusable")
             return
         custom = info.custom_data(__version__, episode_id=info.episode_id or dir_name)
-        self._writer = self._new_writer(path, custom)
-        self._writer_info = info
-        self._close_deadline = None
+        w = self._writers[info.episode_id] = self._new_writer(path, custom)
+        self._last_ending = None
         # Pre-roll: recent messages of other topics, and steps already received for this episode.
         held, self._preroll = self._preroll, deque()
         for topic, t, data, step_id in held:
-            if topic == T.STEP:
+            if topic == T.STEP and step_id is not None:
                 if step_id == info.episode_id:
-                    self._writer.write(topic, t, data)
-                elif step_id is not None and not self._tracker.finished(step_id) and now - t < _STEP_HOLD_S * 1e9:
+                    w.write(topic, t, data)
+                elif not self._tracker.finished(step_id) and now - t < _STEP_HOLD_S * 1e9:
                     self._preroll.append((topic, t, data, step_id))
-            elif now - t <= self._preroll_ns and not self._paused:
-                self._writer.write(topic, t, data)
+            elif topic != T.EPISODE and now - t <= self._preroll_ns and not self._paused:
+                w.write(topic, t, data)
         log.info(f"recording episode {info.episode_id!r} ({info.task}: {info.instruction!r}) into {path}"
                  + (" -- joined while running" if info.joined_late else ""))
 
-    def _open_between(self, now: int) -> EpisodeBagWriter | None:
-        path = self._output_dir / time.strftime("between_%Y%m%d_%H%M%S", time.gmtime(now / 1e9))
-        n = 1
+    def _open_between(self, now: int) -> EpisodeBagWriter:
+        base = time.strftime("between_%Y%m%d_%H%M%S", time.gmtime(now / 1e9))
+        path, n = self._output_dir / base, 1
         while path.exists():
-            path = path.with_name(f"{path.name.split('-')[0]}-{n}")
-            n += 1
-        self._writer = self._new_writer(path, contract.default_custom_data(recorder_version=__version__))
-        self._writer_info = None
-        return self._writer
+            path, n = self._output_dir / f"{base}-{n}", n + 1
+        return self._new_writer(path, contract.default_custom_data(recorder_version=__version__))
 
-    def _close_current(self, outcome: str, reason: str = "") -> None:
-        w, self._writer, self._writer_info, self._close_deadline = self._writer, None, None, None
+    def _close_episode(self, episode_id: str, outcome: str) -> None:
+        self._deadlines.pop(episode_id, None)
+        if self._last_ending == episode_id:
+            self._last_ending = None
+        w = self._writers.pop(episode_id, None)
         if w is not None:
             w.close({contract.KEY_OUTCOME: outcome}, wait=False)
+
+    def _close_everything(self) -> list[str]:
+        """Close every open bag now (stop service, shutdown), each with the outcome known so far."""
+        closed = []
+        for eid in list(self._writers):
+            closed.append(str(self._writers[eid].path))
+            known = self._tracker.ending.get(eid)
+            self._close_episode(eid, known[1] if known else contract.OUTCOME_UNKNOWN)
+        if self._between is not None:
+            self._between, between = None, self._between
+            closed.append(str(between.path))
+            between.close(wait=False)
+        self._preroll.clear()
+        return closed
 
     def _on_writer_error(self, writer: EpisodeBagWriter, message: str) -> None:
         with self._lock:
@@ -393,11 +422,14 @@ class RecorderNode(Node):
 
     def _housekeeping(self) -> None:
         with self._lock:
-            if self._close_deadline is not None and time.monotonic() >= self._close_deadline:
-                self._close_deadline = None
-                decision = self._tracker.grace_expired()
-                if decision is not None:
-                    self._apply(decision, self._now_ns())
+            now = time.monotonic()
+            for eid, deadline in list(self._deadlines.items()):
+                if now >= deadline:
+                    decision = self._tracker.grace_expired(eid)
+                    if decision is not None:
+                        self._apply(decision, self._now_ns())
+                    else:
+                        self._close_episode(eid, contract.OUTCOME_UNKNOWN)
             limit = self._now_ns() - max(self._preroll_ns, int(_STEP_HOLD_S * 1e9))
             while self._preroll and self._preroll[0][1] < limit:
                 self._preroll.popleft()
@@ -409,14 +441,12 @@ class RecorderNode(Node):
             self._paused = False
             cur = self._tracker.current
             msg = "recording enabled"
-            if cur is not None and not self._tracker.ending and self._writer_info is None:
-                if self._writer is not None:
-                    self._close_current(contract.OUTCOME_UNKNOWN)
+            if cur is not None and cur.episode_id not in self._writers:
                 self._open_episode(EpisodeInfo(cur.episode_id, cur.instruction, cur.task, cur.policy_version,
                                                cur.stamp_ns, joined_late=True), self._now_ns())
-                if self._writer_info is not None:
+                if cur.episode_id in self._writers:
                     msg += f"; recording the running episode {cur.episode_id!r} from now on"
-            else:
+            elif cur is None:
                 msg += "; waiting for the next episode start"
         response.success, response.message = True, msg
         self.get_logger().info(msg)
@@ -425,11 +455,9 @@ class RecorderNode(Node):
     def _srv_stop(self, request, response):
         with self._lock:
             self._enabled = False
-            bag = self._writer.path if self._writer is not None else None
-            self._close_current(self._tracker.pending_outcome(), "stop service")
-            self._preroll.clear()
+            closed = self._close_everything()
         response.success = True
-        response.message = f"recording stopped; closed {bag}" if bag else "recording stopped"
+        response.message = "recording stopped" + (f"; closed {', '.join(closed)}" if closed else "")
         self.get_logger().info(response.message)
         return response
 
@@ -445,36 +473,40 @@ class RecorderNode(Node):
     def status(self) -> dict:
         """Counters (also published on /diagnostics); for tests and tools."""
         with self._lock:
-            w, info = self._writer, self._writer_info
-            cur = w.stats() if w is not None else None
-            written = self._closed_totals["written"] + (cur.messages_written if cur else 0)
-            dropped = self._closed_totals["dropped"] + (cur.messages_dropped if cur else 0)
-            rejected = self._closed_totals["rejected"] + (cur.messages_rejected if cur else 0)
-            if cur is not None and cur.state == "failed":
+            cur_info = self._tracker.current
+            cur_w = self._writers.get(cur_info.episode_id) if cur_info is not None else None
+            open_writers = list(self._writers.values()) + ([self._between] if self._between is not None else [])
+            stats = [w.stats() for w in open_writers]
+            cur = cur_w.stats() if cur_w is not None else None
+            if any(st.state == "failed" for st in stats):
                 state = "error"
             elif not self._enabled:
                 state = "stopped"
             elif self._paused:
                 state = "paused"
-            elif info is not None:
-                state = "ending" if self._tracker.ending else "recording"
-            elif w is not None:
+            elif cur is not None:
+                state = "recording"
+            elif self._writers:
+                state = "ending"
+            elif self._between is not None:
                 state = "recording_between_episodes"
             else:
                 state = "idle"
             return {
                 "state": state,
-                "episode_id": info.episode_id if info is not None else "",
-                "bag": str(w.path) if w is not None else "",
+                "episode_id": cur_info.episode_id if cur_w is not None else "",
+                "bag": str(cur_w.path) if cur_w is not None else "",
+                "ending_episodes": ",".join(eid for eid in self._writers if cur_info is None
+                                            or eid != cur_info.episode_id),
                 "last_bag": self._last_bag,
-                "messages_written": written,
-                "messages_dropped": dropped,
-                "messages_rejected": rejected,
-                "bytes_written": self._closed_totals["bytes"] + (cur.bytes_written if cur else 0),
+                "messages_written": self._closed_totals["written"] + sum(st.messages_written for st in stats),
+                "messages_dropped": self._closed_totals["dropped"] + sum(st.messages_dropped for st in stats),
+                "messages_rejected": self._closed_totals["rejected"] + sum(st.messages_rejected for st in stats),
+                "bytes_written": self._closed_totals["bytes"] + sum(st.bytes_written for st in stats),
                 "episode_messages_written": cur.messages_written if cur else 0,
                 "episode_messages_dropped": cur.messages_dropped if cur else 0,
                 "episode_messages_on_disk": cur.messages_on_disk if cur else 0,
-                "queue_depth": cur.queue_depth if cur else 0,
+                "queue_depth": sum(st.queue_depth for st in stats),
                 "messages_skipped_paused": self._skipped_paused,
                 "messages_outside_episodes": self._not_recorded,
                 "late_steps": self._late_steps,
@@ -498,12 +530,13 @@ class RecorderNode(Node):
         status.hardware_id = socket.gethostname()
         if st["state"] == "error":
             status.level, status.message = DiagnosticStatus.ERROR, f"write error: {st['last_error']}"
-        elif st["episode_messages_dropped"]:
+        elif st["messages_dropped"] > self._drops_at_last_status:
             status.level, status.message = DiagnosticStatus.WARN, f"{st['state']}; dropping messages"
         else:
             status.level = DiagnosticStatus.OK
             status.message = st["state"] + (f" {st['episode_id']}" if st["episode_id"] else "")
         status.values = [KeyValue(key=k, value=str(v)) for k, v in st.items()]
+        self._drops_at_last_status = st["messages_dropped"]
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.status = [status]
@@ -513,9 +546,8 @@ class RecorderNode(Node):
     def close_all(self, timeout: float = 30.0) -> bool:
         """Close the open bag (outcome unknown unless its end event arrived) and wait for every writer."""
         with self._lock:
-            self._close_deadline = None
-            self._close_current(self._tracker.pending_outcome(), "shutdown")
             self._enabled = False
+            self._close_everything()
             active = list(self._active)
         deadline = time.monotonic() + timeout
         ok = True

@@ -25,11 +25,13 @@ def test_start_end_grace_close():
     assert d[0].episode.instruction == "pick" and not d[0].episode.joined_late
     assert tr.on_event("a", START, stamp_ns=T0 + 2)[0].kind == "ignore"  # duplicate
     assert kinds(tr.on_event("a", SUCCESS, stamp_ns=T0 + 3)) == [("end", "a", "success")]
-    assert tr.pending_outcome() == "success"
+    assert tr.current is None and tr.ending["a"][1] == "success"
     assert tr.on_event("a", FAILURE, stamp_ns=T0 + 4)[0].kind == "ignore"  # a known outcome is kept
-    assert kinds([tr.grace_expired()]) == [("close", "a", "success")]
-    assert tr.grace_expired() is None and tr.current is None
+    assert tr.on_event("a", START, stamp_ns=T0 + 4)[0].kind == "ignore"  # in its grace period
+    assert kinds([tr.grace_expired("a")]) == [("close", "a", "success")]
+    assert tr.grace_expired("a") is None and not tr.ending
     assert tr.on_event("a", START, stamp_ns=T0 + 5)[0].kind == "ignore"  # already recorded
+    assert tr.finished("a")
 
 
 @pytest.mark.parametrize("event,outcome", [(END, "unknown"), (SUCCESS, "success"), (FAILURE, "failure"),
@@ -38,7 +40,7 @@ def test_outcome_of_each_end_event(event, outcome):
     tr = EpisodeTracker(T0)
     tr.on_event("a", START, stamp_ns=T0 + 1)
     assert kinds(tr.on_event("a", event, stamp_ns=T0 + 2)) == [("end", "a", outcome)]
-    assert tr.grace_expired().outcome == outcome
+    assert tr.grace_expired("a").outcome == outcome
 
 
 def test_end_then_more_specific_outcome_during_grace():
@@ -46,17 +48,21 @@ def test_end_then_more_specific_outcome_during_grace():
     tr.on_event("a", START, stamp_ns=T0 + 1)
     tr.on_event("a", END, stamp_ns=T0 + 2)
     assert kinds(tr.on_event("a", SUCCESS, stamp_ns=T0 + 3)) == [("end", "a", "success")]
-    assert tr.grace_expired().outcome == "success"
+    assert tr.grace_expired("a").outcome == "success"
 
 
-def test_new_start_closes_the_previous_episode():
+def test_next_start_overlaps_the_grace_period_of_the_previous_episodes():
     tr = EpisodeTracker(T0)
     tr.on_event("a", START, stamp_ns=T0 + 1)
-    assert kinds(tr.on_event("b", START, stamp_ns=T0 + 2)) == [("close", "a", "unknown"), ("open", "b", "unknown")]
+    # a START without an end event: a gets its grace period too, outcome unknown
+    assert kinds(tr.on_event("b", START, stamp_ns=T0 + 2)) == [("end", "a", "unknown"), ("open", "b", "unknown")]
     tr.on_event("b", FAILURE, stamp_ns=T0 + 3)
-    # next START during b's grace period: b is closed at once with its outcome
-    assert kinds(tr.on_event("c", START, stamp_ns=T0 + 4)) == [("close", "b", "failure"), ("open", "c", "unknown")]
+    assert kinds(tr.on_event("c", START, stamp_ns=T0 + 4)) == [("open", "c", "unknown")]
+    assert set(tr.ending) == {"a", "b"} and tr.current.episode_id == "c"
+    assert kinds([tr.grace_expired("b"), tr.grace_expired("a")]) == [("close", "b", "failure"),
+                                                                      ("close", "a", "unknown")]
     assert tr.finished("a") and tr.finished("b") and not tr.finished("c")
+    assert kinds(tr.close_all()) == [("close", "c", "unknown")]
 
 
 def test_end_of_another_episode_is_ignored():
@@ -72,12 +78,13 @@ def test_latched_history_of_a_late_recorder():
     assert kinds(tr.on_event("old", START, stamp_ns=T0 - 10)) == [("open", "old", "unknown")]
     assert tr.current.joined_late
     assert kinds(tr.on_event("old", SUCCESS, stamp_ns=T0 - 5)) == [("discard", "old", "success")]
+    assert tr.current is None and not tr.ending and tr.finished("old")
     # history: an episode still running when the recorder started -> joined, recorded to its live end
     tr.on_event("running", START, stamp_ns=T0 - 3)
     assert tr.current.joined_late
     assert kinds(tr.on_event("running", SUCCESS, stamp_ns=T0 + 50)) == [("end", "running", "success")]
     # unstamped events count as live
-    tr.grace_expired()
+    tr.grace_expired("running")
     assert not tr.on_event("x", START, stamp_ns=0)[0].episode.joined_late
 
 
