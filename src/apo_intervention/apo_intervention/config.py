@@ -227,6 +227,9 @@ class OperatorConfig:
     joy_config_file: str = ""
     # Expert actions older than this (s) are not sent (the deadman stays held with zero motion).
     expert_timeout: float = 0.5
+    # While correcting, Joy is re-sent at this rate (like the joy driver's auto-repeat) besides once per
+    # expert action, so a simulator slower than the arbiter's teleop timeout cannot make it flicker.
+    joy_rate_hz: float = 20.0
 
     def validate(self) -> None:
         for key in ("num_episodes", "grace_steps", "cooldown_steps", "away_steps", "max_interventions"):
@@ -240,7 +243,7 @@ class OperatorConfig:
         for key in ("pause_between_episodes", "min_progress_delta", "handback_progress_gain"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key}: must be >= 0, got {getattr(self, key)}")
-        for key in ("start_retry_timeout", "regress_threshold", "expert_timeout"):
+        for key in ("start_retry_timeout", "regress_threshold", "expert_timeout", "joy_rate_hz"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key}: must be > 0, got {getattr(self, key)}")
         if not -1.0 <= self.away_cosine <= 1.0:

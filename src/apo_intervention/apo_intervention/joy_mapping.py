@@ -115,6 +115,10 @@ class JoyTeleopLogic:
         self.mapping = mapping
         self._prev: dict[str, bool] = {k: False for k in mapping.cfg.button_keys()}
 
+    @property
+    def deadman_held(self) -> bool:
+        return self._prev["deadman_button"]
+
     def update(self, axes, buttons) -> JoyOutput:
         cfg = self.mapping.cfg
         now = {k: _pressed(buttons, getattr(cfg, k)) for k in cfg.button_keys()}

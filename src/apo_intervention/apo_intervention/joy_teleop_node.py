@@ -92,7 +92,7 @@ class JoyTeleopNode(Node):
         self.action_pub.publish(cmd)
 
     def on_shutdown(self) -> None:
-        if self.logic._prev.get("deadman_button"):
+        if self.logic.deadman_held:
             self._publish([])
 
 

@@ -5,6 +5,7 @@ POLICY_ACTION, MODE and EPISODE, and decides with :class:`~apo_intervention.oper
 when the policy has gone wrong. To correct, it does what a person would: it publishes sensor_msgs/Joy
 on JOY with the deadman held and the sticks placed where the joystick mapping (the same YAML the
 joystick teleop uses, inverted) turns them into the simulator's expert action (SIM_EXPERT_ACTION).
+While correcting it re-sends Joy at ``joy_rate_hz`` like the joy driver's auto-repeat.
 Handing back = letting the deadman go. It presses the start button to begin episodes, ``num_episodes``
 of them, ``pause_between_episodes`` apart, so that deploy-and-record runs unattended.
 """
@@ -53,6 +54,7 @@ class ScriptedOperatorNode(Node):
         self.create_subscription(InterventionMode, topics.MODE, self._on_mode, qos_for(topics.MODE))
         self.create_subscription(EpisodeEvent, topics.EPISODE, self._on_episode, qos_for(topics.EPISODE))
         self.create_timer(0.1, self._schedule)
+        self.create_timer(1.0 / cfg.joy_rate_hz, self._repeat)
         self.get_logger().info(f"scripted operator up: episodes to run {cfg.num_episodes or 'unlimited'}, stall "
                                f"{cfg.stall_steps} steps, regress {cfg.regress_threshold}, drop {cfg.detect_drop}")
 
@@ -70,7 +72,7 @@ class ScriptedOperatorNode(Node):
                 self.get_logger().info(f"{verb} at step {self.logic.episode_steps}: {decision.reason}")
                 if not decision.correcting:
                     self._send_joy(None)
-            if self.logic.correcting and (decision.changed or obs.expert_action is None):
+            if decision.changed and self.logic.correcting:
                 self._send_joy(obs.expert_action if obs.expert_action is not None else self._still())
 
     def _on_expert(self, msg: ActionCommand) -> None:
@@ -139,6 +141,13 @@ class ScriptedOperatorNode(Node):
         held = self._fresh_expert() if self.logic.correcting else None
         self._send_joy(held, press=key)
         self._send_joy(held)
+
+    def _repeat(self) -> None:
+        """Auto-repeat: keep the deadman held (and the sticks where they are) while correcting."""
+        with self._lock:
+            if self.logic.correcting:
+                expert = self._fresh_expert()
+                self._send_joy(expert if expert is not None else self._still())
 
     def _schedule(self) -> None:
         with self._lock:
