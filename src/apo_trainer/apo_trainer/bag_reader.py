@@ -21,6 +21,8 @@ Standard types whose definition is missing fall back to rosbags' built-in ROS 2 
 from __future__ import annotations
 
 import heapq
+import os
+import socket
 import struct
 import zlib
 from collections import Counter
@@ -175,7 +177,47 @@ def load_metadata(bag_dir) -> dict | None:
 def read_custom_data(bag_dir) -> dict[str, str]:
     """``custom_data`` of ``metadata.yaml`` as strings (empty when the file is missing)."""
     info = load_metadata(bag_dir) or {}
-    custom = info.get("custom_data") or {}
+    return _strings(info.get("custom_data"))
+
+
+# The recorder's journal (apo_recorder.contract.JOURNAL_NAME): present while a bag is being written,
+# left behind by a killed recorder. Read as plain YAML so the trainer does not need apo_recorder.
+JOURNAL_NAME = "apo_recording.yaml"
+
+
+def read_journal(bag_dir) -> dict | None:
+    """The recorder's journal of an unfinished bag (custom_data, pid, hostname), or None."""
+    try:
+        data = yaml.safe_load((Path(bag_dir) / JOURNAL_NAME).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def recording_in_progress(bag_dir) -> bool | None:
+    """True if the recorder that writes this bag is alive (journal, no metadata.yaml, its pid runs on
+    this host); False if it is finished or its writer is gone; None when it cannot be told (no
+    journal, or another host) - the caller then judges by the files' age."""
+    bag_dir = Path(bag_dir)
+    if (bag_dir / "metadata.yaml").is_file():
+        return False
+    journal = read_journal(bag_dir)
+    if journal is None or journal.get("hostname") not in (None, socket.gethostname()):
+        return None
+    try:
+        pid = int(journal.get("pid"))
+    except (TypeError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _strings(custom) -> dict[str, str]:
     return {str(k): "" if v is None else str(v) for k, v in custom.items()} if isinstance(custom, dict) else {}
 
 
@@ -307,7 +349,10 @@ class EpisodeBag:
                 self.report.problem(problem)
             self.report.mode = "recovered"
             self._source = _ScanSource(files, self.report, self.types)
+        # custom_data: metadata.yaml, else the recorder's journal, else the MCAP's rosbag2 metadata record.
         self.custom_data = read_custom_data(self.path) if metadata is not None else {}
+        if not self.custom_data and not self.path.is_file():
+            self.custom_data = _strings((read_journal(self.path) or {}).get("custom_data"))
         if not self.custom_data:
             self.custom_data = dict(self._source.custom_data)
         self._open_problems = list(self.report.problems)

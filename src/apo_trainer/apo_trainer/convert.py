@@ -65,6 +65,7 @@ from apo_trainer.bag_reader import (
     find_bags,
     mcap_files,
     read_custom_data,
+    recording_in_progress,
 )
 from apo_trainer.convert_align import DEFAULT_MAX_LATENESS_S, StepAligner
 
@@ -281,10 +282,10 @@ def convert_bag(bag, output, options: ConvertOptions | None = None, known=None, 
     if action_dim is None:
         action_dim = _dataset_action_dims(output)
     try:
-        if _being_recorded(bag, options.settle_seconds):
+        recording = _being_recorded(bag, options.settle_seconds)
+        if recording:
             result.status = "skipped"
-            result.error = (f"no metadata.yaml and written less than {options.settle_seconds:g} s ago: "
-                            "probably still being recorded")
+            result.error = recording
             return result
         quick_id = read_custom_data(bag).get("apo.episode_id", "")
         if quick_id and quick_id in known:
@@ -470,9 +471,9 @@ class _EpisodeSink:
         n = len(step.executed_action)
         ref = self.dim if self.dim is not None else self.expected_dim
         if ref is not None and n != ref and n > 0:
-            where = "earlier steps of this bag" if self.dim is not None else "the dataset"
+            where = "earlier steps of this bag have" if self.dim is not None else "the dataset has"
             raise ActionDimError(f"bag {self.bag}: step {step.step_index} has a {n}-D executed action but {where} "
-                                 f"hold {ref}-D actions")
+                                 f"{ref}-D actions")
         if self.dim is None and n > 0:
             self.dim = n
         p = len(step.policy_action)
@@ -590,7 +591,7 @@ class _EpisodeSink:
             policy_actions=np.stack(sel(self.proposals)), modes=np.asarray(sel(self.modes), np.uint8),
             step_index=np.asarray(sel(self.index), np.int64), timestamps=np.asarray(sel(self.times), np.float64),
             task=info.task, outcome=info.outcome, source="interactive", policy_version=info.policy_version,
-            origin=str(self.bag),
+            origin=str(self.bag.resolve()),
             attrs={"bag_read_mode": mode, "missing_steps": int(sum(b - a + 1 for a, b in missing)),
                    "dropped_steps": int(sum(self.dropped.values()))},
         )
@@ -757,12 +758,18 @@ def _dataset_action_dims(output) -> int | None:
     return None
 
 
-def _being_recorded(bag: Path, settle_seconds: float) -> bool:
-    if (bag / "metadata.yaml").is_file() or settle_seconds <= 0:
-        return False
+def _being_recorded(bag: Path, settle_seconds: float) -> str:
+    """Why ``bag`` looks like it is still being recorded ("" if it does not)."""
+    alive = recording_in_progress(bag)
+    if alive:
+        return "still being recorded (the recorder's journal names a running process)"
+    if alive is False or settle_seconds <= 0:
+        return ""
     files = mcap_files(bag)
     newest = max((p.stat().st_mtime for p in files), default=bag.stat().st_mtime)
-    return time.time() - newest < settle_seconds
+    if time.time() - newest < settle_seconds:
+        return f"no metadata.yaml and written less than {settle_seconds:g} s ago: probably still being recorded"
+    return ""
 
 
 def _format_ranges(ranges) -> str:
