@@ -40,6 +40,7 @@ from apo_recorder import __version__, contract
 from apo_recorder.bag_writer import EpisodeBagWriter, TopicSpec, qos_dict
 from apo_recorder.cdr_peek import peek_header_then_string
 from apo_recorder.episode import Decision, EpisodeInfo, EpisodeTracker
+from apo_recorder.msgdefs import MessageDefinitionError, message_definition
 
 NODE_NAME = "apo_recorder"
 _MAX_PREROLL_MESSAGES = 5000
@@ -121,6 +122,12 @@ class RecorderNode(Node):
         self._last_bag = ""
 
         self._check_output_dir()
+        for topic, msgtype in list(self._topics.items()):  # fail early, and keep it off the first episode
+            try:
+                message_definition(msgtype)
+            except MessageDefinitionError as exc:
+                self.get_logger().error(f"cannot record {topic}: {exc}")
+                del self._topics[topic]
         self._subs = []
         ordered = sorted(self._topics, key=lambda t: t != T.EPISODE)  # episode events first
         for topic in ordered:
@@ -206,6 +213,7 @@ class RecorderNode(Node):
             cls = _import_msg(msgtype)
         except (ImportError, AttributeError, ValueError) as exc:
             self.get_logger().error(f"cannot record {topic}: message type {msgtype!r} is not importable ({exc})")
+            self._topics.pop(topic, None)
             return
         if topic in T.QOS:
             kind, depth = T.QOS[topic]

@@ -59,7 +59,9 @@ class RecoveryReport:
 
 
 @dataclass
-class _Scan:
+class ScanState:
+    """What ``scan_mcap`` found besides messages: schemas, channels, readable prefix, why it stopped."""
+
     schemas: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # id -> name, encoding, data
     channels: dict[int, tuple[int, str, str, dict[str, str]]] = field(default_factory=dict)
     bytes_used: int = 0
@@ -102,7 +104,7 @@ def _decompress(data: bytes, compression: str, size: int) -> bytes:
     raise ValueError(f"unsupported chunk compression {compression!r}")
 
 
-def _inner_records(body: memoryview, scan: _Scan) -> Iterator[tuple[int, int, int, bytes]]:
+def _inner_records(body: memoryview, scan: ScanState) -> Iterator[tuple[int, int, int, bytes]]:
     """Parse schema/channel/message records of one buffer; yields messages (channel, seq, log_time, data)."""
     off = 0
     end = len(body)
@@ -142,18 +144,22 @@ def _inner_records(body: memoryview, scan: _Scan) -> Iterator[tuple[int, int, in
             yield cid, seq, log_time, bytes(rec[22:])
 
 
-def scan_mcap(path: str | os.PathLike, scan: _Scan | None = None) -> Iterator[tuple[int, int, bytes]]:
+def scan_mcap(path: str | os.PathLike, scan: ScanState | None = None) -> Iterator[tuple[int, int, bytes]]:
     """Yield (channel id, log time ns, data) of every message readable in an MCAP file's data section.
 
     Stops quietly at the first record that is truncated or corrupt (a killed writer's last chunk);
     ``scan`` (if given) receives the schemas, channels, readable byte count and the stop reason.
     Messages come in file order (chunk by chunk).
     """
-    scan = scan if scan is not None else _Scan()
+    scan = scan if scan is not None else ScanState()
     path = Path(path)
     size = path.stat().st_size
     with open(path, "rb") as fh:
-        if fh.read(8) != MAGIC:
+        magic = fh.read(8)
+        if magic != MAGIC:
+            if MAGIC.startswith(magic):  # killed right after creating the file
+                scan.stop_reason = "file ends before the end of the MCAP magic"
+                return
             raise RecoveryError(f"{path} is not an MCAP file (bad magic)")
         scan.bytes_used = 8
         while True:
@@ -312,7 +318,7 @@ def recover_bag(path: str | os.PathLike, *, keep_original: bool = False, force: 
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    scan = _Scan()
+    scan = ScanState()
     report = RecoveryReport(path=path, status="recovered", messages_recovered=0, bytes_total=mcap.stat().st_size)
     conns: dict[int, object] = {}
     topic_of: dict[int, str] = {}
@@ -388,3 +394,12 @@ def _fsync(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def count_messages_on_disk(mcap_path: str | os.PathLike) -> dict[str, int]:
+    """Messages per topic readable in an MCAP file right now -- also one still being written."""
+    scan = ScanState()
+    counts: dict[int, int] = {}
+    for cid, _t, _d in scan_mcap(mcap_path, scan):
+        counts[cid] = counts.get(cid, 0) + 1
+    return {scan.channels[cid][1]: n for cid, n in counts.items() if cid in scan.channels}
