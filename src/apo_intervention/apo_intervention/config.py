@@ -318,4 +318,5 @@ def assemble_config(cls, config_file: str | os.PathLike | None = None, overrides
     try:
         return load_config(cls, data)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        where = f"{path} with parameter overrides {sorted(overrides)}" if overrides else str(path)
+        raise ConfigError(f"{where}: {exc}") from exc
