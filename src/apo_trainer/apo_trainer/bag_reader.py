@@ -167,7 +167,7 @@ def load_metadata(bag_dir) -> dict | None:
     """The ``rosbag2_bagfile_information`` mapping of ``metadata.yaml``, or None if absent/unreadable."""
     path = Path(bag_dir) / "metadata.yaml"
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _yaml_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
     info = data.get("rosbag2_bagfile_information") if isinstance(data, dict) else None
@@ -188,7 +188,7 @@ JOURNAL_NAME = "apo_recording.yaml"
 def read_journal(bag_dir) -> dict | None:
     """The recorder's journal of an unfinished bag (custom_data, pid, hostname), or None."""
     try:
-        data = yaml.safe_load((Path(bag_dir) / JOURNAL_NAME).read_text())
+        data = _yaml_load((Path(bag_dir) / JOURNAL_NAME).read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
     return data if isinstance(data, dict) else None
@@ -217,6 +217,11 @@ def recording_in_progress(bag_dir) -> bool | None:
     return True
 
 
+def _yaml_load(text: str):
+    """Safe YAML load, with libyaml when available (metadata.yaml is read for every bag)."""
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def _strings(custom) -> dict[str, str]:
     return {str(k): "" if v is None else str(v) for k, v in custom.items()} if isinstance(custom, dict) else {}
 
@@ -225,7 +230,12 @@ def _strings(custom) -> dict[str, str]:
 # Types from the bag's own definitions
 # --------------------------------------------------------------------------------------------
 class TypeRegistry:
-    """A rosbags type store filled from message definitions found in the bag."""
+    """A rosbags type store filled from message definitions found in the bag.
+
+    Registering a definition generates and executes Python code, and the first decode of a type
+    compiles its deserialiser: about 0.1 s per bag. Bags with the same set of definitions (every
+    bag of one recorder version) therefore share one registry, see :func:`registry_for`.
+    """
 
     def __init__(self):
         from rosbags.typesys import Stores, get_typestore
@@ -264,6 +274,24 @@ class TypeRegistry:
         if bytes(data[:4]) == ZSTD_FRAME_MAGIC:  # rosbag2 per-message compression
             data = _zstd_decompress(bytes(data))
         return self.store.deserialize_cdr(data, msgtype)
+
+
+_REGISTRIES: dict[frozenset, TypeRegistry] = {}
+_MAX_REGISTRIES = 8
+
+
+def registry_for(definitions: Iterable[tuple[str, str, str]]) -> TypeRegistry:
+    """A registry holding exactly these (msgtype, encoding, text) definitions, shared between bags."""
+    key = frozenset(definitions)
+    registry = _REGISTRIES.get(key)
+    if registry is None:
+        registry = TypeRegistry()
+        for msgtype, encoding, text in sorted(key):
+            registry.add(msgtype, encoding, text)
+        if len(_REGISTRIES) >= _MAX_REGISTRIES:
+            _REGISTRIES.pop(next(iter(_REGISTRIES)))
+        _REGISTRIES[key] = registry
+    return registry
 
 
 def _parse_definition(msgtype: str, encoding: str, text: str) -> dict:
@@ -339,7 +367,8 @@ class EpisodeBag:
             problem = _first_footer_problem(files)
         if problem is None and self.recover != "always":
             try:
-                self._source = _IndexedSource(self.path, self.report, self.types)
+                self._source = _IndexedSource(self.path, self.report)
+                self.types = self._source.types
             except Exception as exc:  # rosbags raises several types on damage
                 problem = f"indexed read failed: {type(exc).__name__}: {exc}"
         if self._source is None:
@@ -350,7 +379,7 @@ class EpisodeBag:
             self.report.mode = "recovered"
             self._source = _ScanSource(files, self.report, self.types)
         # custom_data: metadata.yaml, else the recorder's journal, else the MCAP's rosbag2 metadata record.
-        self.custom_data = read_custom_data(self.path) if metadata is not None else {}
+        self.custom_data = _strings(metadata.get("custom_data")) if metadata is not None else {}
         if not self.custom_data and not self.path.is_file():
             self.custom_data = _strings((read_journal(self.path) or {}).get("custom_data"))
         if not self.custom_data:
@@ -513,13 +542,14 @@ def _first_footer_problem(files: list[Path]) -> str | None:
 # Indexed path: rosbags
 # --------------------------------------------------------------------------------------------
 class _IndexedSource:
-    def __init__(self, path: Path, report: ReadReport, types: TypeRegistry):
+    def __init__(self, path: Path, report: ReadReport):
         from rosbags.rosbag2 import Reader
 
         self.reader = Reader(path)
         self.reader.open()
         self.report = report
-        self.types = types
+        self.types = registry_for((c.msgtype, _msgdef_encoding(c.msgdef), c.msgdef.data)
+                                  for c in self.reader.connections)
         meta = getattr(self.reader.storage, "metadata", None)
         custom = getattr(meta, "custom", None) or {}
         self.custom_data = {str(k): "" if v is None else str(v) for k, v in custom.items()}
@@ -531,8 +561,6 @@ class _IndexedSource:
         conns = [c for c in self.reader.connections if wanted is None or c.topic in wanted]
         if not conns:
             return
-        for conn in conns:
-            self.types.add(conn.msgtype, _msgdef_encoding(conn.msgdef), conn.msgdef.data)
         for conn, log_time, data in self.reader.messages(connections=conns):
             yield conn.topic, conn.msgtype, log_time, data
 
@@ -652,7 +680,7 @@ class _ScanSource:
             value, pos = _string(body, pos)
             if key == "serialized_metadata":
                 try:
-                    meta = yaml.safe_load(value)
+                    meta = _yaml_load(value)
                 except yaml.YAMLError:
                     return
                 meta = meta.get("rosbag2_bagfile_information", meta) if isinstance(meta, dict) else None
