@@ -171,8 +171,8 @@ BC_PRESET: dict = {
     "loss": {"name": "bc"},
     "lora": {"enabled": False},
     "sampler": {"kind": "uniform"},
-    "optim": {"lr": 1e-3, "weight_decay": 0.01, "warmup_ratio": 0.05, "min_lr_ratio": 0.1},
-    "train": {"batch_size": 16, "max_steps": 2000, "batchnorm": "update", "checkpoint_every": 500},
+    "optim": {"lr": 3e-3, "weight_decay": 0.01, "warmup_ratio": 0.05, "min_lr_ratio": 0.1},
+    "train": {"batch_size": 32, "max_steps": 2000, "batchnorm": "update", "checkpoint_every": 500},
 }
 
 

@@ -123,3 +123,23 @@ def tiny_policy(action_stats: ActionStats | None = None, *, action_dim: int = 7,
 
     return SmallVLAPolicy.create(action_stats, action_dim=action_dim, state_dim=state_dim, image_size=image_size,
                                  text_vocab_size=300, n_bins=256, vision=TINY_VISION, text=TINY_TEXT, seed=seed)
+
+
+TINY_POLICY_SECTION = {"image_size": 32, "text_vocab_size": 300, "vision": TINY_VISION, "text": TINY_TEXT}
+
+
+def tiny_train_config(output_dir, paths, *, policy_path=None, loss="apo", max_steps=4, batch_size=8, **sections):
+    """A training config mapping for tests: tiny model, one thread, no progress bar; ``loss`` is a
+    loss name or a loss section; ``sections`` are merged into the named config sections
+    (e.g. ``train={"seed": 1}``)."""
+    from apo_core.config import merge_overrides
+
+    cfg = {
+        "output_dir": str(output_dir),
+        "data": {"paths": [str(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]},
+        "policy": {"path": None if policy_path is None else str(policy_path), **TINY_POLICY_SECTION},
+        "loss": {"name": loss} if isinstance(loss, str) else dict(loss),
+        "train": {"max_steps": max_steps, "batch_size": batch_size, "log_every": 1, "progress_bar": False,
+                  "torch_threads": 1, "checkpoint_every": 1000},
+    }
+    return merge_overrides(cfg, sections)
