@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import re
 import socket
 import struct
 import zlib
@@ -41,6 +42,11 @@ ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
 OP_HEADER, OP_FOOTER, OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_CHUNK = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06
 OP_METADATA, OP_METADATA_INDEX, OP_DATA_END = 0x0C, 0x0D, 0x0F
 KNOWN_OPS = frozenset(range(0x01, 0x10))
+OP_MESSAGE_INDEX = 0x07
+# Records that may stand at the top level of a data section, and those that follow a data-end record.
+_DATA_SECTION_OPS = frozenset({OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_MESSAGE_INDEX, 0x09, OP_METADATA})
+_SUMMARY_OPS = frozenset({OP_FOOTER, OP_SCHEMA, OP_CHANNEL, 0x08, 0x0A, 0x0B, OP_METADATA_INDEX, 0x0E})
+_RESYNC_MARKERS = re.compile(b"[\\x05\\x06]")
 FOOTER_SIZE = 1 + 8 + 20  # opcode, length, (summary_start, summary_offset_start, summary_crc)
 CHUNK_FIXED = 8 + 8 + 8 + 4 + 4  # start, end, uncompressed size, crc, compression string length
 COMPRESSIONS = ("", "zstd", "lz4")
@@ -255,6 +261,7 @@ class TypeRegistry:
                 self.store.register(_parse_definition(msgtype, encoding, text))
             elif msgtype not in self.store.fielddefs:
                 self._register_builtin(msgtype)
+            self._failed.pop(msgtype, None)
         except Exception as exc:  # any parser/typesys failure makes the type unusable
             self._failed[msgtype] = f"{type(exc).__name__}: {exc}"
 
@@ -500,6 +507,8 @@ class EpisodeBag:
         self.report.mode = "recovered"
         self.report.problem(text + "; continued by scanning")
         self._open_problems.append(self.report.problems[-1])
+        # A private registry: definitions read from a damaged file must not reach the shared one.
+        self.types = TypeRegistry()
         self._source = _ScanSource([Path(p) for p in self.report.files], self.report, self.types)
         return self._source.raw_messages(wanted)
 
@@ -714,7 +723,13 @@ class _ScanSource:
             yield topic, msgtype, log_time, data
 
     def _units(self, fidx: int, wanted: set[str] | None) -> Iterator[_Unit]:
-        """Walk the data section record by record, checking every length against the file."""
+        """Walk the data section record by record, checking every record against the file.
+
+        A record that is not plausible where it stands (unknown opcode, running past the end of
+        the file, a summary-section record, a message of an unknown channel, an inconsistent
+        chunk header) starts a damaged stretch that is skipped up to the next plausible chunk or
+        message record.
+        """
         f = self._handles[fidx]
         name = self.files[fidx].name
         size = self.files[fidx].stat().st_size
@@ -722,7 +737,7 @@ class _ScanSource:
         ended = False
         while pos < size:
             f.seek(pos)
-            head = f.read(9)
+            head = f.read(_CHUNK_PROBE)
             if len(head) < 9:
                 self._lost(fidx, pos, size, "torn record header at the end of the file")
                 break
@@ -730,48 +745,73 @@ class _ScanSource:
             length = _U64.unpack_from(head, 1)[0]
             end = pos + 9 + length
             if op == OP_CHUNK:
-                info = self._chunk_header(f, pos)
+                info = _parse_chunk_header(head, 0, pos)
                 if info is not None:
                     yield _Unit(info.start, self._chunk_loader(fidx, pos, info, size, wanted))
                     pos = min(info.record_end, size)
                     continue
-            if op not in KNOWN_OPS or op == OP_CHUNK or end > size:
-                nxt = self._resync(f, pos + 1, size)
-                if op in KNOWN_OPS and op != OP_CHUNK and end > size and nxt is None:
-                    why = f"torn record (opcode 0x{op:02x}) at the end of the file"
-                else:
-                    why = f"corrupt bytes (opcode 0x{op:02x}, length {length})"
-                self._lost(fidx, pos, size if nxt is None else nxt, why)
-                if nxt is None:
-                    break
-                pos = nxt
+            elif op == OP_HEADER and pos == len(MCAP_MAGIC) and end <= size:
+                pos = end
                 continue
-            if op in (OP_DATA_END, OP_FOOTER):
+            elif op in (OP_DATA_END, OP_FOOTER) and self._is_data_end(f, pos, op, length, size):
                 ended = True
                 break
-            if op in (OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_METADATA):
-                body = memoryview(f.read(length))
-                try:
-                    if op == OP_SCHEMA:
-                        self._add_schema(fidx, body)
-                    elif op == OP_CHANNEL:
-                        self._add_channel(fidx, body)
-                    elif op == OP_METADATA:
-                        self._add_metadata(body)
-                    else:
-                        item = self._message(fidx, body, wanted)
-                        if item is not None:
-                            yield _Unit(item[0], lambda item=item: [item])
-                except (ValueError, struct.error, UnicodeDecodeError) as exc:
-                    self._lost(fidx, pos, end, f"unreadable record (opcode 0x{op:02x}): {exc}")
-            pos = end
+            elif op in _DATA_SECTION_OPS and end <= size and self._plausible(fidx, head, op, length, end, size):
+                if op in (OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_METADATA):
+                    f.seek(pos + 9)
+                    body = memoryview(f.read(length))
+                    try:
+                        if op == OP_SCHEMA:
+                            self._add_schema(fidx, body)
+                        elif op == OP_CHANNEL:
+                            self._add_channel(fidx, body)
+                        elif op == OP_METADATA:
+                            self._add_metadata(body)
+                        else:
+                            item = self._message(fidx, body, wanted)
+                            if item is not None:
+                                yield _Unit(item[0], lambda item=item: [item])
+                    except (ValueError, struct.error, UnicodeDecodeError) as exc:
+                        self._lost(fidx, pos, end, f"unreadable record (opcode 0x{op:02x}): {exc}")
+                pos = end
+                continue
+            nxt = self._resync(f, pos + 1, size, fidx)
+            if op in KNOWN_OPS and end > size and nxt is None:
+                why = f"torn record (opcode 0x{op:02x}) at the end of the file"
+            else:
+                why = f"corrupt bytes (opcode 0x{op:02x}, length {length})"
+            self._lost(fidx, pos, size if nxt is None else nxt, why)
+            if nxt is None:
+                break
+            pos = nxt
         self.report.footer_present = self.report.footer_present and ended
         if not ended:
             self.report.problem(f"{name}: data section ends without a data-end record or footer")
 
-    def _chunk_header(self, f, pos: int) -> _ChunkInfo | None:
-        f.seek(pos)
-        return _parse_chunk_header(f.read(_CHUNK_PROBE), 0, pos)
+    def _plausible(self, fidx: int, head: bytes, op: int, length: int, end: int, size: int) -> bool:
+        """Cheap structural checks of a data-section record (its bytes may be garbage)."""
+        if op == OP_MESSAGE:
+            if length < _MSG_HEAD.size or len(head) < 9 + 2:
+                return False
+            return (fidx, _U16.unpack_from(head, 9)[0]) in self.channels
+        if op == OP_MESSAGE_INDEX:
+            if length < 6 or len(head) < 9 + 6:
+                return False
+            return length == 6 + _U32.unpack_from(head, 11)[0] and (length - 6) % 16 == 0
+        return True
+
+    def _is_data_end(self, f, pos: int, op: int, length: int, size: int) -> bool:
+        """A data-end record (4-byte CRC) or a footer (20 bytes) followed by what must follow it."""
+        if op == OP_FOOTER:
+            if length != 20 or pos + 9 + 20 + len(MCAP_MAGIC) > size:
+                return False
+            f.seek(pos + 9 + 20)
+            return f.read(len(MCAP_MAGIC)) == MCAP_MAGIC
+        if length != 4:
+            return False
+        f.seek(pos + 13)
+        nxt = f.read(1)
+        return not nxt or nxt[0] in _SUMMARY_OPS
 
     def _chunk_loader(self, fidx: int, pos: int, info: _ChunkInfo, size: int, wanted):
         def load() -> list:
@@ -899,22 +939,40 @@ class _ScanSource:
         self.report.corrupt_regions.append((name, start, end))
         self.report.problem(f"{name}: bytes {start}..{end} lost: {why}")
 
-    def _resync(self, f, start: int, size: int) -> int | None:
-        """Offset of the next record at or after ``start`` that parses as a chunk header, or None."""
+    def _resync(self, f, start: int, size: int, fidx: int) -> int | None:
+        """Offset of the next plausible chunk or top-level message record at or after ``start``.
+
+        A chunk must have a consistent header; a message must belong to a known channel, fit in
+        the file and be followed by a record with a known opcode (or the end of the file).
+        """
         pos = start
-        marker = bytes([OP_CHUNK])
         while pos < size:
             f.seek(pos)
             block = f.read(RESYNC_BLOCK + _CHUNK_PROBE)
             if not block:
                 return None
-            i = block.find(marker)
-            while i != -1 and i < RESYNC_BLOCK:
-                if _parse_chunk_header(block, i, pos + i) is not None:
+            for match in _RESYNC_MARKERS.finditer(block, 0, RESYNC_BLOCK):
+                i = match.start()
+                if block[i] == OP_CHUNK:
+                    if _parse_chunk_header(block, i, pos + i) is not None:
+                        return pos + i
+                elif self._plausible_message_at(f, block, i, pos + i, size, fidx):
                     return pos + i
-                i = block.find(marker, i + 1)
             pos += RESYNC_BLOCK
         return None
+
+    def _plausible_message_at(self, f, block: bytes, i: int, at: int, size: int, fidx: int) -> bool:
+        if len(block) - i < 9 + _MSG_HEAD.size:
+            return False
+        length = _U64.unpack_from(block, i + 1)[0]
+        end = at + 9 + length
+        if length < _MSG_HEAD.size or end > size or (fidx, _U16.unpack_from(block, i + 9)[0]) not in self.channels:
+            return False
+        if end == size:
+            return True
+        f.seek(end)
+        nxt = f.read(9)
+        return len(nxt) == 9 and nxt[0] in KNOWN_OPS and end + 9 + _U64.unpack_from(nxt, 1)[0] <= size
 
 
 class _ChunkInfo(NamedTuple):
