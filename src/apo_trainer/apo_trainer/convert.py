@@ -1,7 +1,7 @@
 """Convert recorded episode bags into the training dataset (``apo_core.dataset`` schema).
 
 ``apo-convert BAGS_DIR OUT.h5 [--k 10] [--expert-demos expert.h5] ...`` (see :func:`main`), or
-:func:`convert_bags` from Python (the ``/apo/retrain`` node calls it). Needs no ROS install.
+:func:`convert_bags` / :func:`convert_bag` from Python. Needs no ROS install.
 
 One bag directory (``BAGS_DIR/<episode_id>/``) becomes one episode:
 
@@ -16,8 +16,11 @@ One bag directory (``BAGS_DIR/<episode_id>/``) becomes one episode:
 - ``labels`` = live labels with the K-window (``apo_core.labels.apply_k_window``) applied to the
   samples in order (a gap in step_index is not bridged: the window counts recorded samples);
 - attributes: episode id, instruction, task, outcome, policy version from the bag's
-  ``apo.*`` custom data, else from its EpisodeEvent messages (else its steps, else the directory
-  name); ``source="interactive"``; ``origin`` = the bag directory.
+  ``apo.*`` custom data (``metadata.yaml``, else the recorder's journal of a killed recording,
+  else the MCAP's rosbag2 metadata record), else from its EpisodeEvent messages (outcome = the
+  last success/failure/abort event), else its steps, else the directory name;
+  ``source="interactive"``; ``origin`` = the bag directory (symlinks resolved); plus
+  ``bag_read_mode``, ``missing_steps``, ``dropped_steps``.
 
 The run is incremental and never aborts on one bad bag: episode ids already in the output are
 skipped; a damaged bag (no metadata.yaml, no MCAP footer, torn or overwritten chunks) is read as
@@ -25,7 +28,10 @@ far as it goes and added as "recovered" (what was lost is in the report); a bag 
 read or converted at all is reported as "failed" and leaves the output untouched, since an
 episode is written (by ``apo_core.dataset.append_episode``) only once its bag has been read to
 the end. Images are staged per step in a temporary file next to the output and handed to
-``append_episode`` memory-mapped, so memory does not grow with episode length.
+``append_episode`` memory-mapped, so the process's own memory does not grow with episode length
+(the staged images live in the page cache). A bag whose recorder is still running (its journal
+names a live process, or, without a journal, no metadata.yaml and files younger than
+``settle_seconds``) is skipped and picked up by a later run.
 
 Expert demonstrations from another dataset file are merged in (``source="expert"``), and the
 action statistics over all actions in the output (expert + interactive) are recomputed into
@@ -311,7 +317,7 @@ def _convert(bag: Path, output: Path, options, known, action_dim, result: BagRes
                     result.notes.append("episode already in the output")
                     return
                 sink = _EpisodeSink(bag, output, info.episode_id, action_dim)
-                events = _stream(reader, sink, options, on_bytes)
+                events = _stream(reader, sink, options, on_bytes if attempt == 0 else None)
                 if reader.mode == "indexed" and reader.report.messages_missing and options.recover and attempt == 0:
                     # rosbags skipped damaged records silently; the scan resynchronises inside chunks.
                     raise BagReadError(reader.report.problems[-1])
@@ -842,7 +848,7 @@ def main(argv=None) -> int:
                                  unmask_zero_range=args.unmask_zero_range, relabel=args.relabel,
                                  progress=not args.no_progress and sys.stderr.isatty())
         report = convert_bags(args.bags_dir, args.output, expert_demos=args.expert_demos, options=options)
-    except ApoError as exc:
+    except (ApoError, OSError) as exc:  # a missing directory or an unreadable output file
         print(f"apo-convert: error: {exc}", file=sys.stderr)
         return 2
     print(report.summary())

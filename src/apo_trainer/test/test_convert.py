@@ -321,6 +321,11 @@ def test_cli_module_entry_point_writes_a_json_report(bags, tmp_path):
     data = json.loads(report_json.read_text())
     assert data["k"] == 4 and [b["status"] for b in data["bags"]] == ["added"] * 3
     assert data["label_histogram"]["UNDESIRABLE"] == 3 * 4
-    missing = subprocess.run([sys.executable, "-m", "apo_trainer.convert", str(tmp_path / "nope"), str(out)],
-                             capture_output=True, text=True, timeout=120)
-    assert missing.returncode == 2 and "bags directory not found" in missing.stderr
+
+
+def test_cli_usage_errors_exit_2(tmp_path, capsys):
+    assert main([str(tmp_path / "nope"), str(tmp_path / "out.h5")]) == 2
+    assert "bags directory not found" in capsys.readouterr().err
+    (tmp_path / "bags").mkdir()
+    assert main([str(tmp_path / "bags"), str(tmp_path / "out.h5"), "--k", "-2"]) == 2
+    assert "non-negative" in capsys.readouterr().err
