@@ -1,21 +1,30 @@
 """Read one episode bag (rosbag2 directory, MCAP storage) without ROS, including damaged ones.
 
 Why this exists: the trainer runs where no ROS is installed, and the bags it reads come from a
-recorder that can be killed at any moment. Two read paths share one interface:
+recorder that can be killed at any moment. Two read paths share one interface (:class:`EpisodeBag`):
 
 - **indexed** (the normal case): ``metadata.yaml`` is present and every MCAP file ends with its
   footer. Messages are read through ``rosbags.rosbag2.Reader``, which uses the chunk indexes and
-  merges the chunks lazily, so only the chunks that overlap in time are in memory at once.
-- **recovered**: ``metadata.yaml`` is missing or unreadable, an MCAP file has no footer/summary,
-  the last chunk is torn, or bytes were overwritten. The data section is scanned record by record
-  with every length checked against the file; a torn chunk gives up the complete records it
-  still holds; a corrupt region is skipped up to the next record that parses as a chunk; chunks
-  with a failing CRC are dropped. What could not be read is counted in :class:`ReadReport`.
+  merges the chunks lazily, so only the chunks that overlap in time are in memory at once. The
+  messages read per topic are checked against ``metadata.yaml`` (rosbags stops parsing a chunk
+  at an overwritten record without an error; the shortfall is how that shows).
+- **recovered** (a checked scan): ``metadata.yaml`` is missing or unreadable, an MCAP file has no
+  footer/summary, or the indexed read failed part-way (then the scan resumes after the last
+  message already delivered). The data section is walked record by record with every record
+  checked for plausibility; a torn chunk gives up the complete records it still holds; a damaged
+  stretch is skipped to the next record that parses as a chunk or as a message of a known
+  channel (also inside an uncompressed chunk); chunks failing their CRC are dropped; schemas and
+  channels come from the summary when the footer survived. What could not be read is counted in
+  :class:`ReadReport` (bytes unreadable or cut off, torn/dropped chunks, undecodable messages,
+  messages that metadata.yaml lists but were not read).
 
-Messages come out in log-time order (ties in file order) in both paths, decoded with a type
-store built from the message definitions embedded in the bag itself (the schema records of the
-MCAP), so custom types such as ``apo_interfaces/msg/*`` decode without that package installed.
-Standard types whose definition is missing fall back to rosbags' built-in ROS 2 store.
+Messages come out in log-time order (ties in file order) in both paths, never more than the
+chunks overlapping in time in memory, decoded with a type store built from the message
+definitions embedded in the bag itself (the MCAP schema records), so ``apo_interfaces/msg/*``
+decode without that package installed. Standard types without an embedded definition fall back
+to rosbags' built-in ROS 2 store. ``custom_data`` comes from ``metadata.yaml``, else from the
+recorder's journal (``apo_recording.yaml``, left by a killed recorder), else from the MCAP's
+rosbag2 metadata record.
 """
 
 from __future__ import annotations
