@@ -218,7 +218,10 @@ def main() -> None:
             for topic, n in r["published"].items():
                 print(f"  {topic:28s} {n:9d} {r['recorded'][topic]:9d} {n - r['recorded'][topic]:8d}")
             dropped = r["diag"].get("messages_dropped", "?")
-            print(f"  recorder queue drops (diagnostics): {dropped}   (target 0)")
+            print(f"  recorder queue drops (diagnostics): {dropped}   (target 0); rejected after close/error: "
+                  f"{r['diag'].get('messages_rejected', '?')}, outside episodes: "
+                  f"{r['diag'].get('messages_outside_episodes', '?')}, late steps: {r['diag'].get('late_steps', '?')}")
+            print("  (images are best effort: a missing image with 0 recorder drops was lost in transport)")
             print(f"  recorder CPU: {100 * r['cpu'] / r['wall']:.1f} % of one core "
                   f"({100 * r['cpu'] / r['wall'] / (os.cpu_count() or 1):.1f} % of the machine)")
             print(f"  written: {r['bytes'] / 1e6:.1f} MB, {r['bytes'] / 1e6 / r['wall']:.2f} MB/s "

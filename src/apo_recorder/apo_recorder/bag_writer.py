@@ -186,7 +186,8 @@ class EpisodeBagWriter:
                 return False
             self._queue.append((idx, int(timestamp_ns), data))
             self._queue_bytes += size
-            self._cond.notify()
+            if len(self._queue) == 1:  # the writer thread only ever waits on an empty queue
+                self._cond.notify()
         return True
 
     def update_custom_data(self, values: Mapping[str, str]) -> None:
@@ -340,23 +341,34 @@ class EpisodeBagWriter:
             if dirty:
                 self._write_journal()
             end = None
-            for idx, ts, data in batch:
-                if idx is _CLOSE or idx is _DISCARD:
-                    end = idx
-                    break
-                bag.write(conns[idx], ts, data)
-                with self._cond:
-                    self._written += 1
-                    self._bytes += len(data)
+            storage = bag.storage
+            chunk_limit = self.chunk_bytes if hasattr(storage, "close_chunk") else None
+            n = nbytes = 0
+            first = last = None
+            try:
+                for idx, ts, data in batch:
+                    if idx is _CLOSE or idx is _DISCARD:
+                        end = idx
+                        break
+                    bag.write(conns[idx], ts, data)
+                    n += 1
+                    nbytes += len(data)
                     self._per_topic[idx] += 1
-                    if self._first_ns is None or ts < self._first_ns:
-                        self._first_ns = ts
-                    if self._last_ns is None or ts > self._last_ns:
-                        self._last_ns = ts
-                storage = bag.storage
-                if getattr(getattr(storage, "chunk", None), "bio", None) is not None \
-                        and storage.chunk.bio.tell() >= self.chunk_bytes:
-                    storage.close_chunk()
+                    if first is None or ts < first:
+                        first = ts
+                    if last is None or ts > last:
+                        last = ts
+                    if chunk_limit is not None and storage.chunk.bio.tell() >= chunk_limit:
+                        storage.close_chunk()
+            finally:  # counters once per batch, also when a write fails half-way
+                if n:
+                    with self._cond:
+                        self._written += n
+                        self._bytes += nbytes
+                        if self._first_ns is None or first < self._first_ns:
+                            self._first_ns = first
+                        if self._last_ns is None or last > self._last_ns:
+                            self._last_ns = last
             if end is _DISCARD:
                 self._discard(bag)
                 return

@@ -91,7 +91,6 @@ class RecorderNode(Node):
             raise ValueError(f"parameter 'storage': only 'mcap' is supported, got {p('storage')!r}")
         self._topics = parse_topics(list(p("topics")))
         self._output_dir = Path(os.path.expanduser(p("output_dir"))).absolute()
-        self._grace_s = max(0.0, float(p("grace_period_s")))
         self._preroll_ns = int(max(0.0, float(p("preroll_s"))) * 1e9)
         self._writer_kwargs = dict(
             chunk_bytes=int(p("chunk_size_bytes")), flush_period_s=float(p("flush_period_s")),
@@ -144,7 +143,7 @@ class RecorderNode(Node):
         self.create_timer(max(0.1, float(p("diagnostics_period_s"))), self._publish_diagnostics)
         self.get_logger().info(
             f"apo_recorder {__version__}: recording {len(self._subs)} topics into {self._output_dir} "
-            f"(one MCAP bag per episode, grace {self._grace_s:.2f} s, flush every "
+            f"(one MCAP bag per episode, grace {float(p('grace_period_s')):.2f} s, flush every "
             f"{self._writer_kwargs['flush_period_s']:.2f} s)")
 
     # ------------------------------------------------------------------ set-up
@@ -316,11 +315,12 @@ class RecorderNode(Node):
         elif d.kind == "end":
             w = self._writers.get(eid)
             if w is not None:
+                grace = max(0.0, float(self._param("grace_period_s")))  # may be changed at run time
                 w.update_custom_data({contract.KEY_OUTCOME: d.outcome})
-                self._deadlines.setdefault(eid, time.monotonic() + self._grace_s)
+                self._deadlines.setdefault(eid, time.monotonic() + grace)
                 self._last_ending = eid
                 log.info(f"episode {eid!r} ended ({d.outcome}{'; ' + d.reason if d.reason else ''}); "
-                         f"closing its bag in {self._grace_s:.2f} s")
+                         f"closing its bag in {grace:.2f} s")
         elif d.kind == "close":
             self._close_episode(eid, d.outcome)
         elif d.kind == "discard":
@@ -438,9 +438,12 @@ class RecorderNode(Node):
                         self._apply(decision, self._now_ns())
                     else:
                         self._close_episode(eid, contract.OUTCOME_UNKNOWN)
-            limit = self._now_ns() - max(self._preroll_ns, int(_STEP_HOLD_S * 1e9))
-            while self._preroll and self._preroll[0][1] < limit:
-                self._preroll.popleft()
+            if self._preroll:  # other topics are kept for preroll_s, steps awaiting their START longer
+                now_ns = self._now_ns()
+                keep_other, keep_step = now_ns - self._preroll_ns, now_ns - int(_STEP_HOLD_S * 1e9)
+                if self._preroll[0][1] < keep_other:
+                    self._preroll = deque(m for m in self._preroll
+                                          if m[1] >= (keep_step if m[3] is not None else keep_other))
 
     # ------------------------------------------------------------------ services
     def _srv_start(self, request, response):

@@ -208,3 +208,39 @@ def test_late_recorder_skips_finished_episodes_and_joins_the_running_one(tmp_pat
     assert [b.name for b in list_episode_bags(tmp_path)] == ["running"]
     assert not (tmp_path / "old").exists()
     assert steps_of(tmp_path / "running") == [("running", i) for i in range(5)]
+
+
+def test_record_between_episodes_and_extra_topics(tmp_path):
+    from std_msgs.msg import String
+
+    from apo_recorder.recorder_node import parse_topics
+
+    assert parse_topics(["/apo/step", "/note:std_msgs/String"]) == {
+        "/apo/step": "apo_interfaces/msg/LabelledStep", "/note": "std_msgs/msg/String"}
+    with pytest.raises(ValueError, match="no known type"):
+        parse_topics(["/unknown"])
+    with RosGraph() as g:
+        rec = make_recorder(g, tmp_path, record_between_episodes=True,
+                            topics=[T.EPISODE, T.STEP, "/note:std_msgs/msg/String"])
+        probe = EpisodeProbe(g)
+        note = probe.node.create_publisher(String, "/note", 10)
+        for pub in (note, probe.pubs[T.EPISODE], probe.pubs[T.STEP]):
+            g.wait_for_subscribers(pub)
+        note.publish(String(data="before"))
+        g.wait_until(lambda: rec.status()["state"] == "recording_between_episodes", what="between bag")
+        g.wait_until(lambda: rec.status()["messages_written"] >= 1, what="between message")
+        probe.start("e")
+        for i in range(3):
+            probe.step("e", i, with_observation=False)
+        note.publish(String(data="during"))
+        g.wait_until(lambda: rec.status()["episode_messages_written"] >= 5, what="episode messages")
+        probe.end("e")
+        g.wait_until(lambda: rec.status()["bags_completed"] == 2, what="both bags closed")
+    bags = list_episode_bags(tmp_path)
+    between = [b for b in bags if b.name.startswith("between_")]
+    assert len(between) == 1 and (tmp_path / "e") in bags
+    assert read_bag_info(between[0]).episode_id == ""
+    assert [m.msg.data for m in iter_messages(between[0], ["/note"])] == ["before"]
+    notes = [m.msg.data for m in iter_messages(tmp_path / "e", ["/note"])]
+    assert notes[-1] == "during"  # "before" may also be there: it is within the pre-roll
+    assert set(read_bag_info(tmp_path / "e").topics) == {T.EPISODE, T.STEP, "/note"}

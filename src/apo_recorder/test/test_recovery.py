@@ -206,3 +206,26 @@ def test_sigkill_of_a_writing_process(tmp_path):
     assert steps == list(range(len(steps)))  # contiguous from the start, nothing missing in between
     assert len(steps) >= on_disk // 2
     assert sum(1 for _ in scan_mcap(bag / "killed.mcap")) == rep.messages_recovered
+
+
+def test_recovery_cli(tmp_path, syn, capsys):
+    from apo_recorder.recovery_cli import main
+
+    path, _ = _complete_bag(tmp_path, syn, n=10)
+    _kill_like(path, (path / "ep.mcap").stat().st_size - 100)
+    write_bag(tmp_path / "fine", SPECS, contract.default_custom_data("fine"), [(T.STEP, 1, syn.step("fine", 0))])
+    assert main([str(tmp_path)]) == 0  # an output directory: every unfinished bag in it
+    out = capsys.readouterr().out
+    assert f"{path}: recovered" in out and "fine" not in out
+    assert read_bag_info(path).message_count > 0
+    assert main([str(path)]) == 0 and "intact" in capsys.readouterr().out
+
+
+def test_ros_free_modules_do_not_import_rclpy():
+    code = ("import sys, apo_recorder, apo_recorder.bag_writer, apo_recorder.recovery, apo_recorder.reader, "
+            "apo_recorder.contract, apo_recorder.episode, apo_recorder.msgdefs, apo_recorder.cdr_peek, "
+            "apo_recorder.synthetic, apo_recorder.recovery_cli, apo_recorder.testing; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('rclpy', 'rosidl_runtime_py', 'apo_interfaces')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
