@@ -7,6 +7,7 @@ definitions, custom data, raw CDR payloads, chunking) converts. Skipped where ap
 import numpy as np
 import pytest
 
+from apo_core import topics
 from apo_trainer.bag_reader import EpisodeBag
 from apo_trainer.bag_reader_samples import chunk_offsets, cut_file
 from apo_trainer.convert import convert_bags
@@ -14,7 +15,6 @@ from apo_trainer.convert import convert_bags
 bag_writer = pytest.importorskip("apo_recorder.bag_writer")
 contract = pytest.importorskip("apo_recorder.contract")
 synthetic = pytest.importorskip("apo_recorder.synthetic")
-from apo_core import topics  # noqa: E402
 
 MS = 1_000_000
 T0 = 1_700_000_000 * 1_000_000_000
