@@ -190,7 +190,7 @@ def plot_trends(rows: list[dict], path: Path) -> Path:
         ax.set_xlabel("round (policy version)")
         ax.grid(alpha=0.3)
         if unit == "%":
-            ax.set_ylim(-5, 105)
+            ax.set_ylim(-5, 115)
     fig.suptitle("APO deploy-optimize loop: trend per round")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
