@@ -214,14 +214,16 @@ def main() -> None:
         if not args.skip_live:
             r = live(args, workdir)
             print(f"\nLIVE (real node over DDS, {r['wall']:.1f} s, {r['episodes']} episodes)")
-            print(f"  {'topic':28s} {'published':>9s} {'recorded':>9s} {'missing':>8s}")
+            print(f"  {'topic':28s} {'published':>9s} {'received':>9s} {'recorded':>9s} {'missing':>8s}")
             for topic, n in r["published"].items():
-                print(f"  {topic:28s} {n:9d} {r['recorded'][topic]:9d} {n - r['recorded'][topic]:8d}")
+                got = r["diag"].get(f"received {topic}", "?")
+                print(f"  {topic:28s} {n:9d} {got:>9s} {r['recorded'][topic]:9d} {n - r['recorded'][topic]:8d}")
             dropped = r["diag"].get("messages_dropped", "?")
             print(f"  recorder queue drops (diagnostics): {dropped}   (target 0); rejected after close/error: "
-                  f"{r['diag'].get('messages_rejected', '?')}, outside episodes: "
-                  f"{r['diag'].get('messages_outside_episodes', '?')}, late steps: {r['diag'].get('late_steps', '?')}")
-            print("  (images are best effort: a missing image with 0 recorder drops was lost in transport)")
+                  f"{r['diag'].get('messages_rejected', '?')}, not recorded (outside episodes): "
+                  f"{r['diag'].get('messages_not_recorded', '?')}, late steps: {r['diag'].get('late_steps', '?')}")
+            print("  (received = counted by the recorder's callbacks; images are best effort: published but not "
+                  "received = lost in transport)")
             print(f"  recorder CPU: {100 * r['cpu'] / r['wall']:.1f} % of one core "
                   f"({100 * r['cpu'] / r['wall'] / (os.cpu_count() or 1):.1f} % of the machine)")
             print(f"  written: {r['bytes'] / 1e6:.1f} MB, {r['bytes'] / 1e6 / r['wall']:.2f} MB/s "

@@ -115,6 +115,7 @@ class RecorderNode(Node):
         self._skipped_paused = 0
         self._not_recorded = 0
         self._late_steps = 0
+        self._received = dict.fromkeys(self._topics, 0)
         self._last_error: str | None = None
         self._last_reported_drops = 0
         self._drops_at_last_status = 0
@@ -262,6 +263,7 @@ class RecorderNode(Node):
         now = self._now_ns()
         step_id = peek_header_then_string(data) if topic == T.STEP else None
         with self._lock:
+            self._received[topic] += 1
             w = self._target(topic, step_id)
             if w is not None:
                 if self._paused:
@@ -279,14 +281,15 @@ class RecorderNode(Node):
                 if self._between is None:
                     self._between = self._open_between(now)
                 self._between.write(topic, now, data)
-            else:
-                self._not_recorded += 1
 
     def _hold(self, topic, now, data, step_id) -> None:
-        """Keep recent messages: the pre-roll of the next episode, and steps that precede their START."""
+        """Keep recent messages: the pre-roll of the next episode, and steps that precede their START.
+
+        A held message that leaves the buffer without being written counts as not recorded."""
         self._preroll.append((topic, now, data, step_id))
         if len(self._preroll) > _MAX_PREROLL_MESSAGES:
             self._preroll.popleft()
+            self._not_recorded += 1
 
     def _on_episode(self, data) -> None:
         now = self._now_ns()
@@ -299,6 +302,7 @@ class RecorderNode(Node):
             return
         stamp = ev.header.stamp.sec * 1_000_000_000 + ev.header.stamp.nanosec
         with self._lock:
+            self._received[T.EPISODE] += 1
             for decision in self._tracker.on_event(ev.episode_id, ev.event, ev.instruction, ev.task,
                                                    ev.policy_version, stamp):
                 self._apply(decision, now)
@@ -371,8 +375,12 @@ class RecorderNode(Node):
                     w.write(topic, t, data)
                 elif not self._tracker.finished(step_id) and now - t < _STEP_HOLD_S * 1e9:
                     self._preroll.append((topic, t, data, step_id))
+                else:
+                    self._not_recorded += 1
             elif topic != T.EPISODE and now - t <= self._preroll_ns and not self._paused:
                 w.write(topic, t, data)
+            else:
+                self._not_recorded += 1
         log.info(f"recording episode {info.episode_id!r} ({info.task}: {info.instruction!r}) into {path}"
                  + (" -- joined while running" if info.joined_late else ""))
 
@@ -402,6 +410,7 @@ class RecorderNode(Node):
             self._between, between = None, self._between
             closed.append(str(between.path))
             between.close(wait=False)
+        self._not_recorded += len(self._preroll)
         self._preroll.clear()
         return closed
 
@@ -442,8 +451,10 @@ class RecorderNode(Node):
                 now_ns = self._now_ns()
                 keep_other, keep_step = now_ns - self._preroll_ns, now_ns - int(_STEP_HOLD_S * 1e9)
                 if self._preroll[0][1] < keep_other:
+                    before = len(self._preroll)
                     self._preroll = deque(m for m in self._preroll
                                           if m[1] >= (keep_step if m[3] is not None else keep_other))
+                    self._not_recorded += before - len(self._preroll)
 
     # ------------------------------------------------------------------ services
     def _srv_start(self, request, response):
@@ -519,12 +530,13 @@ class RecorderNode(Node):
                 "episode_messages_on_disk": cur.messages_on_disk if cur else 0,
                 "queue_depth": sum(st.queue_depth for st in stats),
                 "messages_skipped_paused": self._skipped_paused,
-                "messages_outside_episodes": self._not_recorded,
+                "messages_not_recorded": self._not_recorded,  # outside episodes (and no between bag)
                 "late_steps": self._late_steps,
                 "bags_completed": self._bags_completed,
                 "bags_failed": self._bags_failed,
                 "bags_open": len(self._active),
                 "last_error": self._last_error or "",
+                **{f"received {topic}": n for topic, n in self._received.items()},
             }
 
     def _publish_diagnostics(self) -> None:

@@ -146,7 +146,7 @@ def test_pause_stop_start_services(tmp_path):
         probe.start("r")
         for i in range(3):
             probe.step("r", i, with_observation=False)
-        g.wait_until(lambda: rec.status()["messages_outside_episodes"] >= 0 and rec._tracker.current is not None
+        g.wait_until(lambda: rec._tracker.current is not None
                      and rec._tracker.current.episode_id == "r", what="START r seen while stopped")
         # start: recording resumes with the running episode r
         resp = g.call(start, Trigger.Request())
