@@ -72,10 +72,12 @@ class RetrainNode(Node):
         accepted, job_id, reason = self.manager.submit(req)
         response.accepted, response.job_id, response.reason = accepted, job_id, reason
         response.base_version = self.manager.store.current_version() or ""
-        (self.get_logger().info if accepted else self.get_logger().warning)(
-            f"retrain {'accepted ' + job_id if accepted else 'rejected'}: {reason}")
+        # rclpy allows one severity per logging call site, hence two calls
         if accepted:
+            self.get_logger().info(f"retrain accepted {job_id}: {reason}")
             self._finished_since_job = 0
+        else:
+            self.get_logger().warning(f"retrain rejected: {reason}")
         return response
 
     def _on_status(self, request, response):
@@ -138,8 +140,8 @@ class RetrainNode(Node):
         result = future.result() if future.done() else None
         if result is None or not result.success:
             self.get_logger().error(f"policy node did not load {version}: {result.message if result else 'timeout'}")
-        else:
-            self.get_logger().info(f"policy node now runs {result.loaded_version}")
+            return
+        self.get_logger().info(f"policy node now runs {result.loaded_version}")
 
 
 def main(args=None):
