@@ -1,0 +1,115 @@
+"""Optimiser-step time of APO against BC on the same model (small VLA + LoRA) and the same batch.
+
+APO needs the reference policy's log-probs; they are cached once per round before training, so an
+APO step should cost about what a BC step costs (target: APO / BC <= 1.25). For comparison, the
+same APO step with the reference recomputed every step (``reference.mode=online``: a second forward
+with the LoRA adapter disabled) and a DPO step (chosen + rejected forward) are timed too.
+
+    python bench/bench_train.py [--image-size 128] [--batch 8] [--steps 10] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from apo_core.normalization import ActionStats
+from apo_core.policy.small_vla import SmallVLAPolicy
+from apo_trainer.config import load_train_config
+from apo_trainer.data import KIND_NAMES, StepDataset, collate_steps
+from apo_trainer.testing import write_interactive_dataset
+from apo_trainer.train import Trainer
+
+
+class Variant:
+    def __init__(self, name: str, cfg_map: dict, rows: list[int]):
+        self.name = name
+        self.trainer = Trainer(load_train_config(cfg_map))
+        self.trainer.setup()
+        self.batch = collate_steps([self.trainer.dataset[i] for i in rows])
+        self.times: list[float] = []
+
+    def step(self) -> float:
+        t0 = time.perf_counter()
+        self.trainer.train_step([self.batch])
+        dt = time.perf_counter() - t0
+        self.times.append(dt)
+        return dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--image-size", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data = write_interactive_dataset(tmp / "d" / "inter.hdf5", n_episodes=2, length=30,
+                                         image_size=args.image_size)
+        stats = ActionStats.from_actions(np.random.default_rng(0).uniform(-1, 1, size=(100, 7)))
+        start = SmallVLAPolicy.create(stats, image_size=args.image_size).save(tmp / "start")
+        n_params = sum(p.numel() for p in SmallVLAPolicy.load(start).model.parameters())
+
+        def cfg(name, loss, **extra):
+            # Every variant reads the same steps (all kinds), so the same rows make the same batch.
+            base = {"output_dir": str(tmp / name), "data": {"paths": [str(data)], "kinds": list(KIND_NAMES)},
+                    "policy": {"path": str(start)},
+                    "loss": {"name": loss},
+                    "train": {"batch_size": args.batch, "max_steps": 10_000, "progress_bar": False,
+                              "tensorboard": False, "torch_threads": args.threads, "resume": False}}
+            for k, v in extra.items():
+                base.setdefault(k, {}).update(v)
+            return base
+
+        # The same rows for every variant: a balanced batch (half desirable, a quarter each human / undesirable).
+        ds = StepDataset(data)
+        groups = ds.group_indices()
+        b = args.batch
+        rows = (list(groups["desirable"][: b // 2]) + list(groups["human"][: b // 4])
+                + list(groups["undesirable"][: b - b // 2 - b // 4]))
+        variants = [
+            ("bc (LoRA)", cfg("bc", "bc")),
+            ("apo, cached reference", cfg("apo", "apo")),
+            ("apo, online reference", cfg("apo_online", "apo", reference={"mode": "online"})),
+            ("kto, cached reference", cfg("kto", "kto")),
+            ("dpo, cached reference", cfg("dpo", "dpo")),
+        ]
+        und = set(groups["undesirable"].tolist())
+        # DPO pairs each desirable row with its synthetic negative: same rows minus the undesirable ones.
+        built = [Variant(name, c, [r for r in rows if r not in und] if name.startswith("dpo") else rows)
+                 for name, c in variants]
+        print(f"small VLA ({n_params / 1e6:.2f} M parameters), image {args.image_size}px, batch {args.batch}, "
+              f"LoRA r=32, {args.threads} threads; variants interleaved step by step, {args.steps} rounds")
+        ratios: dict[str, list[float]] = {v.name: [] for v in built}
+        rng = np.random.default_rng(0)
+        for i in range(args.warmup + args.steps):
+            order = rng.permutation(len(built))  # alternate the order so load changes hit all variants alike
+            dts = {built[j].name: built[j].step() for j in order}
+            if i >= args.warmup:
+                for name, dt in dts.items():
+                    ratios[name].append(dt / dts["bc (LoRA)"])
+        for v in built:
+            t = v.times[args.warmup:]
+            print(f"  {v.name:<24} median {1000 * statistics.median(t):8.1f} ms/step, best {1000 * min(t):8.1f}")
+        print("step time / BC step time (median of per-round ratios; ratio of best times):")
+        best_bc = min(built[0].times[args.warmup:])
+        for v in built[1:]:
+            note = "  (target <= 1.25)" if v.name == "apo, cached reference" else ""
+            print(f"  {v.name:<24} {statistics.median(ratios[v.name]):.3f}; "
+                  f"{min(v.times[args.warmup:]) / best_bc:.3f}{note}")
+        print("  (DPO: rows without undesirable steps, chosen + rejected in one forward)")
+        for v in built:
+            v.trainer.close()
+
+if __name__ == "__main__":
+    main()
