@@ -109,7 +109,8 @@ def test_bc_from_scratch_drives_action_l1_down(data, tmp_path):
     {"loss": {"name": "apo", "z0_source": "mismatched", "z0_min": -5.0, "z0_max": 5.0, "reduction": "sum"},
      "reference": {"mode": "online"}},
     {"loss": {"name": "bc"}, "data": {"kinds": ["expert", "human"]}},
-], ids=["apo", "kto", "dpo", "apo-reference-code", "dagger"])
+    {"loss": {"name": "apo"}, "data": {"num_workers": 1}, "train": {"precision": "bf16", "grad_accum_steps": 2}},
+], ids=["apo", "kto", "dpo", "apo-reference-code", "dagger", "apo-bf16-workers-accum"])
 def test_every_loss_runs_a_round_and_writes_a_policy(data, tmp_path, variant):
     cfg = tiny_train_config(tmp_path / "o", [data.inter], policy_path=data.start, max_steps=3, **variant)
     res = train(cfg)
