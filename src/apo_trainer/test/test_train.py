@@ -194,3 +194,15 @@ def test_cli_print_config_and_errors(data, tmp_path, capsys):
     assert main(["--output", str(tmp_path / "o"), "--dataset", str(tmp_path / "missing.hdf5"),
                  "--policy", str(data.start)]) == 2
     assert "missing.hdf5" in capsys.readouterr().err
+
+
+def test_training_modules_do_not_import_ros():
+    import subprocess
+    import sys
+
+    code = ("import sys; import apo_trainer.train, apo_trainer.losses, apo_trainer.data, apo_trainer.sampler, "
+            "apo_trainer.checkpoint, apo_trainer.pairs; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('rclpy', 'rosidl_runtime_py', 'apo_interfaces')]; "
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
