@@ -3,7 +3,8 @@
 Why a thread and a bounded queue: the recorder's subscription callbacks must never wait on a disk.
 ``write()`` only appends the received CDR bytes to an in-memory queue (bounded in messages and in
 bytes) and returns; when the queue is full the message is dropped and counted, never blocking.
-All file I/O (open, write, flush, fsync, close) happens on the writer thread.
+All file I/O (open, write, flush, close) happens on the writer thread; the periodic fsync on a helper
+thread, so a slow disk (SD card, eMMC) does not stall the writing.
 
 Why small chunks and periodic fsync: an MCAP chunk lives in memory until it is closed, and the
 summary/footer is only written at close, so a SIGKILL loses the open chunk. Every
@@ -44,6 +45,50 @@ DEFAULT_FLUSH_PERIOD_S = 0.5
 
 _CLOSE = object()
 _DISCARD = object()
+
+
+class _Syncer:
+    """fsync of the bag file on a helper thread: writing goes on while a slow disk catches up.
+
+    Requests coalesce (only the latest matters); ``on_synced(count)`` reports how many messages are
+    now durable; an fsync error is kept in ``error`` for the writer thread to raise.
+    """
+
+    def __init__(self, name: str, on_synced: Callable[[int], None]):
+        self._cond = threading.Condition()
+        self._request: tuple[int, int] | None = None
+        self._stopping = False
+        self._on_synced = on_synced
+        self.error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def request(self, fd: int, count: int) -> None:
+        with self._cond:
+            self._request = (fd, count)
+            self._cond.notify()
+
+    def stop(self) -> None:
+        """Finish a pending fsync, then end the thread (idempotent)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._request is None and not self._stopping:
+                    self._cond.wait()
+                if self._request is None:
+                    return
+                (fd, count), self._request = self._request, None
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                self.error = exc
+                return
+            self._on_synced(count)
 
 
 @dataclass(frozen=True)
@@ -273,6 +318,7 @@ class EpisodeBagWriter:
     def _run(self) -> None:
         bag = None
         conns: list = []
+        self._syncer = _Syncer(f"bag-fsync:{self.path.name}", self._synced) if self.fsync else None
         try:
             if self._after is not None:
                 self._after.wait()
@@ -282,6 +328,7 @@ class EpisodeBagWriter:
         except BaseException as exc:  # report, close what we can, never propagate into the process
             self._fail(bag, exc)
         finally:
+            self._stop_syncer(raise_error=False)
             self._done.set()
             if self._on_closed is not None:
                 try:
@@ -369,6 +416,8 @@ class EpisodeBagWriter:
                             self._first_ns = first
                         if self._last_ns is None or last > self._last_ns:
                             self._last_ns = last
+            if self._syncer is not None and self._syncer.error is not None:
+                raise self._syncer.error
             if end is _DISCARD:
                 self._discard(bag)
                 return
@@ -392,14 +441,26 @@ class EpisodeBagWriter:
                 storage.close_chunk()
         bio = getattr(storage, "bio", None)
         if bio is not None:
-            bio.flush()
-            if self.fsync:
-                os.fsync(bio.fileno())
+            bio.flush()  # from here on a SIGKILL keeps it; the fsync (power loss) runs on the helper thread
+        if self._syncer is not None and bio is not None:
+            self._syncer.request(bio.fileno(), self._written)
+        else:
+            self._synced(self._written)
+
+    def _synced(self, count: int) -> None:
         with self._cond:
-            self._on_disk = self._written
+            self._on_disk = max(self._on_disk, count)
+
+    def _stop_syncer(self, raise_error: bool = True) -> None:
+        syncer = getattr(self, "_syncer", None)
+        if syncer is not None:
+            syncer.stop()
+            if raise_error and syncer.error is not None:
+                raise syncer.error
 
     def _finish(self, bag) -> None:
         self._set_state("closing")
+        self._stop_syncer()
         with self._cond:
             custom = dict(self._custom)
         for key, value in custom.items():
@@ -416,6 +477,9 @@ class EpisodeBagWriter:
             self._state = "closed"
 
     def _discard(self, bag) -> None:
+        self._set_state("discarded")
+        if self._syncer is not None:
+            self._syncer.stop()
         try:
             bag.abort()
         finally:
@@ -432,6 +496,8 @@ class EpisodeBagWriter:
         else:
             what = f"{type(exc).__name__}: {exc}"
         message = f"writing bag {self.path} failed: {what}"
+        if getattr(self, "_syncer", None) is not None:
+            self._syncer.stop()
         with self._cond:
             self._accepting = False
             self._error = message

@@ -32,6 +32,7 @@ _PRIMITIVES = {
 }
 
 _lock = threading.Lock()
+_definitions: dict[str, tuple[str, str]] = {}  # pkg/msg/Type -> (full definition, RIHS01)
 
 
 class MessageDefinitionError(LookupError):
@@ -150,10 +151,12 @@ def message_definition(msgtype: str) -> tuple[str, str]:
     The hash is computed by rosbags from the same text a reader will parse, and matches the hash
     rosidl generates (checked in the tests against share/<pkg>/msg/<Type>.json).
     """
+    full = normalize_msgtype(msgtype)
     with _lock:
-        text = _full_definition(msgtype)
-        store = typestore_from_definitions({normalize_msgtype(msgtype): text})
-        return text, store.hash_rihs01(normalize_msgtype(msgtype))
+        if full not in _definitions:
+            text = _full_definition(full)
+            _definitions[full] = (text, typestore_from_definitions({full: text}).hash_rihs01(full))
+        return _definitions[full]
 
 
 def typestore_from_definitions(definitions: dict[str, str]):
