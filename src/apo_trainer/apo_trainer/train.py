@@ -320,7 +320,10 @@ class Trainer:
 
     # --- resume -------------------------------------------------------------------------------
     def _find_resume_point(self) -> Path | None:
-        if not self.cfg.train.resume:
+        latest = ckpt.latest_checkpoint(self.out) if self.cfg.train.resume else None
+        if latest is None:
+            # A fresh start: rows or checkpoints of an earlier (e.g. killed before its first
+            # checkpoint) run in this directory must not leak into this one.
             if self.rt.is_main:
                 for stale in (ckpt.checkpoint_root(self.out), self.out / METRICS_JSONL):
                     if stale.is_dir():
@@ -328,8 +331,7 @@ class Trainer:
                     elif stale.exists():
                         stale.unlink()
             self.rt.barrier()
-            return None
-        return ckpt.latest_checkpoint(self.out)
+        return latest
 
     def _restore(self, path: Path) -> None:
         state = ckpt.read_state(path)

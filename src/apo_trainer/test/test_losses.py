@@ -176,3 +176,21 @@ def test_bad_inputs_have_clear_errors():
         apo_loss(t([1.0]), t([1.0]), t([-1.0]), t([1], torch.bool))
     with pytest.raises(ValueError, match="at least one sample"):
         apo_loss(t([]), t([]), t([]), t([], torch.bool))
+
+
+def test_dpo_negatives_use_the_overridden_proposal_or_a_fixed_perturbation():
+    import numpy as np
+
+    from apo_core.normalization import ActionStats
+    from apo_trainer.pairs import rejected_actions
+
+    stats = ActionStats(q01=[-2.0, -2.0, -1.0], q99=[2.0, 2.0, 1.0], mask=[True, True, False])
+    actions = np.array([[0.0, 1.9, 1.0], [1.0, -1.0, -1.0], [0.5, 0.5, 1.0]])
+    proposals = np.array([[1.0, 0.0, -1.0], [np.nan] * 3, [0.52, 0.5, 1.0]])  # last: too close to the target
+    rej, from_prop = rejected_actions(actions, proposals, [10, 11, 12], stats, perturbation=0.25)
+    assert from_prop.tolist() == [True, False, False]
+    np.testing.assert_allclose(rej[0], proposals[0])
+    moved = np.abs(stats.normalise(rej[1:]) - stats.normalise(actions[1:]))
+    np.testing.assert_allclose(moved, 0.25, atol=1e-12)  # every dimension moves by exactly delta, inside [-1, 1]
+    again, _ = rejected_actions(actions, proposals, [10, 11, 12], stats, perturbation=0.25)
+    np.testing.assert_array_equal(rej, again)  # fixed per step: cacheable reference log-probs
