@@ -295,13 +295,16 @@ class Trainer:
         keys = ["chosen", "rejected"] if self.cfg.loss.name == "dpo" else ["chosen"]
         out = {k: torch.zeros(n, dtype=torch.float64, device=self.rt.device) for k in keys}
         filled = torch.zeros(n, dtype=torch.float64, device=self.rt.device)
+        from torch.utils.data import DataLoader
+
         mine = np.arange(self.rt.rank, n, self.rt.world_size)
         bs = self.cfg.reference.batch_size
+        chunks = [mine[lo: lo + bs].tolist() for lo in range(0, len(mine), bs)]
+        loader = DataLoader(self.dataset, batch_sampler=chunks, collate_fn=collate_steps,
+                            num_workers=self.cfg.data.num_workers)
         t0 = time.perf_counter()
-        for lo in range(0, len(mine), bs):
-            idx = mine[lo: lo + bs]
-            batch = collate_steps([self.dataset[int(i)] for i in idx])
-            rows = torch.as_tensor(idx, device=self.rt.device)
+        for batch in loader:
+            rows = batch["index"].to(self.rt.device)
             out["chosen"][rows] = self._reference_forward(batch, batch["actions"])
             if "rejected" in out:
                 out["rejected"][rows] = self._reference_forward(batch, self._rejected(batch))
