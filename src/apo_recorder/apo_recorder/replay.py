@@ -1,0 +1,136 @@
+"""Re-publish recorded episode bags on their topics, in real time or faster (for RViz / Foxglove /
+re-running a node on recorded input).
+
+Messages go out as the CDR bytes stored in the bag (no re-serialisation), on publishers of the
+recorded types, in log-time order, spaced by their recorded log times divided by ``rate``
+(``rate <= 0``: as fast as possible). Latched topics (/apo/mode, /apo/episode) keep their latching.
+
+    apo_replay BAG [BAG ...] [--rate 2.0] [--topics /apo/step /apo/camera/image_raw] [--loop]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from apo_core.ros_qos import qos_profile, topic_qos
+from apo_recorder.reader import iter_messages, list_episode_bags
+
+
+def message_class(msgtype: str):
+    """``pkg/msg/Type`` -> the rclpy message class (the package must be installed)."""
+    try:
+        pkg, kind, name = msgtype.split("/")
+        return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+    except (ValueError, ImportError, AttributeError) as exc:
+        raise RuntimeError(f"cannot replay {msgtype}: its ROS package is not installed ({exc})") from exc
+
+
+def expand_bags(paths: Iterable) -> list[Path]:
+    """Bag directories, or directories of bags (each episode in name order)."""
+    out = []
+    for p in map(Path, paths):
+        if (p / "metadata.yaml").is_file():
+            out.append(p)
+        elif p.is_dir():
+            bags = list_episode_bags(p)
+            if not bags:
+                raise FileNotFoundError(f"no complete bag in {p} (run apo_recover_bag on a killed recording)")
+            out.extend(bags)
+        else:
+            raise FileNotFoundError(f"bag not found: {p}")
+    return out
+
+
+class BagReplayer:
+    def __init__(self, node, rate: float = 1.0, topics: list[str] | None = None):
+        self.node = node
+        self.rate = rate
+        self.topics = topics
+        self._pubs = {}
+        self.published = 0
+
+    def _publisher(self, topic: str, msgtype: str):
+        pub = self._pubs.get(topic)
+        if pub is None:
+            try:
+                qos = topic_qos(topic)
+            except KeyError:
+                qos = qos_profile("reliable", 10)
+            pub = self._pubs[topic] = self.node.create_publisher(message_class(msgtype), topic, qos)
+        return pub
+
+    def prepare(self, bag: Path) -> dict:
+        """Create the publishers of a bag up front (so subscribers can match before the first message)."""
+        from apo_recorder.reader import read_bag_info
+
+        info = read_bag_info(bag)
+        for topic, t in info.topics.items():
+            if self.topics is None or topic in self.topics:
+                self._publisher(topic, t.msgtype)
+        return dict(self._pubs)
+
+    def play(self, bag: Path, should_stop=lambda: False) -> int:
+        """Publish one bag; returns the number of messages published."""
+        t0_wall, t0_log, n = None, None, 0
+        for m in iter_messages(bag, self.topics, decode=False):
+            if should_stop():
+                break
+            pub = self._publisher(m.topic, m.msgtype)
+            if self.rate > 0:
+                if t0_wall is None:
+                    t0_wall, t0_log = time.monotonic(), m.log_time_ns
+                due = t0_wall + (m.log_time_ns - t0_log) / 1e9 / self.rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            pub.publish(m.data)
+            n += 1
+        self.published += n
+        return n
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="apo_replay", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bags", nargs="+", help="episode bag directories, or directories holding them")
+    ap.add_argument("--rate", type=float, default=1.0, help="speed factor (0 = as fast as possible)")
+    ap.add_argument("--topics", nargs="*", help="only these topics (default: all recorded)")
+    ap.add_argument("--loop", action="store_true", help="start over after the last bag")
+    ap.add_argument("--wait-subscribers", type=float, default=1.0,
+                    help="seconds to give subscribers to match before the first message")
+    args, ros_args = ap.parse_known_args(argv)
+    try:
+        bags = expand_bags(args.bags)
+    except FileNotFoundError as exc:
+        print(f"apo_replay: error: {exc}", file=sys.stderr)
+        return 2
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    rclpy.init(args=ros_args)
+    node = rclpy.create_node("apo_replay")
+    replayer = BagReplayer(node, args.rate, args.topics)
+    try:
+        while True:
+            for bag in bags:
+                replayer.prepare(bag)
+                time.sleep(args.wait_subscribers)
+                n = replayer.play(bag, should_stop=lambda: not rclpy.ok())
+                node.get_logger().info(f"{bag.name}: {n} messages")
+            if not args.loop or not rclpy.ok():
+                break
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
