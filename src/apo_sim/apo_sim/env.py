@@ -33,6 +33,7 @@ PROPRIO_DIM = 9
 DEFAULT_CAMERA = "agentview"
 DEFAULT_CONTROL_FREQ = 20.0
 DEFAULT_IMAGE_SIZE = 128
+SETTLE_STEPS = 3
 
 
 class SimConfigError(ApoError, ValueError):
@@ -199,6 +200,7 @@ class SimEnv:
         if self.render_enabled and self.fast_render:
             self._apply_fast_render()
         self._env.reset()  # the constructor leaves body poses stale until the first reset/forward
+        self._settle()
         self._after_reset()
 
     # --- properties -----------------------------------------------------------------------------
@@ -227,8 +229,15 @@ class SimEnv:
             # Reseed in place: robosuite's placement sampler and robot hold references to env.rng.
             self._env.rng.bit_generator.state = np.random.default_rng(int(seed)).bit_generator.state
         self._env.reset()
+        self._settle()
         self._after_reset()
         return self.observe(render=render)
+
+    def _settle(self):
+        # robosuite drops objects from 1 cm above the table; let them land before the first frame
+        # (uncounted zero-motion steps: the arm holds its pose, the fingers stay where they are).
+        for _ in range(SETTLE_STEPS):
+            self._env.step(np.zeros(ACTION_DIM))
 
     def _after_reset(self):
         sim = self._env.sim
