@@ -89,7 +89,7 @@ def _dataset_l1(policy, path) -> float:
 
 
 def test_bc_from_scratch_drives_action_l1_down(data, tmp_path):
-    cfg = tiny_train_config(tmp_path / "bc", data.expert, loss="bc", max_steps=200, batch_size=16,
+    cfg = tiny_train_config(tmp_path / "bc", data.expert, loss="bc", max_steps=150, batch_size=16,
                             train={"log_every": 50})
     res = train(cfg, preset=BC_PRESET)
     start = tiny_policy(data.stats)  # same seed and sizes as the run's initial policy
@@ -99,7 +99,7 @@ def test_bc_from_scratch_drives_action_l1_down(data, tmp_path):
     assert res.history[-1]["loss"] < res.history[0]["loss"]
     assert json.loads((res.policy_dir / "action_stats.json").read_text()) == data.stats.to_dict()
     summary = json.loads(res.metrics_path.read_text())
-    assert summary["steps"] == 200 and summary["dataset"]["kinds"]["expert"] == 48
+    assert summary["steps"] == 150 and summary["dataset"]["kinds"]["expert"] == 48
 
 
 @pytest.mark.parametrize("variant", [
