@@ -137,6 +137,9 @@ class TrainConfig:
         if self.policy.path is None and self.loss.name != "bc":
             raise ConfigError(f"policy.path is required for loss {self.loss.name!r} (only bc can start from a "
                               "new, randomly initialised policy)")
+        if self.policy.path is None and self.lora.enabled:
+            raise ConfigError("a new, randomly initialised policy (policy.path: null) must be fully fine-tuned: set "
+                              "lora.enabled=false (apo-train-bc does)")
         for key, value in (("train.batch_size", self.train.batch_size), ("train.max_steps", self.train.max_steps),
                            ("train.grad_accum_steps", self.train.grad_accum_steps),
                            ("train.log_every", self.train.log_every),

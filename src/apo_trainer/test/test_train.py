@@ -160,6 +160,8 @@ def test_bad_inputs_give_clear_errors(data, tmp_path):
                            "loss": {"bta": 1}})
     with pytest.raises(ConfigError, match="policy.path is required for loss 'apo'"):
         load_train_config({"output_dir": "x", "data": {"paths": ["a"]}})
+    with pytest.raises(ConfigError, match="must be fully fine-tuned"):
+        load_train_config({"output_dir": "x", "data": {"paths": ["a"]}, "loss": {"name": "bc"}})
     with pytest.raises(ConfigError, match="data.paths is empty"):
         load_train_config({"output_dir": "x", "policy": {"path": "p"}})
     # a policy with 6-D actions on 7-D data
