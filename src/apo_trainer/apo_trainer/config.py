@@ -159,6 +159,9 @@ class TrainConfig:
         if self.reference.mode == "online" and not self.lora.enabled:
             raise ConfigError("reference.mode=online computes the reference by disabling the LoRA adapter; with "
                               "lora.enabled=false use reference.mode=cached")
+        if self.train.batchnorm == "update" and self.loss.name != "bc":
+            raise ConfigError(f"train.batchnorm=update is for bc only: with loss {self.loss.name!r} the log-probs "
+                              "must not depend on batch statistics (the reference log-probs are cached per step)")
         if self.lora.enabled and self.train.batchnorm == "update":
             raise ConfigError("train.batchnorm=update with LoRA would change the frozen base model's BatchNorm "
                               "statistics (the reference policy): use batchnorm=frozen")
