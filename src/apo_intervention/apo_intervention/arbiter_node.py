@@ -28,7 +28,7 @@ from apo_interfaces.srv import EpisodeControl
 from apo_intervention.config import ArbiterConfig
 from apo_intervention.episodes import EpisodeManager, Event, make_id_factory
 from apo_intervention.mux import ActionMux, Mode, MuxInput
-from apo_intervention.ros_common import load_node_config, qos_for, run_node
+from apo_intervention.ros_common import destroy_on_error, load_node_config, qos_for, run_node, send_last
 from apo_intervention.validation import ActionValidator
 
 POLICY, TELEOP = "policy", "teleop"
@@ -40,7 +40,7 @@ _OUTCOME_OF_REQUEST = {EpisodeControl.Request.SUCCESS: Event.SUCCESS, EpisodeCon
 class ArbiterNode(Node):
     def __init__(self, **kwargs):
         super().__init__("apo_arbiter", automatically_declare_parameters_from_overrides=True, **kwargs)
-        self.cfg = cfg = load_node_config(self, ArbiterConfig)
+        self.cfg = cfg = destroy_on_error(self, lambda: load_node_config(self, ArbiterConfig))
         self._lock = threading.Lock()
         self.mux = ActionMux(
             [MuxInput(POLICY, cfg.policy.priority, cfg.policy.timeout, human=False),
@@ -253,7 +253,7 @@ class ArbiterNode(Node):
             cmd.header.stamp = self.get_clock().now().to_msg()
             cmd.action = [float(v) for v in self.mux.hold_action()]
             cmd.source = ActionCommand.SOURCE_HOLD
-            self.command_pub.publish(cmd)
+            send_last(self.command_pub, cmd)
 
 
 def main(args=None) -> None:

@@ -18,7 +18,7 @@ from apo_interfaces.msg import ActionCommand
 from apo_interfaces.srv import EpisodeControl
 from apo_intervention.config import JoyMappingConfig
 from apo_intervention.joy_mapping import JoyMapping, JoyTeleopLogic
-from apo_intervention.ros_common import load_node_config, qos_for, run_node
+from apo_intervention.ros_common import destroy_on_error, load_node_config, qos_for, run_node, send_last
 
 EPISODE_REQUEST = {"start": EpisodeControl.Request.START, "success": EpisodeControl.Request.SUCCESS,
                    "failure": EpisodeControl.Request.FAILURE, "abort": EpisodeControl.Request.ABORT}
@@ -62,7 +62,7 @@ class EpisodeCaller:
 class JoyTeleopNode(Node):
     def __init__(self, **kwargs):
         super().__init__("apo_joy_teleop", automatically_declare_parameters_from_overrides=True, **kwargs)
-        self.cfg = load_node_config(self, JoyMappingConfig)
+        self.cfg = destroy_on_error(self, lambda: load_node_config(self, JoyMappingConfig))
         self.logic = JoyTeleopLogic(JoyMapping(self.cfg))
         self.action_pub = self.create_publisher(ActionCommand, topics.TELEOP_ACTION, qos_for(topics.TELEOP_ACTION))
         self.estop_pub = self.create_publisher(Bool, topics.ESTOP, qos_for(topics.ESTOP))
@@ -84,16 +84,19 @@ class JoyTeleopNode(Node):
         for command in out.episode_commands:
             self.episodes.request(command)
 
-    def _publish(self, action: list[float]) -> None:
+    def _publish(self, action: list[float], last: bool = False) -> None:
         cmd = ActionCommand()
         cmd.header.stamp = self.get_clock().now().to_msg()
         cmd.action = action
         cmd.source = ActionCommand.SOURCE_TELEOP
-        self.action_pub.publish(cmd)
+        if last:
+            send_last(self.action_pub, cmd)
+        else:
+            self.action_pub.publish(cmd)
 
     def on_shutdown(self) -> None:
         if self.logic.deadman_held:
-            self._publish([])
+            self._publish([], last=True)
 
 
 def main(args=None) -> None:

@@ -22,13 +22,13 @@ from apo_interfaces.msg import ActionCommand
 from apo_intervention.config import KeyboardConfig
 from apo_intervention.joy_teleop_node import EpisodeCaller
 from apo_intervention.keyboard import EPISODE_COMMANDS, HELP, KeyboardMapping
-from apo_intervention.ros_common import load_node_config, qos_for, run_node
+from apo_intervention.ros_common import destroy_on_error, load_node_config, qos_for, run_node, send_last
 
 
 class KeyboardTeleopNode(Node):
     def __init__(self, read_terminal: bool = True, **kwargs):
         super().__init__("apo_keyboard_teleop", automatically_declare_parameters_from_overrides=True, **kwargs)
-        self.cfg = load_node_config(self, KeyboardConfig)
+        self.cfg = destroy_on_error(self, lambda: load_node_config(self, KeyboardConfig))
         self.mapping = KeyboardMapping(self.cfg)
         self._lock = threading.Lock()
         self.action_pub = self.create_publisher(ActionCommand, topics.TELEOP_ACTION, qos_for(topics.TELEOP_ACTION))
@@ -77,12 +77,15 @@ class KeyboardTeleopNode(Node):
                 self.quit.set()
         return commands
 
-    def _publish(self, action: list[float]) -> None:
+    def _publish(self, action: list[float], last: bool = False) -> None:
         cmd = ActionCommand()
         cmd.header.stamp = self.get_clock().now().to_msg()
         cmd.action = action
         cmd.source = ActionCommand.SOURCE_TELEOP
-        self.action_pub.publish(cmd)
+        if last:
+            send_last(self.action_pub, cmd)
+        else:
+            self.action_pub.publish(cmd)
 
     @staticmethod
     def _say(text: str) -> None:
@@ -108,8 +111,11 @@ class KeyboardTeleopNode(Node):
             termios.tcsetattr(fd, termios.TCSADRAIN, old)
 
     def on_shutdown(self) -> None:
+        self.quit.set()
         if self.mapping.takeover:
-            self._publish([])
+            self._publish([], last=True)
+        if self._reader is not None:
+            self._reader.join(timeout=1.0)  # restores the terminal
 
 
 def _make_node():

@@ -47,6 +47,26 @@ def load_node_config(node, cls):
     return cfg
 
 
+def destroy_on_error(node, build):
+    """Run ``build()`` (a node's set-up); if it raises, destroy the half-built node and re-raise."""
+    try:
+        return build()
+    except BaseException:
+        node.destroy_node()
+        raise
+
+
+def send_last(publisher, msg, timeout: float = 0.5) -> None:
+    """Publish a final message at shutdown and give it a moment to be acknowledged."""
+    from rclpy.duration import Duration
+
+    publisher.publish(msg)
+    try:
+        publisher.wait_for_all_acked(Duration(seconds=timeout))
+    except Exception:
+        pass
+
+
 def _declare_effective(node, cfg, prefix: str) -> None:
     from rcl_interfaces.msg import ParameterDescriptor
 
@@ -69,10 +89,20 @@ def run_node(make_node, program: str, args=None, should_stop=None) -> int:
 
     ``should_stop(node)``, if given, is polled between callbacks and ends the spin when true.
     """
+    import signal
+
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
-    rclpy.init(args=args if args is not None else sys.argv)
+    # Our own signal handling: rclpy's would shut the context down before on_shutdown() could send
+    # its last message (the arbiter's final hold, a teleop's release). SIGTERM behaves like Ctrl-C.
+    rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
     node = None
     try:
         node = make_node()
@@ -80,6 +110,9 @@ def run_node(make_node, program: str, args=None, should_stop=None) -> int:
         print(f"{program}: error: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
+    except KeyboardInterrupt:
+        rclpy.try_shutdown()
+        return 0
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:

@@ -25,14 +25,14 @@ from apo_interfaces.msg import ActionCommand, EpisodeEvent, InterventionMode
 from apo_intervention.config import JoyMappingConfig, OperatorConfig, assemble_config
 from apo_intervention.joy_mapping import JoyMapping
 from apo_intervention.operator_logic import EpisodeScheduler, Observation, SupervisorLogic
-from apo_intervention.ros_common import load_node_config, qos_for, run_node
+from apo_intervention.ros_common import destroy_on_error, load_node_config, qos_for, run_node, send_last
 
 
 class ScriptedOperatorNode(Node):
     def __init__(self, **kwargs):
         super().__init__("apo_scripted_operator", automatically_declare_parameters_from_overrides=True, **kwargs)
-        self.cfg = cfg = load_node_config(self, OperatorConfig)
-        self.joy_cfg = assemble_config(JoyMappingConfig, cfg.joy_config_file or None)
+        self.cfg = cfg = destroy_on_error(self, lambda: load_node_config(self, OperatorConfig))
+        self.joy_cfg = destroy_on_error(self, lambda: assemble_config(JoyMappingConfig, cfg.joy_config_file or None))
         self.mapping = JoyMapping(self.joy_cfg)
         self.logic = SupervisorLogic(cfg)
         self.scheduler = EpisodeScheduler(cfg.num_episodes, cfg.pause_between_episodes, cfg.start_retry_timeout,
@@ -123,7 +123,7 @@ class ScriptedOperatorNode(Node):
             still[g] = self._expert[g]
         return still
 
-    def _send_joy(self, action, press: str | None = None) -> None:
+    def _send_joy(self, action, press: str | None = None, last: bool = False) -> None:
         """Publish one Joy message: deadman held with sticks for ``action``, or released when None."""
         msg = Joy()
         msg.header.stamp = self.get_clock().now().to_msg()
@@ -135,7 +135,10 @@ class ScriptedOperatorNode(Node):
             self.saturated_dims += len(saturated)
             msg.axes = [float(v) for v in axes]
         msg.buttons = self.mapping.buttons({"deadman_button": action is not None, **({press: True} if press else {})})
-        self.joy_pub.publish(msg)
+        if last:
+            send_last(self.joy_pub, msg)
+        else:
+            self.joy_pub.publish(msg)
 
     def _press(self, key: str) -> None:
         held = self._fresh_expert() if self.logic.correcting else None
@@ -163,7 +166,7 @@ class ScriptedOperatorNode(Node):
     def on_shutdown(self) -> None:
         with self._lock:
             if self.logic.correcting:
-                self._send_joy(None)
+                self._send_joy(None, last=True)
 
 
 def main(args=None) -> None:

@@ -357,3 +357,27 @@ def test_bad_config_fails_at_start_naming_the_key(graph, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "apo_intervention.arbiter_node", "--ros-args",
                            "-p", "control_rate_hz:=fast"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "control_rate_hz: expected a number" in proc.stderr
+
+
+def test_arbiter_process_leaves_the_robot_holding_on_shutdown(graph, probe, tmp_path):
+    import signal
+
+    from apo_core import topics
+    from apo_core.ros_qos import topic_qos
+    from apo_core.testing.ros import start_node_process, stop_process
+    from apo_interfaces.msg import ActionCommand
+
+    proc = start_node_process("apo_intervention.arbiter_node", ["--ros-args", "-p", "control_rate_hz:=20.0"],
+                              log_path=str(tmp_path / "arbiter.log"))
+    try:
+        pub = probe.create_publisher(ActionCommand, topics.POLICY_ACTION, topic_qos(topics.POLICY_ACTION))
+        graph.wait_for_subscribers(pub, timeout=30)
+        graph.wait_for_publishers(probe, topics.COMMAND, timeout=30)
+        probe.create_timer(0.02, lambda: pub.publish(action_msg(P[:6] + [0.5])))
+        graph.wait_until(lambda: any(c.source == c.SOURCE_POLICY for c in probe.rec.get(topics.COMMAND)),
+                         timeout=30, what="policy commands from the arbiter process")
+    finally:
+        code = stop_process(proc, sig=signal.SIGTERM)
+    assert code == 0, (tmp_path / "arbiter.log").read_text()
+    last = probe.rec.get(topics.COMMAND)[-1]
+    assert last.source == last.SOURCE_HOLD and list(last.action) == [0, 0, 0, 0, 0, 0, 0.5]  # gripper kept
