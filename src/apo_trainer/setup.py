@@ -22,6 +22,9 @@ setup(
             "apo-train = apo_trainer.train:main",
             "apo-train-bc = apo_trainer.train:main_bc",
             "apo-convert = apo_trainer.convert:main",
+            "apo-report = apo_trainer.analysis:main",
+            "apo-export-lerobot = apo_trainer.lerobot_export:main",
+            "apo_retrain_node = apo_trainer.retrain_node:main",
         ],
     },
 )

@@ -2,6 +2,7 @@
 
     apo deploy [name:=value ...]   start the deploy graph of config/deploy.yaml (as ros2 launch would)
     apo graph [name:=value ...]    print the nodes and parameters the graph would start
+    apo demo [--quick]             the whole deploy-optimize loop on the simulated default
 """
 
 from __future__ import annotations
@@ -46,6 +47,12 @@ def cmd_deploy(args) -> int:
     return 1 if reason.startswith("required node") else 0
 
 
+def _demo(args) -> int:
+    from apo_bringup.demo import main_demo
+
+    return main_demo(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="apo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -60,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-dir", help="per-node logs and parameter files (default: a temporary directory)")
     p.add_argument("--shutdown-timeout", type=float, default=10.0, help="seconds a node gets to exit on SIGINT")
     p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("demo", help="the whole deploy-optimize loop on the embedded default (see apo_bringup.demo)")
+    p.add_argument("--quick", action="store_true", help="the short version (about 3 minutes)")
+    p.add_argument("--out", default="runs/demo", help="output directory (data, models, bags, logs, report)")
+    p.add_argument("--task", default="Lift", choices=["Lift", "Stack"])
+    for name in ("round-episodes", "retrain-steps", "bc-steps", "demo-episodes", "eval-episodes"):
+        p.add_argument(f"--{name}", type=int, help="override the preset")
+    p.set_defaults(func=_demo)
 
     p = sub.add_parser("graph", help="print the resolved graph")
     graph_args(p)

@@ -17,6 +17,7 @@ File format::
         parameters: {task: "${task}"}   # "${arg}" is replaced by the argument's value
         remappings: {/from: /to}
 
+``${config_dir}`` is always defined: the directory of the graph file (for sibling config files).
 A value that is exactly ``"${arg}"`` takes the argument's YAML type (``"true"`` -> bool, ``"10"`` ->
 int); inside a longer string it is substituted as text.
 """
@@ -35,6 +36,7 @@ from apo_core.errors import ConfigError
 
 _SUB = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 ARGUMENT_KEYS = {"default", "choices", "description"}
+BUILTIN_ARGUMENTS = ("config_dir",)
 NODE_KEYS = {"name", "package", "executable", "module", "when", "unless", "required", "parameters",
              "remappings", "description"}
 
@@ -84,6 +86,8 @@ def load_graph_file(path) -> GraphFile:
                               f"(valid: {sorted(ARGUMENT_KEYS)})")
         if "default" not in spec:
             raise ConfigError(f"{path}: argument {name!r} has no default")
+        if name in BUILTIN_ARGUMENTS:
+            raise ConfigError(f"{path}: argument name {name!r} is reserved (always the graph file's directory)")
         arguments[name] = Argument(name, spec["default"], spec.get("choices"), spec.get("description", ""))
     nodes = []
     names = set()
@@ -114,7 +118,7 @@ def _check_references(graph: GraphFile) -> None:
     def walk(value, where):
         if isinstance(value, str):
             for name in _SUB.findall(value):
-                if name not in graph.arguments:
+                if name not in graph.arguments and name not in BUILTIN_ARGUMENTS:
                     raise ConfigError(f"{graph.path}: {where} uses unknown argument ${{{name}}}")
         elif isinstance(value, dict):
             for k, v in value.items():
@@ -146,6 +150,7 @@ def resolve_arguments(graph: GraphFile, overrides: dict[str, Any] | None = None)
 def resolve_graph(graph: GraphFile, overrides: dict[str, Any] | None = None) -> list[NodeSpec]:
     """The nodes to start for these argument values, with substitutions applied."""
     values = resolve_arguments(graph, overrides)
+    values["config_dir"] = str(Path(graph.path).resolve().parent)
     out = []
     for node in graph.nodes:
         if not all(_same(values[k], v) for k, v in node.when.items()):

@@ -79,6 +79,7 @@ def test_malformed_graph_names_the_key(tmp_path, mutation, match):
 def test_shipped_graph_file_resolves():
     graph = load_graph_file(default_graph_path())
     specs = resolve_graph(graph)
-    assert {"sim", "policy", "arbiter", "recorder", "operator"} <= {s.name for s in specs}
+    assert {"apo_sim", "apo_policy", "apo_arbiter", "apo_recorder", "apo_scripted_operator", "apo_retrain"} <= {
+        s.name for s in specs}
     for s in specs:
         assert s.module.startswith(s.package)

@@ -1,0 +1,271 @@
+"""``apo demo``: the whole deploy-optimize loop of APO on the embedded default, end to end.
+
+1. demos       the simulator's scripted expert records demonstrations (HDF5)
+2. base BC     the small VLA is trained from them by behaviour cloning -> model version v0001
+3. deploy v1   the deploy graph runs (simulated arm, policy node, arbiter, scripted operator who takes
+               over when the policy goes wrong, recorder): N episodes, one labelled bag each
+4. retrain     ``/apo/retrain`` is called like an operator would; the job converts the bags, trains
+               with APO from v0001 on expert + interactive data, evaluates, promotes v0002, and
+               the running policy node loads it
+5. deploy v2   N more episodes with v0002, same operator
+6. evaluation  both versions alone (no operator) on the same simulated scenes
+7. report      success / intervention trends, labels, action traces, before/after table (report/)
+
+The wall time of each phase is printed at the end (the benchmark of issue 5).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+PRESETS = {
+    # about 3 minutes on 2 cores
+    "quick": dict(demo_episodes=6, bc_steps=300, bc_batch=16, round_episodes=3, max_episode_steps=80,
+                  retrain_steps=40, eval_episodes=4, image_size=64),
+    # about 15 minutes on 2 cores
+    "default": dict(demo_episodes=24, bc_steps=1200, bc_batch=16, round_episodes=8, max_episode_steps=120,
+                    retrain_steps=200, eval_episodes=10, image_size=84),
+}
+
+
+@dataclass
+class DemoSettings:
+    out: str = "runs/demo"
+    task: str = "Lift"
+    demo_episodes: int = 24
+    bc_steps: int = 1200
+    bc_batch: int = 16
+    round_episodes: int = 8
+    max_episode_steps: int = 120
+    retrain_steps: int = 200
+    eval_episodes: int = 10
+    image_size: int = 84
+    control_rate_hz: float = 10.0
+    loss: str = "apo"
+    seed: int = 0
+
+
+class PhaseTimer:
+    def __init__(self):
+        self.phases: list[tuple[str, float]] = []
+
+    @contextmanager
+    def __call__(self, name: str):
+        say(f"--- {name} ---")
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases.append((name, time.monotonic() - t0))
+            say(f"--- {name}: {self.phases[-1][1]:.1f} s ---")
+
+    def table(self) -> str:
+        total = sum(s for _, s in self.phases)
+        rows = [f"  {name:<22s} {secs:8.1f} s  {100 * secs / total:5.1f} %" for name, secs in self.phases]
+        return "\n".join(["wall time by phase:", *rows, f"  {'total':<22s} {total:8.1f} s"])
+
+
+def say(text: str) -> None:
+    print(f"[apo demo] {text}", flush=True)
+
+
+def collect(settings: DemoSettings, out: Path) -> Path:
+    from apo_sim.demos import collect_demos
+
+    res = collect_demos(out / "data" / "expert.h5", task=settings.task, episodes=settings.demo_episodes,
+                        seed=settings.seed, image_size=settings.image_size, progress=True)
+    say(f"{res.written} expert demonstrations ({res.steps} steps) written, {res.skipped_existing} already there, "
+        f"{res.failed} failed")
+    return res.path
+
+
+def train_base(settings: DemoSettings, out: Path, expert: Path) -> str:
+    from apo_core.model_store import ModelStore
+    from apo_trainer.config import BC_PRESET, load_train_config
+    from apo_trainer.train import train
+
+    store = ModelStore(out / "models")
+    if store.current_version():
+        say(f"base policy already in the store ({store.current_version()}); not retraining it")
+        return store.current_version()
+    cfg = load_train_config(None, preset=BC_PRESET, overrides={
+        "output_dir": str(out / "bc"),
+        "data": {"paths": [str(expert)]},
+        "policy": {"image_size": settings.image_size},
+        "train": {"max_steps": settings.bc_steps, "batch_size": settings.bc_batch, "seed": settings.seed,
+                  "checkpoint_every": max(100, settings.bc_steps // 4), "log_every": 50},
+    })
+    result = train(cfg)
+    version = store.add(Path(result.policy_dir), note={"source": "bc", "metrics": _jsonable(result.final)})
+    say(f"base policy {version}: final training action L1 {result.final.get('action_l1', float('nan')):.3f}")
+    return version
+
+
+def deploy_graph_args(settings: DemoSettings, out: Path, expert: Path) -> dict:
+    from apo_sim.env import task_spec
+
+    return {
+        "robot": "sim", "task": settings.task, "instruction": task_spec(settings.task).instruction,
+        "model_path": str(out / "models"), "record": True, "bags_dir": str(out / "bags"),
+        "operator": "scripted", "operator_episodes": 0, "operator_autostart": False,
+        "control_rate_hz": settings.control_rate_hz, "image_size": settings.image_size,
+        "max_episode_steps": settings.max_episode_steps, "retrain": True,
+        "retrain_work_dir": str(out / "retrain"), "expert_data": str(expert),
+        "retrain_steps": settings.retrain_steps,
+    }
+
+
+def run_round(session, settings: DemoSettings, label: str) -> list:
+    from apo_sim.env import task_spec
+
+    results = []
+    timeout = settings.max_episode_steps / settings.control_rate_hz * 3 + 60
+    for i in range(settings.round_episodes):
+        r = session.run_episode(task_spec(settings.task).instruction, timeout)
+        results.append(r)
+        say(f"{label}: episode {i + 1}/{settings.round_episodes} {r.episode_id}: {r.outcome} ({r.seconds:.1f} s)")
+    return results
+
+
+def run_demo(settings: DemoSettings) -> int:
+    from apo_bringup.graph import default_graph_path, load_graph_file, resolve_graph
+    from apo_bringup.runner import GraphRunner
+    from apo_bringup.session import DeploySession
+
+    out = Path(settings.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    timer = PhaseTimer()
+    summary: dict = {"settings": asdict(settings)}
+    with timer("demos"):
+        expert = collect(settings, out)
+    with timer("base BC"):
+        base = train_base(settings, out, expert)
+    summary["base_version"] = base
+
+    specs = resolve_graph(load_graph_file(default_graph_path()), deploy_graph_args(settings, out, expert))
+    runner = GraphRunner(specs, log_dir=out / "logs", echo=False)
+    session = None
+    failure = None
+    try:
+        with timer("graph start"):
+            runner.start()
+            session = DeploySession(out / "bags")
+            session.wait_ready()
+            say(f"graph up: {', '.join(s.name for s in specs)} (logs in {out / 'logs'})")
+        with timer(f"deploy {base}"):
+            summary["round1"] = [r.outcome for r in run_round(session, settings, base)]
+        with timer("retrain"):
+            status = session.retrain(loss=settings.loss, steps=settings.retrain_steps,
+                                     on_progress=lambda s: say(f"retrain {s.job_id}: {100 * s.progress:5.1f} % "
+                                                               f"{s.message}"))
+            summary["retrain"] = {"state": status.state, "message": status.message,
+                                  "metrics": dict(zip(status.metric_names, status.metric_values, strict=True))}
+            if status.state != status.STATE_SUCCEEDED:
+                raise RuntimeError(f"retraining did not promote a new version: {status.message}")
+            new = status.deployed_version
+            session.wait_policy_version(new)
+            say(f"the policy node now runs {new}")
+        summary["new_version"] = new
+        with timer(f"deploy {new}"):
+            summary["round2"] = [r.outcome for r in run_round(session, settings, new)]
+    except Exception as exc:  # keep going to the report with what was recorded
+        failure = f"{type(exc).__name__}: {exc}"
+        say(f"ERROR: {failure}")
+        dead = runner.poll()
+        if dead:
+            say(f"node {dead} exited; its log: {out / 'logs' / (dead + '.log')}")
+    finally:
+        if session is not None:
+            session.close()
+        runner.stop()
+
+    if "new_version" in summary:
+        with timer("evaluation"):
+            summary["evaluation"] = evaluate_versions(settings, out, [base, summary["new_version"]])
+    with timer("report"):
+        from apo_trainer.analysis import write_report
+
+        report = write_report([out / "bags"], out / "report", progress=False)
+    summary["phases"] = dict(timer.phases)
+    summary["failure"] = failure
+    (out / "report" / "demo.json").write_text(json.dumps(_jsonable(summary), indent=2))
+    _append_demo_section(out / "report" / "report.md", summary)
+    print()
+    print((out / "report" / "report.md").read_text())
+    print(timer.table())
+    say(f"report: {out / 'report' / 'report.md'}; plots in {out / 'report' / 'plots'}")
+    del report
+    return 1 if failure else 0
+
+
+def evaluate_versions(settings: DemoSettings, out: Path, versions: list[str]) -> dict:
+    from apo_core.model_store import ModelStore
+    from apo_sim.rollout import evaluate_policy
+
+    store = ModelStore(out / "models")
+    results = {}
+    for v in versions:
+        r = evaluate_policy(store.path(v), settings.task, settings.eval_episodes, seed=50_000,
+                            max_steps=settings.max_episode_steps, progress=True)
+        results[v] = {"success_rate": r.success_rate, "successes": r.successes, "episodes": r.episodes,
+                      "mean_steps": sum(r.steps) / max(1, len(r.steps))}
+        say(f"evaluation {v}: {r.successes}/{r.episodes} successes without an operator")
+    return results
+
+
+def _append_demo_section(path: Path, summary: dict) -> None:
+    lines = ["", "## Demo run", ""]
+    if summary.get("failure"):
+        lines += [f"**The run did not complete:** {summary['failure']}", ""]
+    for key, label in (("round1", "deployment with the base policy"), ("round2", "deployment after retraining")):
+        if key in summary:
+            outcomes = summary[key]
+            lines.append(f"- {label}: {outcomes.count('success')}/{len(outcomes)} successes (operator intervening)")
+    if "evaluation" in summary:
+        lines += ["", "| version | success rate without operator | mean steps |", "|---|---|---|"]
+        for v, r in summary["evaluation"].items():
+            lines.append(f"| {v} | {r['successes']}/{r['episodes']} ({100 * r['success_rate']:.0f} %) | "
+                         f"{r['mean_steps']:.0f} |")
+    if "retrain" in summary:
+        lines += ["", f"Retraining: {summary['retrain']['message']}"]
+        for k, v in summary["retrain"]["metrics"].items():
+            lines.append(f"- {k}: {v:.4f}")
+    lines += ["", "Wall time by phase:", ""] + [f"- {k}: {v:.1f} s" for k, v in summary["phases"].items()]
+    with open(path, "a") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    try:
+        return float(obj)
+    except (TypeError, ValueError):
+        return str(obj)
+
+
+def main_demo(args) -> int:
+    preset = dict(PRESETS["quick" if args.quick else "default"])
+    settings = DemoSettings(out=args.out, task=args.task, **preset)
+    for key in ("round_episodes", "retrain_steps", "bc_steps", "demo_episodes", "eval_episodes"):
+        value = getattr(args, key, None)
+        if value is not None:
+            setattr(settings, key, value)
+    say(f"settings: {asdict(settings)}")
+    try:
+        return run_demo(settings)
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    except Exception as exc:
+        print(f"apo demo: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1

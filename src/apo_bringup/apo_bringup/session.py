@@ -1,0 +1,172 @@
+"""A client of a running deploy graph: start episodes, follow them, retrain, watch the policy version.
+
+What a person at the operator console does with ``ros2 service call``, as an API (``apo demo`` uses it).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import MultiThreadedExecutor
+
+from apo_core import topics
+from apo_core.ros_qos import qos_profile, topic_qos
+from apo_interfaces.msg import ActionCommand, EpisodeEvent, RetrainStatus
+from apo_interfaces.srv import EpisodeControl, Retrain
+
+TERMINAL_EVENTS = {EpisodeEvent.EVENT_SUCCESS: "success", EpisodeEvent.EVENT_FAILURE: "failure",
+                   EpisodeEvent.EVENT_ABORT: "abort"}
+RETRAIN_DONE = {RetrainStatus.STATE_SUCCEEDED, RetrainStatus.STATE_FAILED, RetrainStatus.STATE_CANCELLED,
+                RetrainStatus.STATE_REJECTED}
+
+
+class SessionError(RuntimeError):
+    pass
+
+
+@dataclass
+class EpisodeResult:
+    episode_id: str
+    outcome: str
+    seconds: float
+    bag: Path | None
+
+
+class DeploySession:
+    def __init__(self, bags_dir: str | Path | None = None, name: str = "apo_console"):
+        self.bags_dir = Path(bags_dir) if bags_dir else None
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self.executor.add_node(self.node)
+        self._cond = threading.Condition()
+        self._events: list[EpisodeEvent] = []
+        self._retrain: RetrainStatus | None = None
+        self.policy_version = ""
+        self.node.create_subscription(EpisodeEvent, topics.EPISODE, self._on_event, topic_qos(topics.EPISODE))
+        self.node.create_subscription(RetrainStatus, topics.RETRAIN_STATUS_TOPIC, self._on_retrain,
+                                      topic_qos(topics.RETRAIN_STATUS_TOPIC))
+        self.node.create_subscription(ActionCommand, topics.POLICY_ACTION, self._on_policy,
+                                      qos_profile("reliable", 10))
+        self._episode_client = self.node.create_client(EpisodeControl, topics.EPISODE_CONTROL)
+        self._retrain_client = self.node.create_client(Retrain, topics.RETRAIN)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        try:
+            self.executor.spin()
+        except Exception:  # context shut down at close()
+            pass
+
+    # --- subscriptions -----------------------------------------------------------------------
+    def _on_event(self, msg):
+        with self._cond:
+            self._events.append(msg)
+            self._cond.notify_all()
+
+    def _on_retrain(self, msg):
+        with self._cond:
+            self._retrain = msg
+            self._cond.notify_all()
+
+    def _on_policy(self, msg):
+        with self._cond:
+            self.policy_version = msg.policy_version
+            self._cond.notify_all()
+
+    def _wait(self, predicate, timeout: float, what: str):
+        with self._cond:
+            if not self._cond.wait_for(predicate, timeout):
+                raise SessionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+    def _call(self, client, request, timeout: float):
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise SessionError(f"service {client.srv_name} is not available (is the graph running?)")
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            if time.monotonic() > deadline:
+                raise SessionError(f"no answer from {client.srv_name} within {timeout:.0f} s")
+            time.sleep(0.02)
+        return future.result()
+
+    # --- episodes ----------------------------------------------------------------------------
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """The arbiter's episode service, the camera and the policy's subscription are up."""
+        if not self._episode_client.wait_for_service(timeout_sec=timeout):
+            raise SessionError(f"{topics.EPISODE_CONTROL} did not appear within {timeout:.0f} s")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.node.count_publishers(topics.IMAGE) and self.node.count_subscribers(topics.IMAGE) and \
+                    self.node.count_publishers(topics.POLICY_ACTION):
+                return
+            time.sleep(0.2)
+        raise SessionError("the robot camera or the policy node did not come up")
+
+    def run_episode(self, instruction: str, timeout: float) -> EpisodeResult:
+        """Start an episode, wait for its outcome and (when recording) for its bag to be closed."""
+        t0 = time.monotonic()
+        res = self._call(self._episode_client, EpisodeControl.Request(command=EpisodeControl.Request.START,
+                                                                      instruction=instruction), 30.0)
+        if not res.success:
+            raise SessionError(f"episode start refused: {res.message}")
+        ep = res.episode_id
+        outcome = {}
+
+        def ended():
+            for e in self._events:
+                if e.episode_id == ep and e.event in TERMINAL_EVENTS:
+                    outcome["value"] = TERMINAL_EVENTS[e.event]
+                    return True
+            return False
+
+        self._wait(ended, timeout, f"the end of episode {ep}")
+        bag = None
+        if self.bags_dir is not None:
+            bag = self.bags_dir / ep
+            deadline = time.monotonic() + 30.0
+            while not (bag / "metadata.yaml").is_file():
+                if time.monotonic() > deadline:
+                    raise SessionError(f"the recorder did not close {bag} within 30 s")
+                time.sleep(0.1)
+        return EpisodeResult(ep, outcome["value"], time.monotonic() - t0, bag)
+
+    # --- retraining --------------------------------------------------------------------------
+    def retrain(self, loss: str = "", steps: int = 0, k: int = -1, timeout: float = 1800.0,
+                on_progress=None) -> RetrainStatus:
+        res = self._call(self._retrain_client, Retrain.Request(loss=loss, steps=steps, k_window=k), 30.0)
+        if not res.accepted:
+            raise SessionError(f"retrain rejected: {res.reason}")
+        job = res.job_id
+        last = -1.0
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda last=last: self._retrain is not None and self._retrain.job_id == job
+                                    and (self._retrain.progress != last or self._retrain.state in RETRAIN_DONE), 1.0)
+                status = self._retrain
+            if status is not None and status.job_id == job:
+                if on_progress and status.progress != last:
+                    on_progress(status)
+                last = status.progress
+                if status.state in RETRAIN_DONE:
+                    return status
+            if time.monotonic() > deadline:
+                raise SessionError(f"retrain job {job} did not finish within {timeout:.0f} s")
+
+    def wait_policy_version(self, version: str, timeout: float = 120.0) -> None:
+        self._wait(lambda: self.policy_version == version, timeout, f"the policy node to run {version}")
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=2.0)
+        self._thread.join(timeout=5.0)
+        self.node.destroy_node()
+        if self.context.ok():
+            rclpy.shutdown(context=self.context)
