@@ -79,7 +79,11 @@ def test_malformed_graph_names_the_key(tmp_path, mutation, match):
 def test_shipped_graph_file_resolves():
     graph = load_graph_file(default_graph_path())
     specs = resolve_graph(graph)
-    assert {"apo_sim", "apo_policy", "apo_arbiter", "apo_recorder", "apo_scripted_operator", "apo_retrain"} <= {
-        s.name for s in specs}
+    names = {s.name for s in specs}
+    assert {"apo_sim", "apo_policy", "apo_arbiter", "apo_recorder", "apo_scripted_operator", "apo_retrain",
+            "apo_joy_teleop"} <= names
+    # the scripted operator acts through the joystick mapping, so both run; no operator -> neither
+    names = {s.name for s in resolve_graph(graph, {"operator": "none"})}
+    assert "apo_joy_teleop" not in names and "apo_scripted_operator" not in names
     for s in specs:
         assert s.module.startswith(s.package)

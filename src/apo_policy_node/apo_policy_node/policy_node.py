@@ -136,6 +136,8 @@ class PolicyNode(Node):
             try:
                 self._infer_and_publish(msg)
             except Exception as exc:  # keep the loop alive; the arbiter holds when proposals stop
+                if not self._running or not self.context.ok():
+                    break  # shutting down: the publisher's context is gone
                 self.get_logger().error(f"inference failed: {exc}", throttle_duration_sec=5.0)
 
     def _infer_and_publish(self, msg: Image):
