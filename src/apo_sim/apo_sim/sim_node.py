@@ -42,6 +42,7 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import Pose
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
@@ -81,7 +82,11 @@ class SimNode(Node):
     def __init__(self, node_name: str = NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
         self._started = self.get_clock().now()
-        self._declare_and_validate()
+        try:
+            self._declare_and_validate()
+        except (SimConfigError, ParameterException):
+            super().destroy_node()
+            raise
         self.rejected_commands = 0
         self.steps_taken = 0
         self.resets = 0
@@ -90,7 +95,7 @@ class SimNode(Node):
         self._cmd_lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
         self._tick_pending = threading.Event()
-        self._handled_episode = ""
+        self.episode_id = ""
         self._env: SimEnv | None = None
         self._expert: ScriptedExpert | None = None
 
@@ -186,7 +191,7 @@ class SimNode(Node):
             return
         stamp = Time.from_msg(msg.header.stamp)
         if stamp.nanoseconds and stamp < self._started:
-            self._handled_episode = msg.episode_id  # latched history from before we started
+            self.episode_id = msg.episode_id  # latched history from before we started
             return
         if msg.task and msg.task != self.task:
             self.get_logger().warning(f"episode {msg.episode_id!r} is for task {msg.task!r} but this simulator "
@@ -230,7 +235,7 @@ class SimNode(Node):
         if kind == "reset":
             with self._cmd_lock:
                 self._latest_cmd = None  # a command from the last episode must not leak into this one
-            self._handled_episode = payload
+            self.episode_id = payload
             self._publish(self._reset())
         elif kind == "step":
             self._publish(self._step(payload))
@@ -298,7 +303,7 @@ def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = SimNode()
-    except SimConfigError as exc:
+    except (SimConfigError, ParameterException) as exc:  # a wrong parameter value or type
         print(f"apo_sim_node: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2

@@ -5,6 +5,7 @@ import signal
 
 import numpy as np
 import pytest
+from rclpy.exceptions import ParameterException
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray
@@ -148,6 +149,8 @@ def test_unknown_task_fails_at_start():
             SimNode(context=g.context, parameter_overrides=_params(task="Push"))
         with pytest.raises(SimConfigError, match="parameter 'mode'"):
             SimNode(context=g.context, parameter_overrides=_params(mode="fast"))
+        with pytest.raises(ParameterException, match="image_size"):
+            SimNode(context=g.context, parameter_overrides=_params(image_size="abc"))
         with pytest.raises(SimConfigError, match="unknown camera 'nope'"):
             SimNode(context=g.context, parameter_overrides=_params(camera="nope"))
 
