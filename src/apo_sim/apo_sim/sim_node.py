@@ -76,6 +76,18 @@ def _descriptor(ptype, description: str, constraints: str = "") -> ParameterDesc
                                read_only=True)
 
 
+def _number_descriptor(description: str, constraints: str = "") -> ParameterDescriptor:
+    # Dynamically typed so that "control_rate_hz:=20" (parsed as an integer) works like 20.0.
+    return ParameterDescriptor(description=description, additional_constraints=constraints, read_only=True,
+                               dynamic_typing=True)
+
+
+def _as_float(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SimConfigError(f"parameter '{name}': expected a number, got {value!r}")
+    return float(value)
+
+
 class SimNode(Node):
     """The simulated robot driver. ``SimNode(context=...)`` for in-process use (tests)."""
 
@@ -142,11 +154,13 @@ class SimNode(Node):
             P.PARAMETER_INTEGER, "camera image width and height (pixels)", "16..1024")).value)
         self.camera = self.declare_parameter("camera", DEFAULT_CAMERA, _descriptor(
             P.PARAMETER_STRING, "robosuite camera name", "a camera of the task's scene")).value
-        self.control_rate_hz = float(self.declare_parameter("control_rate_hz", 10.0, _descriptor(
-            P.PARAMETER_DOUBLE, "realtime mode: wall-clock control ticks per second", "> 0")).value)
-        self.sim_control_freq = float(self.declare_parameter("sim_control_freq", DEFAULT_CONTROL_FREQ, _descriptor(
-            P.PARAMETER_DOUBLE, "robosuite control_freq: simulated control steps per simulated second "
-            "(keep equal to the demonstrations' --control-freq so actions mean the same)", "1..500")).value)
+        self.control_rate_hz = _as_float("control_rate_hz", self.declare_parameter(
+            "control_rate_hz", 10.0, _number_descriptor("realtime mode: wall-clock control ticks per second",
+                                                        "> 0")).value)
+        self.sim_control_freq = _as_float("sim_control_freq", self.declare_parameter(
+            "sim_control_freq", DEFAULT_CONTROL_FREQ, _number_descriptor(
+                "robosuite control_freq: simulated control steps per simulated second (keep equal to the "
+                "demonstrations' --control-freq so actions mean the same)", "1..500")).value)
         self.mode = self.declare_parameter("mode", "realtime", _descriptor(
             P.PARAMETER_STRING, "realtime: timer-driven steps; lockstep: one step per command",
             f"one of {list(MODES)}")).value
@@ -158,13 +172,15 @@ class SimNode(Node):
             P.PARAMETER_BOOL, "publish the scripted expert's action on the SIM_EXPERT_ACTION topic")).value)
         self.frame_id = self.declare_parameter("frame_id", "apo_sim_base", _descriptor(
             P.PARAMETER_STRING, "header frame_id of every published message")).value
-        self.command_timeout_s = float(self.declare_parameter("command_timeout_s", 0.5, _descriptor(
-            P.PARAMETER_DOUBLE, "realtime mode: a command older than this is replaced by zero motion",
-            "> 0")).value)
+        self.command_timeout_s = _as_float("command_timeout_s", self.declare_parameter(
+            "command_timeout_s", 0.5, _number_descriptor(
+                "realtime mode: a command older than this is replaced by zero motion", "> 0")).value)
         if self.mode not in MODES:
             raise SimConfigError(f"parameter 'mode': {self.mode!r} is not one of {list(MODES)}")
         if not 16 <= self.image_size <= 1024:
             raise SimConfigError(f"parameter 'image_size': {self.image_size} is outside 16..1024 pixels")
+        if not 1.0 <= self.sim_control_freq <= 500.0:
+            raise SimConfigError(f"parameter 'sim_control_freq': {self.sim_control_freq} is outside 1..500 Hz")
         for name in ("control_rate_hz", "command_timeout_s"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0):

@@ -126,7 +126,7 @@ def test_nan_and_malformed_commands_are_rejected():
 def test_realtime_mode_holds_then_follows_commands():
     with RosGraph() as g:
         node = g.add(SimNode(context=g.context, parameter_overrides=_params(
-            mode="realtime", control_rate_hz=50.0, command_timeout_s=0.2)))
+            mode="realtime", control_rate_hz=50, command_timeout_s=0.2)))  # an int works for a rate
         probe = Probe(g, node)
         g.wait_until(lambda: len(probe.states) >= 3, what="timer-driven observations without commands")
         z0 = probe.states[-1].eef_pose.position.z
@@ -149,6 +149,8 @@ def test_unknown_task_fails_at_start():
             SimNode(context=g.context, parameter_overrides=_params(task="Push"))
         with pytest.raises(SimConfigError, match="parameter 'mode'"):
             SimNode(context=g.context, parameter_overrides=_params(mode="fast"))
+        with pytest.raises(SimConfigError, match="parameter 'control_rate_hz'"):
+            SimNode(context=g.context, parameter_overrides=_params(control_rate_hz="fast"))
         with pytest.raises(ParameterException, match="image_size"):
             SimNode(context=g.context, parameter_overrides=_params(image_size="abc"))
         with pytest.raises(SimConfigError, match="unknown camera 'nope'"):
