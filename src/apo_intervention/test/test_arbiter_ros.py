@@ -78,9 +78,9 @@ class Rig:
     def wait_steps(self, n, what="steps"):
         self.g.wait_until(lambda: len(self.rec("STEP")) >= n, timeout=20, what=f"{n} {what}")
 
-    def wait_commands(self, pred, n=1, what="commands"):
-        """Wait until ``n`` more commands satisfying ``pred`` arrived after this call."""
-        start = len(self.rec("COMMAND"))
+    def wait_commands(self, pred, n=1, what="commands", start=None):
+        """Wait until ``n`` commands satisfying ``pred`` arrived after index ``start`` (default: now)."""
+        start = len(self.rec("COMMAND")) if start is None else start
         self.g.wait_until(lambda: sum(pred(c) for c in self.rec("COMMAND")[start:]) >= n, timeout=20, what=what)
 
 
@@ -175,9 +175,10 @@ def test_teleop_silence_returns_to_policy_after_its_timeout(rig):
     r = rig(teleop__timeout=0.15)
     r.stream_policy()
     r.wait_commands(is_policy, 2)
+    mark = len(r.rec("COMMAND"))
     for _ in range(3):
         r.teleop.publish(action_msg([0.0, 0.5, 0, 0, 0, 0, 1.0]))
-    r.wait_commands(lambda c: c.source == c.SOURCE_TELEOP, 1, "a teleop command")
+    r.wait_commands(lambda c: c.source == c.SOURCE_TELEOP, 1, "a teleop command", start=mark)
     r.wait_commands(is_policy, 2, "policy commands after teleop silence")  # no release sent: timeout
 
 
