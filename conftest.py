@@ -5,6 +5,7 @@ discovery is kept on this machine, logs go to a temporary directory, and renderi
 """
 
 import os
+import sys
 import tempfile
 
 
@@ -21,7 +22,8 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="apo-roslog-"))
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
-os.environ.setdefault("AMENT_PREFIX_PATH", os.environ.get("VIRTUAL_ENV", ""))
+if not os.environ.get("AMENT_PREFIX_PATH"):
+    os.environ["AMENT_PREFIX_PATH"] = sys.prefix  # the venv: apo_interfaces is installed into it
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

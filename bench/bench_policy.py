@@ -53,10 +53,10 @@ def main() -> None:
 
         def logp_pass(policy=policy, images=images, actions=actions, states=states):
             with torch.no_grad():
-                policy.forward_batch(policy.encode_batch(images, ["lift the red cube"] * b, states, actions))
+                policy.forward_batch(policy.encode_batch(images, ["lift the red cube"] * len(images), states, actions))
 
         def logp_grad(policy=policy, images=images, actions=actions, states=states):
-            m = policy.forward_batch(policy.encode_batch(images, ["lift the red cube"] * b, states, actions))
+            m = policy.forward_batch(policy.encode_batch(images, ["lift the red cube"] * len(images), states, actions))
             m.logps.sum().backward()
 
         lp_ms = _timed(logp_pass, max(5, args.iters // 5))

@@ -116,11 +116,10 @@ def run_node(make_node, program: str, args=None, should_stop=None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        if should_stop is None:
-            executor.spin()
-        else:
-            while rclpy.ok() and not should_stop(node):
-                executor.spin_once(timeout_sec=0.1)
+        # spin_once with a timeout, never a blocking spin(): with rclpy's signal handlers off, a node with
+        # no timer (the joystick teleop) would otherwise sit in rcl_wait and never see SIGINT/SIGTERM.
+        while rclpy.ok() and not (should_stop is not None and should_stop(node)):
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -46,8 +46,8 @@ def _share_dirs(package: str) -> list[Path]:
 
         try:
             dirs.append(Path(get_package_share_directory(package)))
-        except (PackageNotFoundError, KeyError, ValueError):
-            pass
+        except (PackageNotFoundError, KeyError, ValueError, OSError):
+            pass  # OSError: AMENT_PREFIX_PATH unset or empty; the prefixes below are tried next
     except ImportError:
         pass
     prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
