@@ -18,8 +18,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
@@ -61,7 +60,7 @@ class PolicyNode(Node):
         self._state_lock = threading.Lock()
         self._frames = LatestSlot()
         self._stats = {"published": 0, "rejected_nonfinite": 0, "bad_images": 0, "no_instruction": 0,
-                       "no_state": 0, "last_inference_ms": 0.0}
+                       "no_state": 0, "last_inference_ms": 0.0, "last_wait_ms": 0.0}
 
         self._pub = self.create_publisher(ActionCommand, topics.POLICY_ACTION, topic_qos(topics.POLICY_ACTION))
         self._diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, qos_profile("reliable", 10))
@@ -70,8 +69,10 @@ class PolicyNode(Node):
         self.create_subscription(RobotState, self.get_parameter("state_topic").value, self._on_state,
                                  topic_qos(topics.ROBOT_STATE))
         self.create_subscription(EpisodeEvent, topics.EPISODE, self._on_episode, topic_qos(topics.EPISODE))
-        self.create_service(LoadPolicy, topics.LOAD_POLICY, self._on_load,
-                            callback_group=MutuallyExclusiveCallbackGroup())
+        # Loading a version takes from a second (small VLA) to minutes (7B): the service lives on a
+        # companion node with its own executor thread, so frames keep flowing meanwhile.
+        self.loader_node = rclpy.create_node(f"{self.get_name()}_loader", context=self.context)
+        self.loader_node.create_service(LoadPolicy, topics.LOAD_POLICY, self._on_load)
         self.create_timer(1.0, self._publish_diagnostics)
         self._running = True
         self._worker = threading.Thread(target=self._inference_loop, name="policy-inference", daemon=True)
@@ -117,7 +118,7 @@ class PolicyNode(Node):
 
     # --- inputs ------------------------------------------------------------------------------
     def _on_image(self, msg: Image):
-        self._frames.put(msg)
+        self._frames.put((msg, time.perf_counter()))
 
     def _on_state(self, msg: RobotState):
         with self._state_lock:
@@ -130,9 +131,11 @@ class PolicyNode(Node):
     # --- inference ---------------------------------------------------------------------------
     def _inference_loop(self):
         while self._running:
-            msg = self._frames.take(timeout=0.2)
-            if msg is None:
+            item = self._frames.take(timeout=0.2)
+            if item is None:
                 continue
+            msg, arrived = item
+            self._stats["last_wait_ms"] = (time.perf_counter() - arrived) * 1000
             try:
                 self._infer_and_publish(msg)
             except Exception as exc:  # keep the loop alive; the arbiter holds when proposals stop
@@ -207,6 +210,7 @@ class PolicyNode(Node):
         self._frames.close()
         if self._worker.is_alive():
             self._worker.join(timeout=5.0)
+        self.loader_node.destroy_node()
         return super().destroy_node()
 
 
@@ -216,22 +220,37 @@ def _stamp_s(stamp) -> float:
 
 def main(args=None):
     rclpy.init(args=args)
-    executor = MultiThreadedExecutor(num_threads=3)
     try:
         node = PolicyNode()
     except Exception as exc:
         print(f"[apo_policy] failed to start: {exc}", flush=True)
         rclpy.try_shutdown()
         raise SystemExit(2) from None
+    # One single-threaded executor per node: measured lower and steadier frame-to-action latency than
+    # a multi-threaded executor sharing the GIL with the inference thread (bench/bench_control_loop.py).
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
+    loader = SingleThreadedExecutor()
+    loader.add_node(node.loader_node)
+    loader_thread = threading.Thread(target=_spin_quietly, args=(loader,), name="policy-loader", daemon=True)
+    loader_thread.start()
     try:
         executor.spin()  # rclpy's signal handlers turn SIGINT/SIGTERM into a context shutdown
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         executor.shutdown(timeout_sec=2.0)
+        loader.shutdown(timeout_sec=2.0)
+        loader_thread.join(timeout=5.0)
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+def _spin_quietly(executor) -> None:
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
 
 
 if __name__ == "__main__":
