@@ -120,3 +120,16 @@ def test_settings_reject_unknown_keys(tmp_path):
         load_retrain_settings({"lifelong_every": 3})
     with pytest.raises(ConfigError, match="backend.command"):
         load_retrain_settings({"backend": {"kind": "command"}})
+
+
+def test_promotion_stands_when_the_policy_node_cannot_be_told(tmp_path):
+    store, m = _setup(tmp_path, n=2)
+
+    def unreachable(version):
+        raise RuntimeError("policy node gone")
+
+    m._on_promoted = unreachable
+    assert m.submit(RetrainRequest())[0]
+    status = m.wait(300)
+    assert status.state == "succeeded" and "policy node gone" in status.message
+    assert store.current_version() == "v0002"

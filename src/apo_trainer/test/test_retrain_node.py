@@ -102,3 +102,34 @@ def test_killed_retrain_job_leaves_deployed_version(tmp_path):
 
     m = RetrainManager(load_retrain_settings(str(cfg)))
     assert m.status(res.job_id).state == "failed" and "interrupted" in m.status(res.job_id).message
+
+
+def test_lifelong_mode_retrains_every_n_episodes(tmp_path):
+    from rclpy.parameter import Parameter
+
+    from apo_interfaces.msg import EpisodeEvent, RetrainStatus
+    from apo_trainer.retrain_node import RetrainNode
+
+    store, cfg = _world(tmp_path, n_bags=2)
+    statuses = []
+    with RosGraph() as g:
+        g.add(RetrainNode(context=g.context, parameter_overrides=[
+            Parameter("config_file", value=str(cfg)), Parameter("lifelong_every_n_episodes", value=2),
+            Parameter("lifelong_delay_s", value=0.2)]))
+        probe = g.probe_node()
+        probe.create_subscription(RetrainStatus, topics.RETRAIN_STATUS_TOPIC, statuses.append,
+                                  topic_qos(topics.RETRAIN_STATUS_TOPIC))
+        pub = probe.create_publisher(EpisodeEvent, topics.EPISODE, topic_qos(topics.EPISODE))
+        g.wait_for_subscribers(pub)
+        # one finished episode: not yet
+        pub.publish(EpisodeEvent(episode_id="ep0", event=EpisodeEvent.EVENT_SUCCESS))
+        pub.publish(EpisodeEvent(episode_id="ep0", event=EpisodeEvent.EVENT_END))  # same episode, counted once
+        time.sleep(1.5)
+        assert not any(s.job_id for s in statuses)
+        # the second one triggers a job on the new bags
+        pub.publish(EpisodeEvent(episode_id="ep1", event=EpisodeEvent.EVENT_FAILURE))
+        g.wait_until(lambda: statuses and statuses[-1].state in (RetrainStatus.STATE_SUCCEEDED,
+                                                                 RetrainStatus.STATE_FAILED),
+                     timeout=300, what="lifelong job end")
+        assert statuses[-1].state == RetrainStatus.STATE_SUCCEEDED, statuses[-1].message
+    assert store.current_version() == "v0002"

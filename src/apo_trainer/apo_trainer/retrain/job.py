@@ -198,7 +198,10 @@ class RetrainManager:
             return False, str(exc), self.store.current_version() or ""
         with self._lock:
             self._latest.deployed_version = new
-        self._on_promoted(new)
+        try:
+            self._on_promoted(new)
+        except Exception as exc:
+            return True, f"deployed version is now {new} (the running policy was not told: {exc})", new
         return True, f"deployed version is now {new}", new
 
     def wait(self, timeout: float | None = None) -> JobStatus:
@@ -215,7 +218,10 @@ class RetrainManager:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(status), indent=1))
         os.replace(tmp, path)
-        self._on_update(status)
+        try:
+            self._on_update(status)
+        except Exception:  # a listener's failure (e.g. ROS shutting down) must not change the job's outcome
+            pass
 
     def _mark_interrupted_jobs(self) -> None:
         for path in self.jobs_dir.glob("*/status.json"):
@@ -391,7 +397,10 @@ class _Job:
         self.status.candidate_version = version
         self.status.deployed_version = version
         self._set("succeeded", 1.0, f"promoted {version} (from {self.status.base_version})")
-        self.m._on_promoted(version)
+        try:
+            self.m._on_promoted(version)  # e.g. ask the policy node to load it; the promotion stands regardless
+        except Exception as exc:
+            self.status.message += f"; the running policy was not told to load it: {exc}"
 
     # --- subprocesses ------------------------------------------------------------------------
     def _run_logged(self, cmd, log_name: str, shell: bool = False, progress=None) -> None:
