@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 
 
 class RosGraph:
@@ -33,14 +34,27 @@ class RosGraph:
         rclpy.init(context=self.context)
         self.executor = MultiThreadedExecutor(num_threads=num_threads, context=self.context)
         self.nodes = []
+        self.errors: list[BaseException] = []  # exceptions raised in callbacks (also printed)
+        self._closing = False
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
     def _spin(self):
-        try:
-            self.executor.spin()
-        except Exception:  # context shut down underneath us: expected at teardown
-            pass
+        # spin_once in a loop rather than spin(): an exception raised in a node's callback is printed
+        # and kept in ``errors`` and the graph keeps running, instead of the executor stopping silently
+        # (which would surface in a test only as a timeout far from its cause).
+        from rclpy.executors import ExternalShutdownException, ShutdownException
+
+        while not self._closing and self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.1)
+            except (ExternalShutdownException, ShutdownException):
+                break
+            except Exception as exc:
+                if self._closing or not self.context.ok():
+                    break
+                self.errors.append(exc)
+                traceback.print_exception(exc)
 
     def add(self, node):
         self.nodes.append(node)
@@ -74,6 +88,7 @@ class RosGraph:
         return future.result()
 
     def close(self):
+        self._closing = True
         self.executor.shutdown(timeout_sec=2.0)
         self._thread.join(timeout=5.0)
         for node in self.nodes:
