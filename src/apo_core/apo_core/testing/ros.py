@@ -53,8 +53,9 @@ class RosGraph:
             except Exception as exc:
                 if self._closing or not self.context.ok():
                     break
-                self.errors.append(exc)
-                traceback.print_exception(exc)
+                if not any(e is exc for e in self.errors):  # the executor may re-raise the same one
+                    self.errors.append(exc)
+                    traceback.print_exception(exc)
 
     def add(self, node):
         self.nodes.append(node)
