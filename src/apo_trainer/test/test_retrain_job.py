@@ -133,3 +133,15 @@ def test_promotion_stands_when_the_policy_node_cannot_be_told(tmp_path):
     status = m.wait(300)
     assert status.state == "succeeded" and "policy node gone" in status.message
     assert store.current_version() == "v0002"
+
+
+def test_command_backend_runs_the_configured_command_line(tmp_path):
+    # What a GPU node through ssh / a scheduler looks like, minus the ssh: a shell command over shared paths.
+    store, m = _setup(tmp_path, n=2, backend={
+        "kind": "command", "command": "echo remote job {job_id}; {python} -m apo_trainer.train --config {config}"})
+    assert m.submit(RetrainRequest())[0]
+    status = m.wait(300)
+    assert status.state == "succeeded", status.message
+    assert store.current_version() == "v0002"
+    log = (m.jobs_dir / status.job_id / "train.log").read_text()
+    assert f"remote job {status.job_id}" in log
