@@ -106,6 +106,24 @@ def train_base(settings: DemoSettings, out: Path, expert: Path) -> str:
     return version
 
 
+# The paper's lr (5e-5) is for LoRA on a 7B model over many GPU steps; the small VLA retrained for a
+# few hundred CPU steps needs a larger step size to move at all.
+DEMO_RETRAIN_OVERRIDES = {"train_overrides": {"optim": {"lr": 1e-3}}}
+
+
+def demo_retrain_config(out: Path) -> Path:
+    """config/retrain.yaml with the demo's overrides, written next to the demo's outputs."""
+    import yaml
+
+    from apo_bringup.graph import default_graph_path
+    from apo_core.config import merge_overrides, read_yaml
+
+    data = merge_overrides(read_yaml(default_graph_path().parent / "retrain.yaml"), DEMO_RETRAIN_OVERRIDES)
+    path = out / "retrain.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
 def deploy_graph_args(settings: DemoSettings, out: Path, expert: Path) -> dict:
     from apo_sim.env import task_spec
 
@@ -115,6 +133,7 @@ def deploy_graph_args(settings: DemoSettings, out: Path, expert: Path) -> dict:
         "operator": "scripted", "operator_episodes": 0, "operator_autostart": False,
         "control_rate_hz": settings.control_rate_hz, "image_size": settings.image_size,
         "max_episode_steps": settings.max_episode_steps, "retrain": True,
+        "retrain_config": str(demo_retrain_config(out)),
         "retrain_work_dir": str(out / "retrain"), "expert_data": str(expert),
         "retrain_steps": settings.retrain_steps,
     }

@@ -150,7 +150,11 @@ def resolve_arguments(graph: GraphFile, overrides: dict[str, Any] | None = None)
 def resolve_graph(graph: GraphFile, overrides: dict[str, Any] | None = None) -> list[NodeSpec]:
     """The nodes to start for these argument values, with substitutions applied."""
     values = resolve_arguments(graph, overrides)
-    values["config_dir"] = str(Path(graph.path).resolve().parent)
+    builtins = {"config_dir": str(Path(graph.path).resolve().parent)}
+    # argument values may use the built-ins (e.g. a default of "${config_dir}/retrain.yaml")
+    values = {k: _SUB.sub(lambda m: builtins.get(m.group(1), m.group(0)), v) if isinstance(v, str) else v
+              for k, v in values.items()}
+    values.update(builtins)
     out = []
     for node in graph.nodes:
         if not all(_same(values[k], v) for k, v in node.when.items()):

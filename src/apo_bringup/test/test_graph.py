@@ -79,6 +79,8 @@ def test_malformed_graph_names_the_key(tmp_path, mutation, match):
 def test_shipped_graph_file_resolves():
     graph = load_graph_file(default_graph_path())
     specs = resolve_graph(graph)
+    retrain = next(s for s in specs if s.name == "apo_retrain")
+    assert retrain.parameters["config_file"] == str(default_graph_path().resolve().parent / "retrain.yaml")
     names = {s.name for s in specs}
     assert {"apo_sim", "apo_policy", "apo_arbiter", "apo_recorder", "apo_scripted_operator", "apo_retrain",
             "apo_joy_teleop"} <= names
