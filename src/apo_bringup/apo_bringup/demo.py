@@ -108,7 +108,7 @@ def train_base(settings: DemoSettings, out: Path, expert: Path) -> str:
 
 # The paper's lr (5e-5) is for LoRA on a 7B model over many GPU steps; the small VLA retrained for a
 # few hundred CPU steps needs a larger step size to move at all.
-DEMO_RETRAIN_OVERRIDES = {"train_overrides": {"optim": {"lr": 1e-3}}}
+DEMO_RETRAIN_OVERRIDES = {"train_overrides": {"optim": {"lr": 3e-4}}}
 
 
 def demo_retrain_config(out: Path) -> Path:
@@ -155,6 +155,7 @@ def run_demo(settings: DemoSettings) -> int:
     from apo_bringup.graph import default_graph_path, load_graph_file, resolve_graph
     from apo_bringup.runner import GraphRunner
     from apo_bringup.session import DeploySession
+    from apo_core.model_store import ModelStore
 
     out = Path(settings.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -182,15 +183,26 @@ def run_demo(settings: DemoSettings) -> int:
             status = session.retrain(loss=settings.loss, steps=settings.retrain_steps,
                                      on_progress=lambda s: say(f"retrain {s.job_id}: {100 * s.progress:5.1f} % "
                                                                f"{s.message}"))
-            summary["retrain"] = {"state": status.state, "message": status.message,
+            summary["retrain"] = {"state": status.state, "message": status.message, "job_id": status.job_id,
                                   "metrics": dict(zip(status.metric_names, status.metric_values, strict=True))}
-            if status.state != status.STATE_SUCCEEDED:
-                raise RuntimeError(f"retraining did not promote a new version: {status.message}")
-            new = status.deployed_version
-            session.wait_policy_version(new)
-            say(f"the policy node now runs {new}")
+            candidate = out / "retrain" / "jobs" / status.job_id / "train" / "policy"
+            if status.state == status.STATE_SUCCEEDED:
+                new = status.deployed_version
+                session.wait_policy_version(new)
+                say(f"the policy node now runs {new}")
+                summary["candidates"] = [(base, str(ModelStore(out / "models").path(base))),
+                                         (new, str(ModelStore(out / "models").path(new)))]
+            elif "candidate rejected" in status.message and candidate.is_dir():
+                # The promotion gate kept the deployed version: that is the loop protecting the robot.
+                # Round 2 runs on the deployed version; the candidate is still evaluated offline below.
+                new = base
+                say(f"the promotion gate kept {base}: {status.message}")
+                summary["candidates"] = [(base, str(ModelStore(out / "models").path(base))),
+                                         ("rejected candidate", str(candidate))]
+            else:
+                raise RuntimeError(f"retraining failed: {status.message}")
         summary["new_version"] = new
-        with timer(f"deploy {new}"):
+        with timer(f"deploy {new} (round 2)"):
             summary["round2"] = [r.outcome for r in run_round(session, settings, new)]
     except Exception as exc:  # keep going to the report with what was recorded
         failure = f"{type(exc).__name__}: {exc}"
@@ -203,9 +215,9 @@ def run_demo(settings: DemoSettings) -> int:
             session.close()
         runner.stop()
 
-    if "new_version" in summary:
+    if "candidates" in summary:
         with timer("evaluation"):
-            summary["evaluation"] = evaluate_versions(settings, out, [base, summary["new_version"]])
+            summary["evaluation"] = evaluate_versions(settings, summary["candidates"])
     with timer("report"):
         from apo_trainer.analysis import write_report
 
@@ -222,14 +234,13 @@ def run_demo(settings: DemoSettings) -> int:
     return 1 if failure else 0
 
 
-def evaluate_versions(settings: DemoSettings, out: Path, versions: list[str]) -> dict:
-    from apo_core.model_store import ModelStore
+def evaluate_versions(settings: DemoSettings, candidates: list[tuple[str, str]]) -> dict:
+    """Each policy alone (no operator) on the same simulated scenes (same seeds)."""
     from apo_sim.rollout import evaluate_policy
 
-    store = ModelStore(out / "models")
     results = {}
-    for v in versions:
-        r = evaluate_policy(store.path(v), settings.task, settings.eval_episodes, seed=50_000,
+    for v, path in candidates:
+        r = evaluate_policy(Path(path), settings.task, settings.eval_episodes, seed=50_000,
                             max_steps=settings.max_episode_steps, progress=True)
         results[v] = {"success_rate": r.success_rate, "successes": r.successes, "episodes": r.episodes,
                       "mean_steps": sum(r.steps) / max(1, len(r.steps))}
