@@ -54,4 +54,5 @@ QOS = {
     SIM_EXPERT_ACTION: ("reliable", 10),
     SIM_TASK_PROGRESS: ("reliable", 10),
     RETRAIN_STATUS_TOPIC: ("latched", 1),
+    DIAGNOSTICS: ("reliable", 10),
 }

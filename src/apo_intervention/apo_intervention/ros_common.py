@@ -21,7 +21,7 @@ _ROS_PARAMETERS = {"use_sim_time", "start_type_description_service", "config_fil
 
 
 def qos_for(topic: str):
-    """apo_core's profile for ``topic``; reliable depth 10 for topics it has no entry for (/diagnostics)."""
+    """apo_core's profile for ``topic``; reliable depth 10 for a topic it has no entry for."""
     try:
         return topic_qos(topic)
     except KeyError:

@@ -27,7 +27,7 @@ from apo_core.errors import ApoError
 from apo_core.image_codec import ImageEncodingError, image_to_rgb
 from apo_core.model_store import resolve_policy_dir
 from apo_core.policy import Observation, load_policy
-from apo_core.ros_qos import qos_profile, topic_qos
+from apo_core.ros_qos import topic_qos
 from apo_interfaces.msg import ActionCommand, EpisodeEvent, RobotState
 from apo_interfaces.srv import LoadPolicy
 from apo_policy_node.latest import LatestSlot
@@ -63,7 +63,7 @@ class PolicyNode(Node):
                        "no_state": 0, "last_inference_ms": 0.0, "last_wait_ms": 0.0}
 
         self._pub = self.create_publisher(ActionCommand, topics.POLICY_ACTION, topic_qos(topics.POLICY_ACTION))
-        self._diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, qos_profile("reliable", 10))
+        self._diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, topic_qos(topics.DIAGNOSTICS))
         self.create_subscription(Image, self.get_parameter("image_topic").value, self._on_image,
                                  topic_qos(topics.IMAGE))
         self.create_subscription(RobotState, self.get_parameter("state_topic").value, self._on_state,
