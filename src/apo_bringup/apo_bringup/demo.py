@@ -221,7 +221,7 @@ def run_demo(settings: DemoSettings) -> int:
     with timer("report"):
         from apo_trainer.analysis import write_report
 
-        report = write_report([out / "bags"], out / "report", progress=False)
+        write_report([out / "bags"], out / "report", progress=False)
     summary["phases"] = dict(timer.phases)
     summary["failure"] = failure
     (out / "report" / "demo.json").write_text(json.dumps(_jsonable(summary), indent=2))
@@ -230,7 +230,6 @@ def run_demo(settings: DemoSettings) -> int:
     print((out / "report" / "report.md").read_text())
     print(timer.table())
     say(f"report: {out / 'report' / 'report.md'}; plots in {out / 'report' / 'plots'}")
-    del report
     return 1 if failure else 0
 
 
