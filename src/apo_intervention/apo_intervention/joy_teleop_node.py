@@ -18,7 +18,13 @@ from apo_interfaces.msg import ActionCommand
 from apo_interfaces.srv import EpisodeControl
 from apo_intervention.config import JoyMappingConfig
 from apo_intervention.joy_mapping import JoyMapping, JoyTeleopLogic
-from apo_intervention.ros_common import destroy_on_error, load_node_config, qos_for, run_node, send_last
+from apo_intervention.ros_common import (
+    destroy_on_error,
+    load_node_config,
+    publish_teleop_action,
+    qos_for,
+    run_node,
+)
 
 EPISODE_REQUEST = {"start": EpisodeControl.Request.START, "success": EpisodeControl.Request.SUCCESS,
                    "failure": EpisodeControl.Request.FAILURE, "abort": EpisodeControl.Request.ABORT}
@@ -85,14 +91,7 @@ class JoyTeleopNode(Node):
             self.episodes.request(command)
 
     def _publish(self, action: list[float], last: bool = False) -> None:
-        cmd = ActionCommand()
-        cmd.header.stamp = self.get_clock().now().to_msg()
-        cmd.action = action
-        cmd.source = ActionCommand.SOURCE_TELEOP
-        if last:
-            send_last(self.action_pub, cmd)
-        else:
-            self.action_pub.publish(cmd)
+        publish_teleop_action(self, self.action_pub, action, last)
 
     def on_shutdown(self) -> None:
         if self.logic.deadman_held:

@@ -22,7 +22,13 @@ from apo_interfaces.msg import ActionCommand
 from apo_intervention.config import KeyboardConfig
 from apo_intervention.joy_teleop_node import EpisodeCaller
 from apo_intervention.keyboard import EPISODE_COMMANDS, HELP, KeyboardMapping
-from apo_intervention.ros_common import destroy_on_error, load_node_config, qos_for, run_node, send_last
+from apo_intervention.ros_common import (
+    destroy_on_error,
+    load_node_config,
+    publish_teleop_action,
+    qos_for,
+    run_node,
+)
 
 
 class KeyboardTeleopNode(Node):
@@ -78,14 +84,7 @@ class KeyboardTeleopNode(Node):
         return commands
 
     def _publish(self, action: list[float], last: bool = False) -> None:
-        cmd = ActionCommand()
-        cmd.header.stamp = self.get_clock().now().to_msg()
-        cmd.action = action
-        cmd.source = ActionCommand.SOURCE_TELEOP
-        if last:
-            send_last(self.action_pub, cmd)
-        else:
-            self.action_pub.publish(cmd)
+        publish_teleop_action(self, self.action_pub, action, last)
 
     @staticmethod
     def _say(text: str) -> None:

@@ -67,6 +67,20 @@ def send_last(publisher, msg, timeout: float = 0.5) -> None:
         pass
 
 
+def publish_teleop_action(node, publisher, action: list[float], last: bool = False) -> None:
+    """A human input's action (empty = release) on TELEOP_ACTION; ``last`` waits for it to be acked."""
+    from apo_interfaces.msg import ActionCommand
+
+    cmd = ActionCommand()
+    cmd.header.stamp = node.get_clock().now().to_msg()
+    cmd.action = action
+    cmd.source = ActionCommand.SOURCE_TELEOP
+    if last:
+        send_last(publisher, cmd)
+    else:
+        publisher.publish(cmd)
+
+
 def _declare_effective(node, cfg, prefix: str) -> None:
     from rcl_interfaces.msg import ParameterDescriptor
 
