@@ -28,7 +28,7 @@ PRESETS = {
     "quick": dict(demo_episodes=6, bc_steps=300, bc_batch=16, round_episodes=3, max_episode_steps=80,
                   retrain_steps=40, eval_episodes=4, image_size=64),
     # about 15 minutes on 2 cores
-    "default": dict(demo_episodes=24, bc_steps=1200, bc_batch=16, round_episodes=8, max_episode_steps=120,
+    "default": dict(demo_episodes=24, bc_steps=1000, bc_batch=32, round_episodes=8, max_episode_steps=120,
                     retrain_steps=200, eval_episodes=10, image_size=84),
 }
 
@@ -40,6 +40,9 @@ class DemoSettings:
     demo_episodes: int = 24
     bc_steps: int = 1200
     bc_batch: int = 16
+    # On simulator demos lr 1e-3 fits far better than the BC preset's 3e-3 (tuned on synthetic data): with
+    # 30 Lift demos, 1500 steps, batch 32: training L1 0.0005 vs 0.12 and 4/10 vs 0/10 autonomous successes.
+    bc_lr: float = 1e-3
     round_episodes: int = 8
     max_episode_steps: int = 120
     retrain_steps: int = 200
@@ -97,6 +100,7 @@ def train_base(settings: DemoSettings, out: Path, expert: Path) -> str:
         "output_dir": str(out / "bc"),
         "data": {"paths": [str(expert)]},
         "policy": {"image_size": settings.image_size},
+        "optim": {"lr": settings.bc_lr},
         "train": {"max_steps": settings.bc_steps, "batch_size": settings.bc_batch, "seed": settings.seed,
                   "checkpoint_every": max(100, settings.bc_steps // 4), "log_every": 50},
     })
