@@ -190,18 +190,18 @@ def run_demo(settings: DemoSettings) -> int:
             summary["retrain"] = {"state": status.state, "message": status.message, "job_id": status.job_id,
                                   "metrics": dict(zip(status.metric_names, status.metric_values, strict=True))}
             candidate = out / "retrain" / "jobs" / status.job_id / "train" / "policy"
+            store = ModelStore(out / "models")
             if status.state == status.STATE_SUCCEEDED:
                 new = status.deployed_version
                 session.wait_policy_version(new)
                 say(f"the policy node now runs {new}")
-                summary["candidates"] = [(base, str(ModelStore(out / "models").path(base))),
-                                         (new, str(ModelStore(out / "models").path(new)))]
+                summary["candidates"] = [(base, str(store.path(base))), (new, str(store.path(new)))]
             elif "candidate rejected" in status.message and candidate.is_dir():
                 # The promotion gate kept the deployed version: that is the loop protecting the robot.
                 # Round 2 runs on the deployed version; the candidate is still evaluated offline below.
                 new = base
                 say(f"the promotion gate kept {base}: {status.message}")
-                summary["candidates"] = [(base, str(ModelStore(out / "models").path(base))),
+                summary["candidates"] = [(base, str(store.path(base))),
                                          ("rejected candidate", str(candidate))]
             else:
                 raise RuntimeError(f"retraining failed: {status.message}")

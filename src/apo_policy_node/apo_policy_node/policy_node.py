@@ -193,8 +193,7 @@ class PolicyNode(Node):
         status = DiagnosticStatus(name="apo_policy", hardware_id="policy")
         status.level = DiagnosticStatus.OK
         status.message = f"version {self.policy_version}"
-        values = {**self._stats, "frames_received": self._frames.received, "frames_dropped_stale": self._frames.dropped,
-                  "version": self.policy_version, "instruction": self._instruction}
+        values = {**self.stats, "version": self.policy_version, "instruction": self._instruction}
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
