@@ -74,6 +74,21 @@ def merge_overrides(base: dict, overrides: dict) -> dict:
     return out
 
 
+def nest_dotted(flat: dict) -> dict:
+    """``{"teleop.timeout": 0.3}`` -> ``{"teleop": {"timeout": 0.3}}``."""
+    out: dict = {}
+    for key, value in flat.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"{key}: {part!r} is a value, not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
 def parse_dotted_overrides(items: list[str]) -> dict:
     """``["train.lr=1e-4", "loss=apo"]`` -> nested dict, values parsed as YAML scalars."""
     out: dict = {}
@@ -143,6 +158,8 @@ def _coerce(value: Any, hint, where: str):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):
+            value = _float_text(value, where)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         value = float(value)
@@ -154,3 +171,11 @@ def _coerce(value: Any, hint, where: str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
     return value
+
+
+def _float_text(text: str, where: str) -> float:
+    """A number written as text: YAML 1.1 (PyYAML) reads ``3e-4`` (no dot) as a string, not a float."""
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{where}: expected a number, got {text!r}") from None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from apo_core.config import load_config, merge_overrides, read_yaml
+from apo_core.config import load_config, merge_overrides, nest_dotted, read_yaml
 from apo_core.errors import ConfigError, MissingPathError
 from apo_intervention.validation import check_limits
 
@@ -287,21 +287,6 @@ def read_config_file(path) -> dict:
         if isinstance(only, dict) and set(only) == {"ros__parameters"}:
             return only["ros__parameters"] or {}
     return data
-
-
-def nest_dotted(flat: dict) -> dict:
-    """``{"teleop.timeout": 0.3}`` -> ``{"teleop": {"timeout": 0.3}}``."""
-    out: dict = {}
-    for key, value in flat.items():
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            nxt = node.setdefault(part, {})
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"{key}: {part!r} is a value, not a section")
-            node = nxt
-        node[parts[-1]] = value
-    return out
 
 
 def assemble_config(cls, config_file: str | os.PathLike | None = None, overrides: dict | None = None):
