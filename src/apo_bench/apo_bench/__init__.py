@@ -1,0 +1,1 @@
+"""The APO benchmark in simulation: does a round of takeovers plus APO make the policy better?"""
