@@ -99,7 +99,7 @@ class Episode:
         return len(self.actions)
 
     def labels(self, k: int = DEFAULT_K) -> np.ndarray:
-        return apply_k_window(self.live_labels, k).astype(np.uint8)
+        return apply_k_window(self.live_labels, k, modes=self.modes).astype(np.uint8)
 
 
 def episode_group_name(index: int) -> str:

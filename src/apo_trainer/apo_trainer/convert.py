@@ -350,7 +350,7 @@ def _convert(bag: Path, output: Path, options, known, action_dim, result: BagRes
     result.status = "recovered" if mode == "recovered" else "added"
     result.episode_id = info.episode_id
     result.steps = len(episode)
-    result.labels = label_counts(apply_k_window(episode.live_labels, options.k))
+    result.labels = label_counts(apply_k_window(episode.live_labels, options.k, modes=episode.modes))
     result.missing_steps = sink.missing_ranges()
     result.dropped = dict(sink.dropped)
     result.notes.extend(sink.notes)
@@ -675,7 +675,7 @@ def relabel(output, k: int) -> int:
         names = sorted_episode_names(f)
         for name in names:
             g = f["data"][name]
-            g["labels"][...] = apply_k_window(g["live_labels"][()], k).astype(np.uint8)
+            g["labels"][...] = apply_k_window(g["live_labels"][()], k, modes=g.get("modes")).astype(np.uint8)
             g.attrs["k_window"] = k
     return len(names)
 
