@@ -137,7 +137,8 @@ def round_statistics(episodes: list[EpisodeSummary], k: int = DEFAULT_K) -> list
         finished = [e for e in eps if e.outcome in ("success", "failure")]
         driven = sum(int(e.driven.sum()) for e in eps)
         human = sum(e.human_steps for e in eps)
-        labels = np.concatenate([apply_k_window(e.live_labels, k)[e.driven] for e in eps]) if eps else []
+        labels = np.concatenate([apply_k_window(e.live_labels, k, modes=e.modes)[e.driven] for e in eps]) \
+            if eps else []
         rows.append({
             "round": len(rows),
             "policy_version": version,
@@ -225,7 +226,7 @@ def plot_episode_trace(ep: EpisodeSummary, path: Path, k: int) -> Path:
     names = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"][:dims] + [f"a{i}" for i in range(7, dims)]
     fig, axes = plt.subplots(max(dims, 1), 1, figsize=(10, 1.2 * max(dims, 1) + 1), sharex=True, squeeze=False)
     t = np.arange(ep.steps)
-    labels = apply_k_window(ep.live_labels, k)
+    labels = apply_k_window(ep.live_labels, k, modes=ep.modes)
     human = ep.live_labels == Label.HUMAN
     for d in range(dims):
         ax = axes[d, 0]

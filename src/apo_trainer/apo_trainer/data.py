@@ -6,7 +6,8 @@ Each kept step has a *kind* (DESIGN.md):
   desirable, whatever its live label (no K-window: nobody took over from an expert);
 - ``autonomous``: label 1 after the K-window, desirable;
 - ``human``: label 2, a human correction, desirable;
-- ``undesirable``: label 0, one of the K autonomous steps before a takeover.
+- ``undesirable``: label 0, one of the K steps the policy executed before a takeover (HOLD / E-STOP
+  steps are not counted in K; the step modes are read from the ``modes`` dataset).
 
 The balanced sampler draws from three *groups*: ``desirable`` (expert + autonomous), ``human`` and
 ``undesirable``. Steps recorded while the arbiter was in HOLD or E-STOP mode are dropped: nobody
@@ -78,12 +79,17 @@ class DatasetSummary:
         }
 
 
-def kinds_from_labels(live_labels, source: str, k: int) -> np.ndarray:
-    """Per-step kind codes for one episode (see the module docstring)."""
+def kinds_from_labels(live_labels, source: str, k: int, modes=None) -> np.ndarray:
+    """Per-step kind codes for one episode (see the module docstring).
+
+    With ``modes`` the K-window counts only the policy's own steps (HOLD / E-STOP steps are skipped,
+    :func:`apo_core.labels.apply_k_window`); those steps come out AUTONOMOUS here and are dropped by
+    the caller.
+    """
     live = np.asarray(live_labels)
     if source == "expert":
         return np.full(live.shape, EXPERT, dtype=np.int8)
-    labels = apply_k_window(live, k)
+    labels = apply_k_window(live, k, modes=modes)
     kinds = np.empty(labels.shape, dtype=np.int8)
     kinds[labels == Label.AUTONOMOUS] = AUTONOMOUS
     kinds[labels == Label.HUMAN] = HUMAN
@@ -164,11 +170,12 @@ class StepDataset(torch.utils.data.Dataset):
                     if a_shape[0] != t or g["obs/image"].shape[0] != t:
                         raise TrainingDataError(f"{where}: {t} labels but {a_shape[0]} actions and "
                                                 f"{g['obs/image'].shape[0]} images")
-                    modes = g["modes"][()] if "modes" in g else np.zeros(t, np.uint8)
+                    stored_modes = g["modes"][()] if "modes" in g else None
+                    modes = stored_modes if stored_modes is not None else np.zeros(t, np.uint8)
                     attrs = g.attrs
                     source = str(attrs.get("source", "interactive"))
                     try:
-                        kinds_ep = kinds_from_labels(live, source, k)
+                        kinds_ep = kinds_from_labels(live, source, k, modes=stored_modes)
                     except ValueError as exc:
                         raise TrainingDataError(f"{where}: {exc}") from exc
                     keep_mode = ~np.isin(modes, DROPPED_MODES)
