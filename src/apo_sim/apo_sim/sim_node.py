@@ -26,8 +26,13 @@ Modes (parameter ``mode``):
 
 All simulator work (construction, reset, step, render, expert) runs in one worker thread that owns
 the robosuite environment and its GL context, so callbacks only enqueue and the executor never
-waits for the simulator. A wrong parameter (unknown task, mode, camera, ...) makes the constructor
-raise :class:`apo_sim.env.SimConfigError` naming the parameter; ``main`` prints it and exits 2.
+waits for the simulator.
+
+Parameters: :class:`apo_sim.node_config.SimNodeConfig` (names, defaults, ranges, help texts). An unknown
+parameter, a wrong type or value (unknown task, mode, ...) makes the constructor raise
+:class:`apo_core.errors.ConfigError` naming it (a camera the scene lacks: :class:`apo_sim.env.SimConfigError`);
+``main`` prints it and exits 2. Both subscriptions go through a :class:`~apo_core.ros_params.CallbackGuard`:
+a message that makes a callback raise is dropped and logged, and the simulator keeps running.
 """
 
 from __future__ import annotations
@@ -41,8 +46,6 @@ import time
 import numpy as np
 import rclpy
 from geometry_msgs.msg import Pose
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType
-from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
@@ -51,54 +54,32 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray, Header
 
 from apo_core import topics
-from apo_core.errors import InvalidActionError
+from apo_core.errors import ApoError, InvalidActionError
+from apo_core.ros_params import CallbackGuard, load_parameters
 from apo_core.ros_qos import topic_qos
 from apo_interfaces.msg import ActionCommand, EpisodeEvent, RobotState
-from apo_sim.env import (
-    ACTION_DIM,
-    DEFAULT_CAMERA,
-    DEFAULT_CONTROL_FREQ,
-    TASKS,
-    Observation,
-    SimConfigError,
-    SimEnv,
-    validate_action,
-)
+from apo_sim.env import ACTION_DIM, Observation, SimEnv, validate_action
 from apo_sim.expert import ScriptedExpert
+from apo_sim.node_config import SimNodeConfig
 
-MODES = ("realtime", "lockstep")
 NODE_NAME = "apo_sim"
 _STOP = object()
-
-
-def _descriptor(ptype, description: str, constraints: str = "") -> ParameterDescriptor:
-    return ParameterDescriptor(type=ptype, description=description, additional_constraints=constraints,
-                               read_only=True)
-
-
-def _number_descriptor(description: str, constraints: str = "") -> ParameterDescriptor:
-    # Dynamically typed so that "control_rate_hz:=20" (parsed as an integer) works like 20.0.
-    return ParameterDescriptor(description=description, additional_constraints=constraints, read_only=True,
-                               dynamic_typing=True)
-
-
-def _as_float(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SimConfigError(f"parameter '{name}': expected a number, got {value!r}")
-    return float(value)
 
 
 class SimNode(Node):
     """The simulated robot driver. ``SimNode(context=...)`` for in-process use (tests)."""
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs):
-        super().__init__(node_name, **kwargs)
+        # Every parameter given at start is declared, so a misspelt one reaches the strict check.
+        super().__init__(node_name, automatically_declare_parameters_from_overrides=True, **kwargs)
         self._started = self.get_clock().now()
         try:
-            self._declare_and_validate()
-        except (SimConfigError, ParameterException):
+            self.cfg = load_parameters(self, SimNodeConfig)
+        except ApoError:
             super().destroy_node()
             raise
+        # A bad message is dropped and counted, never allowed to stop the executor (and the simulator).
+        self.guard = CallbackGuard(self)
         self.rejected_commands = 0
         self.steps_taken = 0
         self.resets = 0
@@ -115,7 +96,7 @@ class SimNode(Node):
         self._pub_state = self.create_publisher(RobotState, topics.ROBOT_STATE, topic_qos(topics.ROBOT_STATE))
         self._pub_expert = (self.create_publisher(ActionCommand, topics.SIM_EXPERT_ACTION,
                                                   topic_qos(topics.SIM_EXPERT_ACTION))
-                            if self.publish_expert else None)
+                            if self.cfg.publish_expert else None)
         self._pub_progress = self.create_publisher(Float64MultiArray, topics.SIM_TASK_PROGRESS,
                                                    topic_qos(topics.SIM_TASK_PROGRESS))
 
@@ -132,61 +113,18 @@ class SimNode(Node):
             raise self._init_error
 
         # Lockstep must not lose a burst of commands: a deeper history than the graph default.
-        cmd_qos = topic_qos(topics.COMMAND, depth=1000 if self.mode == "lockstep" else None)
-        self.create_subscription(ActionCommand, topics.COMMAND, self._on_command, cmd_qos)
-        self.create_subscription(EpisodeEvent, topics.EPISODE, self._on_episode, topic_qos(topics.EPISODE))
-        self._timer = (self.create_timer(1.0 / self.control_rate_hz, self._on_tick)
-                       if self.mode == "realtime" else None)
+        cmd_qos = topic_qos(topics.COMMAND, depth=1000 if self.cfg.mode == "lockstep" else None)
+        self.create_subscription(ActionCommand, topics.COMMAND, self.guard.subscription(topics.COMMAND, self._on_command),
+                                 cmd_qos)
+        self.create_subscription(EpisodeEvent, topics.EPISODE, self.guard.subscription(topics.EPISODE, self._on_episode),
+                                 topic_qos(topics.EPISODE))
+        self._timer = (self.create_timer(1.0 / self.cfg.control_rate_hz, self._on_tick)
+                       if self.cfg.mode == "realtime" else None)
+        cfg = self.cfg
         self.get_logger().info(
-            f"simulating {self.task} ({self.instruction!r}) in {self.mode} mode, {self.image_size}px "
-            f"'{self.camera}' images, {self.control_rate_hz:g} Hz ticks, sim control {self.sim_control_freq:g} Hz"
+            f"simulating {cfg.task} ({cfg.instruction!r}) in {cfg.mode} mode, {cfg.image_size}px "
+            f"'{cfg.camera}' images, {cfg.control_rate_hz:g} Hz ticks, sim control {cfg.sim_control_freq:g} Hz"
         )
-
-    # --- parameters ------------------------------------------------------------------------------
-    def _declare_and_validate(self):
-        P = ParameterType
-        task = self.declare_parameter("task", "Lift", _descriptor(
-            P.PARAMETER_STRING, "robosuite task", f"one of {sorted(TASKS)}")).value
-        if task not in TASKS:
-            raise SimConfigError(f"parameter 'task': unknown task {task!r}; apo_sim supports {sorted(TASKS)}")
-        self.task = task
-        self.image_size = int(self.declare_parameter("image_size", 128, _descriptor(
-            P.PARAMETER_INTEGER, "camera image width and height (pixels)", "16..1024")).value)
-        self.camera = self.declare_parameter("camera", DEFAULT_CAMERA, _descriptor(
-            P.PARAMETER_STRING, "robosuite camera name", "a camera of the task's scene")).value
-        self.control_rate_hz = _as_float("control_rate_hz", self.declare_parameter(
-            "control_rate_hz", 10.0, _number_descriptor("realtime mode: wall-clock control ticks per second",
-                                                        "> 0")).value)
-        self.sim_control_freq = _as_float("sim_control_freq", self.declare_parameter(
-            "sim_control_freq", DEFAULT_CONTROL_FREQ, _number_descriptor(
-                "robosuite control_freq: simulated control steps per simulated second (keep equal to the "
-                "demonstrations' --control-freq so actions mean the same)", "1..500")).value)
-        self.mode = self.declare_parameter("mode", "realtime", _descriptor(
-            P.PARAMETER_STRING, "realtime: timer-driven steps; lockstep: one step per command",
-            f"one of {list(MODES)}")).value
-        self.seed = int(self.declare_parameter("seed", -1, _descriptor(
-            P.PARAMETER_INTEGER, "seed of the first episode (episode i uses seed+i); -1 = unseeded")).value)
-        self.instruction = self.declare_parameter("instruction", TASKS[task].instruction, ParameterDescriptor(
-            type=P.PARAMETER_STRING, description="task instruction (defaults to the task's own)")).value
-        self.publish_expert = bool(self.declare_parameter("publish_expert", True, _descriptor(
-            P.PARAMETER_BOOL, "publish the scripted expert's action on the SIM_EXPERT_ACTION topic")).value)
-        self.frame_id = self.declare_parameter("frame_id", "apo_sim_base", _descriptor(
-            P.PARAMETER_STRING, "header frame_id of every published message")).value
-        self.command_timeout_s = _as_float("command_timeout_s", self.declare_parameter(
-            "command_timeout_s", 0.5, _number_descriptor(
-                "realtime mode: a command older than this is replaced by zero motion", "> 0")).value)
-        if self.mode not in MODES:
-            raise SimConfigError(f"parameter 'mode': {self.mode!r} is not one of {list(MODES)}")
-        if not 16 <= self.image_size <= 1024:
-            raise SimConfigError(f"parameter 'image_size': {self.image_size} is outside 16..1024 pixels")
-        if not 1.0 <= self.sim_control_freq <= 500.0:
-            raise SimConfigError(f"parameter 'sim_control_freq': {self.sim_control_freq} is outside 1..500 Hz")
-        for name in ("control_rate_hz", "command_timeout_s"):
-            value = getattr(self, name)
-            if not (np.isfinite(value) and value > 0):
-                raise SimConfigError(f"parameter '{name}': must be a positive number, got {value!r}")
-        if not self.instruction.strip():
-            raise SimConfigError("parameter 'instruction': must not be empty")
 
     # --- callbacks (executor threads: only enqueue) ---------------------------------------------
     def _on_command(self, msg: ActionCommand):
@@ -194,9 +132,9 @@ class SimNode(Node):
             action = validate_action(msg.action)
         except InvalidActionError as exc:
             self.rejected_commands += 1
-            self.get_logger().warning(f"rejected command #{self.rejected_commands}: {exc}")
+            self.get_logger().warning(f"rejected command #{self.rejected_commands}: {exc}", throttle_duration_sec=1.0)
             return
-        if self.mode == "lockstep":
+        if self.cfg.mode == "lockstep":
             self._queue.put(("step", action))
         else:
             with self._cmd_lock:
@@ -209,9 +147,9 @@ class SimNode(Node):
         if stamp.nanoseconds and stamp < self._started:
             self.episode_id = msg.episode_id  # latched history from before we started
             return
-        if msg.task and msg.task != self.task:
-            self.get_logger().warning(f"episode {msg.episode_id!r} is for task {msg.task!r} but this simulator "
-                                      f"runs {self.task!r}; resetting {self.task!r}")
+        if msg.task and msg.task != self.cfg.task:
+            self.get_logger().warning(f"episode {msg.episode_id[:80]!r} is for task {msg.task[:80]!r} but this "
+                                      f"simulator runs {self.cfg.task!r}; resetting {self.cfg.task!r}")
         self._queue.put(("reset", msg.episode_id))
 
     def _on_tick(self):
@@ -222,10 +160,10 @@ class SimNode(Node):
     # --- worker thread: owns the simulator ------------------------------------------------------
     def _run_worker(self, ready: threading.Event):
         try:
-            seed = self.seed if self.seed >= 0 else None
-            self._env = SimEnv(self.task, camera=self.camera, image_size=self.image_size,
-                               control_freq=self.sim_control_freq, seed=seed)
-            self._expert = ScriptedExpert(self.task)
+            seed = self.cfg.seed if self.cfg.seed >= 0 else None
+            self._env = SimEnv(self.cfg.task, camera=self.cfg.camera, image_size=self.cfg.image_size,
+                               control_freq=self.cfg.sim_control_freq, seed=seed)
+            self._expert = ScriptedExpert(self.cfg.task)
             self._publish(self._reset())  # before the constructor returns: deterministic for tests
         except BaseException as exc:  # reported by the constructor
             self._init_error = exc
@@ -259,11 +197,11 @@ class SimNode(Node):
             self._tick_pending.clear()
             with self._cmd_lock:
                 latest = self._latest_cmd
-            fresh = latest is not None and time.monotonic() - latest[1] <= self.command_timeout_s
+            fresh = latest is not None and time.monotonic() - latest[1] <= self.cfg.command_timeout_s
             self._publish(self._step(latest[0] if fresh else np.zeros(ACTION_DIM)))
 
     def _reset(self) -> Observation:
-        seed = None if self.seed < 0 else self.seed + self.resets
+        seed = None if self.cfg.seed < 0 else self.cfg.seed + self.resets
         obs = self._env.reset(seed=seed)
         self._expert.reset()
         self.resets += 1
@@ -276,7 +214,7 @@ class SimNode(Node):
 
     # --- publishing (worker thread) -------------------------------------------------------------
     def _publish(self, obs: Observation):
-        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.frame_id)
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.cfg.frame_id)
         state = self._env.task_state()
         image = Image(header=header, height=obs.image.shape[0], width=obs.image.shape[1], encoding="rgb8",
                       is_bigendian=0, step=obs.image.shape[1] * 3, data=obs.image.tobytes())
@@ -319,8 +257,8 @@ def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = SimNode()
-    except (SimConfigError, ParameterException) as exc:  # a wrong parameter value or type
-        print(f"apo_sim_node: {exc}", file=sys.stderr)
+    except ApoError as exc:  # an unknown parameter, a wrong value or type, a camera the scene lacks
+        print(f"apo_sim_node: error: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
     executor = MultiThreadedExecutor(num_threads=2)

@@ -5,12 +5,12 @@ import signal
 
 import numpy as np
 import pytest
-from rclpy.exceptions import ParameterException
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray
 
 from apo_core import topics
+from apo_core.errors import ConfigError
 from apo_core.ros_qos import topic_qos
 from apo_core.testing.ros import RosGraph, start_node_process, stop_process
 from apo_interfaces.msg import ActionCommand, EpisodeEvent, RobotState
@@ -145,13 +145,13 @@ def test_realtime_mode_holds_then_follows_commands():
 
 def test_unknown_task_fails_at_start():
     with RosGraph() as g:
-        with pytest.raises(SimConfigError, match=r"parameter 'task': unknown task 'Push'.*'Lift'"):
+        with pytest.raises(ConfigError, match=r"parameter task: unknown task 'Push'.*'Lift'"):
             SimNode(context=g.context, parameter_overrides=_params(task="Push"))
-        with pytest.raises(SimConfigError, match="parameter 'mode'"):
+        with pytest.raises(ConfigError, match="parameter mode: 'fast' is not one of"):
             SimNode(context=g.context, parameter_overrides=_params(mode="fast"))
-        with pytest.raises(SimConfigError, match="parameter 'control_rate_hz'"):
+        with pytest.raises(ConfigError, match="parameter control_rate_hz: expected a number, got 'fast'"):
             SimNode(context=g.context, parameter_overrides=_params(control_rate_hz="fast"))
-        with pytest.raises(ParameterException, match="image_size"):
+        with pytest.raises(ConfigError, match="parameter image_size: expected an integer, got 'abc'"):
             SimNode(context=g.context, parameter_overrides=_params(image_size="abc"))
         with pytest.raises(SimConfigError, match="unknown camera 'nope'"):
             SimNode(context=g.context, parameter_overrides=_params(camera="nope"))
@@ -161,7 +161,7 @@ def test_process_bad_parameter_exits_with_message_and_sigterm_shuts_down(tmp_pat
     log = tmp_path / "bad.log"
     proc = start_node_process("apo_sim.sim_node", ["--ros-args", "-p", "task:=Push"], log_path=str(log))
     assert proc.wait(timeout=120) == 2
-    assert "parameter 'task': unknown task 'Push'" in log.read_text()
+    assert "parameter task: unknown task 'Push'" in log.read_text()
 
     log = tmp_path / "good.log"
     proc = start_node_process("apo_sim.sim_node", ["--ros-args", "-p", "mode:=lockstep", "-p", f"image_size:={SIZE}"],
