@@ -16,12 +16,25 @@ option                      paper form (default)                   reference-cod
                                                                     ``kl_policy_logps``/``kl_ref_logps``
 ``z0_min`` / ``z0_max``     ``0.0`` / ``None``: clamp at 0          ``-5.0`` / ``5.0``
 ``reduction``               ``"mean"`` over the batch               ``"sum"`` over the batch
+``weight_norm``             ``"paper"``: w_i = l_i / sum_j l_j      ``"reference"``: per subset,
+                            over the batch, beta_D = beta_U = 8    w_i = (l_i + 1e-4) / (sum_{j in S} l_j
+                                                                    + 1e-4), S = the sample's desirable or
+                                                                    undesirable subset; beta_D = beta_U = 1
 ==========================  =====================================  =======================================
+
+A third normalisation is this project's: ``weight_norm="mean"``, w_i = l_i / mean_j l_j, whose
+distribution does not depend on the batch size (the paper's w has mean 1/B, so the same sample gets
+lambda_U = 0.3 at batch 8 and 0.75 at batch 32 with beta = 8). With beta_D = beta_U = 1 it equals
+the paper's form at a batch of 8 (the paper's per-GPU batch). It also has a floor on lambda_D
+(``lambda_d_floor``, default 0.1): a desirable step the policy already decodes exactly (l = 0, about
+30 % of them in the pilot) otherwise gets lambda_D = 0 and nothing holds its likelihood up while the
+undesirable side pushes the shared action bins down (the pilot's "APO lowered the likelihood of
+nearly everything"). lambda_D = floor + (1 - floor)(1 - exp(-beta_D w)).
 
 Definitions (all per sample i; r_i = log pi(a_i|o_i) - log pi_ref(a_i|o_i), summed over the action
 tokens; z0 detached):
 
-- ``apo``: w_i = l_i / sum_j l_j, lambda_D = 1 - exp(-beta_D w), lambda_U = exp(-beta_U w);
+- ``apo``: w_i = l_i / sum_j l_j (``weight_norm``, above), lambda_D = 1 - exp(-beta_D w), lambda_U = exp(-beta_U w);
   desirable v = lambda_D sigmoid(beta (r - z0)), undesirable v = lambda_U sigmoid(beta (z0 - r));
   per-sample loss lambda - v. A batch whose errors are all zero has nothing left to correct on its
   desirable samples: w = 0, so lambda_D = 0 and lambda_U = 1 (no division by zero).
@@ -34,7 +47,7 @@ tokens; z0 detached):
 - ``bc``: negative log-likelihood of the action tokens, averaged per token (DAgger = BC on expert
   demonstrations + human corrections; the data side chooses which steps).
 
-Data parallelism: the batch statistics (z0, sum_j l_j, the mean's denominator) are sums over every
+Data parallelism: the batch statistics (z0, the weights' normaliser, the mean's denominator) are sums over every
 rank's samples when a :class:`Reducer` for the process group is passed, so N processes with B
 samples each compute exactly the loss of one process on the N*B union batch; the returned ``loss``
 is scaled so that DDP's gradient averaging yields that union-batch gradient. Without a reducer the
@@ -52,6 +65,12 @@ import torch.nn.functional as F
 
 Z0Source = Literal["batch", "mismatched"]
 Reduction = Literal["mean", "sum"]
+WeightNorm = Literal["paper", "reference", "mean"]
+WEIGHT_NORMS = ("paper", "reference", "mean")
+# beta_D = beta_U and the lambda_D floor each normalisation was designed with (used when not given).
+DEFAULT_WEIGHT_BETA = {"paper": 8.0, "reference": 1.0, "mean": 1.0}
+DEFAULT_LAMBDA_D_FLOOR = {"paper": 0.0, "reference": 0.0, "mean": 0.1}
+REFERENCE_EPS = 1e-4  # the reference code adds it to every error and to each subset's sum
 
 
 class Reducer:
@@ -136,21 +155,82 @@ def estimate_z0(
     return z0.detach()
 
 
-def adaptive_weights(
-    l1: torch.Tensor, beta_d: float, beta_u: float, reducer: Reducer = LOCAL
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(w, lambda_D, lambda_U) from per-sample L1 errors normalised over the (global) batch."""
+def resolve_weighting(
+    weight_norm: str = "paper", beta_d: float | None = None, beta_u: float | None = None,
+    lambda_d_floor: float | None = None,
+) -> tuple[float, float, float]:
+    """(beta_D, beta_U, lambda_D floor), each left as None taking the normalisation's own default."""
+    if weight_norm not in WEIGHT_NORMS:
+        raise ValueError(f"weight_norm must be one of {', '.join(WEIGHT_NORMS)}, got {weight_norm!r}")
+    bd = DEFAULT_WEIGHT_BETA[weight_norm] if beta_d is None else float(beta_d)
+    bu = DEFAULT_WEIGHT_BETA[weight_norm] if beta_u is None else float(beta_u)
+    floor = DEFAULT_LAMBDA_D_FLOOR[weight_norm] if lambda_d_floor is None else float(lambda_d_floor)
+    if not 0.0 <= floor < 1.0:
+        raise ValueError(f"lambda_d_floor must be in [0, 1), got {floor}")
+    return bd, bu, floor
+
+
+def _check_l1(l1: torch.Tensor) -> torch.Tensor:
     l1 = l1.detach()
     if not l1.is_floating_point():
         l1 = l1.float()
     if torch.any(l1 < 0) or not torch.all(torch.isfinite(l1)):
         raise ValueError("L1 errors must be finite and non-negative")
-    total = reducer.sum(l1.sum())
-    if total > 0:
-        w = l1 / total
-    else:  # every error is zero: nothing to correct; avoids 0/0
-        w = torch.zeros_like(l1)
-    return w, 1.0 - torch.exp(-beta_d * w), torch.exp(-beta_u * w)
+    return l1
+
+
+def weight_scale(
+    l1: torch.Tensor, desirable: torch.Tensor | None = None, weight_norm: str = "paper", reducer: Reducer = LOCAL
+) -> torch.Tensor:
+    """The batch statistic the adaptive weights divide by: (denominator of desirable samples, of undesirable).
+
+    ``paper``: sum_j l_j (both entries); ``mean``: mean_j l_j; ``reference``: per subset, sum of the
+    subset's errors + 1e-4. Sums and counts run over every rank through ``reducer``. Computing it once
+    for a whole (accumulated) batch and passing it to :func:`adaptive_weights` gives every micro-batch
+    the weights of the whole batch.
+    """
+    l1 = _check_l1(l1).double()
+    if weight_norm not in WEIGHT_NORMS:
+        raise ValueError(f"weight_norm must be one of {', '.join(WEIGHT_NORMS)}, got {weight_norm!r}")
+    if desirable is None:
+        if weight_norm == "reference":
+            raise ValueError("weight_norm='reference' normalises per subset: pass the desirable mask")
+        desirable = torch.ones_like(l1, dtype=torch.bool)
+    desirable = desirable.bool().to(l1.device)
+    stats = reducer.sum(torch.stack([l1.sum(), torch.tensor(float(l1.shape[0]), dtype=l1.dtype, device=l1.device),
+                                     (l1 * desirable).sum(), (l1 * ~desirable).sum()]))
+    if weight_norm == "paper":
+        return stats[0].repeat(2)
+    if weight_norm == "mean":
+        return (stats[0] / stats[1] if stats[1] > 0 else stats[0]).repeat(2)
+    return stats[2:] + REFERENCE_EPS
+
+
+def adaptive_weights(
+    l1: torch.Tensor, beta_d: float | None = None, beta_u: float | None = None, reducer: Reducer = LOCAL, *,
+    desirable: torch.Tensor | None = None, weight_norm: str = "paper", lambda_d_floor: float | None = None,
+    scale: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(w, lambda_D, lambda_U) from per-sample L1 errors normalised over the (global) batch.
+
+    ``scale``: the batch statistic of :func:`weight_scale`, when the batch is larger than ``l1`` (gradient
+    accumulation); by default it is computed from ``l1`` itself. A zero denominator (every error of the
+    batch zero) gives w = 0: nothing to correct, no 0/0.
+    """
+    beta_d, beta_u, floor = resolve_weighting(weight_norm, beta_d, beta_u, lambda_d_floor)
+    l1 = _check_l1(l1)
+    if scale is None:
+        scale = weight_scale(l1, desirable, weight_norm, reducer)
+    scale = scale.to(device=l1.device, dtype=torch.float64)
+    des = torch.ones_like(l1, dtype=torch.bool) if desirable is None else desirable.bool().to(l1.device)
+    num = l1.double() + (REFERENCE_EPS if weight_norm == "reference" else 0.0)
+    den = torch.where(des, scale[0], scale[1])
+    w = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num))
+    w = w.to(l1.dtype)
+    lam_d = 1.0 - torch.exp(-beta_d * w)
+    if floor > 0:
+        lam_d = floor + (1.0 - floor) * lam_d
+    return w, lam_d, torch.exp(-beta_u * w)
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor, reducer: Reducer) -> float:
@@ -165,9 +245,11 @@ def apo_loss(
     desirable: torch.Tensor,
     *,
     beta: float = 0.1,
-    beta_d: float = 8.0,
-    beta_u: float = 8.0,
+    beta_d: float | None = None,
+    beta_u: float | None = None,
     reweight: bool = True,
+    weight_norm: WeightNorm = "paper",
+    lambda_d_floor: float | None = None,
     desirable_weight: float = 1.0,
     undesirable_weight: float = 1.0,
     z0_source: Z0Source = "batch",
@@ -177,8 +259,16 @@ def apo_loss(
     z0_max: float | None = None,
     reduction: Reduction = "mean",
     reducer: Reducer | None = None,
+    z0: torch.Tensor | float | None = None,
+    scale: torch.Tensor | None = None,
 ) -> LossResult:
-    """APO (``reweight=True``) or KTO (``reweight=False``); see the module docstring."""
+    """APO (``reweight=True``) or KTO (``reweight=False``); see the module docstring.
+
+    ``beta_d`` / ``beta_u`` / ``lambda_d_floor`` left as None take ``weight_norm``'s defaults (paper: 8,
+    8, 0). ``z0`` and ``scale`` (:func:`weight_scale`) are the batch statistics when this call sees only
+    part of the batch (gradient accumulation: the trainer computes them over the whole batch first);
+    given, they replace the estimates from this call's samples.
+    """
     reducer = reducer or LOCAL
     n = _check_1d("policy_logps", policy_logps).shape[0]
     _check_1d("ref_logps", ref_logps, n)
@@ -186,7 +276,9 @@ def apo_loss(
     ref_logps = ref_logps.detach().to(policy_logps.dtype)
     r = policy_logps - ref_logps
 
-    if z0_source == "batch":
+    if z0 is not None:
+        z0 = torch.as_tensor(z0, dtype=r.dtype, device=r.device).detach()
+    elif z0_source == "batch":
         z0 = estimate_z0(r, z0_min=z0_min, z0_max=z0_max, reducer=reducer)
     elif z0_source == "mismatched":
         if kl_policy_logps is None or kl_ref_logps is None:
@@ -200,7 +292,8 @@ def apo_loss(
         if l1 is None:
             raise ValueError("APO's adaptive reweighting needs the per-sample L1 errors")
         _check_1d("l1", l1, n)
-        _, lam_d, lam_u = adaptive_weights(l1, beta_d, beta_u, reducer)
+        _, lam_d, lam_u = adaptive_weights(l1, beta_d, beta_u, reducer, desirable=desirable, weight_norm=weight_norm,
+                                           lambda_d_floor=lambda_d_floor, scale=scale)
     else:
         lam_d = torch.full((n,), float(desirable_weight), device=r.device, dtype=r.dtype)
         lam_u = torch.full((n,), float(undesirable_weight), device=r.device, dtype=r.dtype)
