@@ -179,3 +179,24 @@ def _float_text(text: str, where: str) -> float:
         return float(text)
     except ValueError:
         raise ConfigError(f"{where}: expected a number, got {text!r}") from None
+
+
+def find_shared_config(name: str) -> Path:
+    """A file of the workspace's top-level ``config/``: from $APO_CONFIG_DIR, the source tree, or the
+    share directory apo_bringup installs it into (colcon)."""
+    import os
+
+    candidates = []
+    if os.environ.get("APO_CONFIG_DIR"):
+        candidates.append(Path(os.environ["APO_CONFIG_DIR"]) / name)
+    candidates.append(Path(__file__).resolve().parents[3] / "config" / name)
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory("apo_bringup")) / "config" / name)
+    except Exception:  # ament index absent or apo_bringup not installed through colcon
+        pass
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise MissingPathError(f"config file {name} not found; looked in: {', '.join(str(c) for c in candidates)}")

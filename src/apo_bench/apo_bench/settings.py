@@ -1,0 +1,155 @@
+"""Settings of ``apo bench`` (``config/bench.yaml``): one strict dataclass, presets as partial overrides.
+
+The file holds ``defaults`` (every key, documented) and ``presets`` (``quick``, ``default``, ``gpu``),
+each a partial mapping merged over the defaults; ``--set key=value`` overrides come last. Seeds are
+derived, never drawn: demonstrations, interactive episodes and evaluation scenes use disjoint ranges
+(checked), so no policy is ever evaluated on a scene it was trained or corrected on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from apo_core.config import find_shared_config, load_config, merge_overrides, read_yaml
+from apo_core.errors import ConfigError
+
+METHODS = ("dagger", "kto", "dpo", "apo")
+PERTURBATIONS = ("position", "background", "texture")
+SEED_STRIDE = 1000  # seeds of one training seed / round never overlap the next one's
+
+
+@dataclass
+class DemoSettings:
+    episodes: int = 10  # few demos: the base policy should be imperfect (paper's base: 20-60 %)
+    seed_base: int = 0  # demo scene seeds: seed_base + SEED_STRIDE * train_seed + i
+    random_steps: int = 0  # unrecorded random actions before the expert starts (shows recoveries)
+
+
+@dataclass
+class BCSettings:
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-3
+    overrides: dict[str, Any] = field(default_factory=dict)  # more apo-train config keys
+
+
+@dataclass
+class DeploySettings:
+    episodes: int = 20  # interactive episodes per round (the scripted operator watching)
+    seed_base: int = 100_000  # interactive seeds: seed_base + SEED_STRIDE * (10 * train_seed + round) + i
+    max_steps: int = 150
+
+
+@dataclass
+class MethodSettings:
+    loss: str = "apo"
+    # apo-train config overrides (e.g. optim.lr, train.max_steps, loss.beta, lora.enabled)
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalSettings:
+    episodes: int = 50
+    seed_base: int = 70_000  # evaluation scenes: seed_base + i, the same for every method and seed
+    max_steps: int = 150
+    workers: int = 2  # environments stepped in lockstep with one batched policy forward
+
+
+@dataclass
+class LifelongSettings:
+    rounds: int = 3
+    methods: list[str] = field(default_factory=lambda: ["apo", "dagger"])
+    eval_episodes: int = 20  # autonomous evaluation of each round's policy (0: deployment figures only)
+
+
+@dataclass
+class PerturbationSettings:
+    kinds: list[str] = field(default_factory=lambda: list(PERTURBATIONS))
+    methods: list[str] = field(default_factory=lambda: ["base", "kto", "apo"])
+    episodes: int = 50
+
+
+@dataclass
+class BenchSettings:
+    tasks: list[str] = field(default_factory=lambda: ["Lift", "Stack", "PickPlaceCan"])
+    train_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    image_size: int = 64
+    control_freq: float = 20.0
+    torch_threads: int = 2
+    max_steps: dict[str, int] = field(default_factory=dict)  # per-task episode limit (deploy and eval)
+    demos: DemoSettings = field(default_factory=DemoSettings)
+    bc: BCSettings = field(default_factory=BCSettings)
+    deploy: DeploySettings = field(default_factory=DeploySettings)
+    methods: dict[str, MethodSettings] = field(default_factory=dict)
+    common_overrides: dict[str, Any] = field(default_factory=dict)  # apo-train keys for every method
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    lifelong: LifelongSettings = field(default_factory=LifelongSettings)
+    perturbations: PerturbationSettings = field(default_factory=PerturbationSettings)
+
+    def validate(self) -> None:
+        if not self.tasks or not self.train_seeds:
+            raise ConfigError("tasks and train_seeds must each name at least one entry")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ConfigError(f"methods: unknown method(s) {unknown}; valid: {list(METHODS)}")
+        for name in (*self.lifelong.methods, *[m for m in self.perturbations.methods if m != "base"]):
+            if name not in self.methods:
+                raise ConfigError(f"method {name!r} is used by lifelong/perturbations but not configured in methods")
+        bad = [k for k in self.perturbations.kinds if k not in PERTURBATIONS]
+        if bad:
+            raise ConfigError(f"perturbations.kinds: unknown {bad}; valid: {list(PERTURBATIONS)}")
+        for key, value in (("demos.episodes", self.demos.episodes), ("deploy.episodes", self.deploy.episodes),
+                           ("eval.episodes", self.eval.episodes), ("eval.workers", self.eval.workers),
+                           ("bc.steps", self.bc.steps)):
+            if value < 1:
+                raise ConfigError(f"{key} must be >= 1, got {value}")
+        self.check_seed_ranges()
+
+    # --- seeds -------------------------------------------------------------------------------------
+    def demo_seeds(self, train_seed: int) -> list[int]:
+        start = self.demos.seed_base + SEED_STRIDE * train_seed
+        return list(range(start, start + self.demos.episodes))
+
+    def deploy_seeds(self, train_seed: int, round_: int) -> list[int]:
+        start = self.deploy.seed_base + SEED_STRIDE * (10 * train_seed + round_)
+        return list(range(start, start + self.deploy.episodes))
+
+    def eval_seeds(self, episodes: int | None = None) -> list[int]:
+        return list(range(self.eval.seed_base, self.eval.seed_base + (episodes or self.eval.episodes)))
+
+    def check_seed_ranges(self) -> None:
+        """Evaluation scenes must be disjoint from every demo and interactive scene."""
+        evals = set(self.eval_seeds(max(self.eval.episodes, self.perturbations.episodes,
+                                        self.lifelong.eval_episodes)))
+        used = set()
+        for s in self.train_seeds:
+            used.update(self.demo_seeds(s))
+            for r in range(self.lifelong.rounds + 1):
+                used.update(self.deploy_seeds(s, r))
+        overlap = sorted(evals & used)
+        if overlap:
+            raise ConfigError(f"evaluation seeds overlap training/interactive seeds (e.g. {overlap[:5]}): "
+                              "choose another eval.seed_base (--eval-seed-base)")
+        if self.deploy.episodes > SEED_STRIDE or self.demos.episodes > SEED_STRIDE:
+            raise ConfigError(f"at most {SEED_STRIDE} demo/interactive episodes per seed and round")
+
+    def episode_limit(self, task: str) -> int:
+        return int(self.max_steps.get(task, self.eval.max_steps))
+
+
+def load_bench_settings(preset: str = "default", path=None, overrides: dict | None = None) -> BenchSettings:
+    path = Path(path) if path else find_shared_config("bench.yaml")
+    data = read_yaml(path)
+    unknown = set(data) - {"defaults", "presets"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)} "
+                          "(expected 'defaults', 'presets')")
+    presets = data.get("presets") or {}
+    if preset not in presets:
+        raise ConfigError(f"unknown bench preset {preset!r}; presets in the file: {sorted(presets)}")
+    merged = merge_overrides(data.get("defaults") or {}, presets[preset] or {})
+    if overrides:
+        merged = merge_overrides(merged, overrides)
+    return load_config(BenchSettings, merged)
