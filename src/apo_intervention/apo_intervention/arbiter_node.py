@@ -6,7 +6,12 @@ COMMAND (always; the source is POLICY, TELEOP or HOLD) and, during an episode, S
 label (2 when the human's action was executed, else 1; hold and e-stop steps are 1 with their mode).
 MODE is latched and republished on every change; EPISODE carries start/outcome/end events.
 Services: EPISODE_CONTROL and ESTOP_SERVICE (SetBool: true engages, false is the only release).
+A START's instruction must be at most MAX_INSTRUCTION_CHARS characters without control characters
+(it goes into every episode event, the bag metadata and the policy's prompt).
 Diagnostics on /diagnostics say which input is masked and why, and count rejected/clamped actions.
+Every subscription and service callback goes through a CallbackGuard: a message or request that
+makes it raise is dropped or answered with success=false, counted (``callback_errors``), and the
+arbiter keeps ticking.
 
 The decisions live in the ROS-free :mod:`apo_intervention.mux` and :mod:`apo_intervention.episodes`;
 this node only moves messages. Freshness is judged on this process's monotonic clock at receipt.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+import unicodedata
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
@@ -23,6 +29,7 @@ from std_msgs.msg import Bool
 from std_srvs.srv import SetBool
 
 from apo_core import topics
+from apo_core.ros_params import CallbackGuard
 from apo_interfaces.msg import ActionCommand, EpisodeEvent, InterventionMode, LabelledStep, RobotState
 from apo_interfaces.srv import EpisodeControl
 from apo_intervention.config import ArbiterConfig
@@ -35,6 +42,20 @@ POLICY, TELEOP = "policy", "teleop"
 _SOURCE = {POLICY: ActionCommand.SOURCE_POLICY, TELEOP: ActionCommand.SOURCE_TELEOP, None: ActionCommand.SOURCE_HOLD}
 _OUTCOME_OF_REQUEST = {EpisodeControl.Request.SUCCESS: Event.SUCCESS, EpisodeControl.Request.FAILURE: Event.FAILURE,
                        EpisodeControl.Request.ABORT: Event.ABORT}
+_COMMANDS = "START=0, SUCCESS=1, FAILURE=2, ABORT=3"
+MAX_INSTRUCTION_CHARS = 1000
+
+
+def instruction_problem(text: str) -> str:
+    """Why ``text`` cannot be an episode instruction ("" if it can; "" itself means the default)."""
+    if len(text) > MAX_INSTRUCTION_CHARS:
+        return f"instruction is {len(text)} characters long (at most {MAX_INSTRUCTION_CHARS})"
+    bad = next((c for c in text if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        return f"instruction contains the control character {bad!r}: use plain text on one line"
+    if text and not text.strip():
+        return "instruction is blank (send '' for the configured instruction)"
+    return ""
 
 
 class ArbiterNode(Node):
@@ -62,12 +83,15 @@ class ArbiterNode(Node):
         self.mode_pub = self.create_publisher(InterventionMode, topics.MODE, qos_for(topics.MODE))
         self.episode_pub = self.create_publisher(EpisodeEvent, topics.EPISODE, qos_for(topics.EPISODE))
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, qos_for(topics.DIAGNOSTICS))
-        self.create_subscription(ActionCommand, topics.POLICY_ACTION, self._on_policy, qos_for(topics.POLICY_ACTION))
-        self.create_subscription(ActionCommand, topics.TELEOP_ACTION, self._on_teleop, qos_for(topics.TELEOP_ACTION))
-        self.create_subscription(Bool, topics.ESTOP, self._on_estop, qos_for(topics.ESTOP))
-        self.create_subscription(RobotState, topics.ROBOT_STATE, self._on_robot_state, qos_for(topics.ROBOT_STATE))
-        self.create_service(EpisodeControl, topics.EPISODE_CONTROL, self._on_episode_control)
-        self.create_service(SetBool, topics.ESTOP_SERVICE, self._on_estop_service)
+        self.guard = guard = CallbackGuard(self)
+        for msg_type, topic, callback in ((ActionCommand, topics.POLICY_ACTION, self._on_policy),
+                                          (ActionCommand, topics.TELEOP_ACTION, self._on_teleop),
+                                          (Bool, topics.ESTOP, self._on_estop),
+                                          (RobotState, topics.ROBOT_STATE, self._on_robot_state)):
+            self.create_subscription(msg_type, topic, guard.subscription(topic, callback), qos_for(topic))
+        self.create_service(EpisodeControl, topics.EPISODE_CONTROL,
+                            guard.service(topics.EPISODE_CONTROL, self._on_episode_control))
+        self.create_service(SetBool, topics.ESTOP_SERVICE, guard.service(topics.ESTOP_SERVICE, self._on_estop_service))
         self.create_timer(1.0 / cfg.control_rate_hz, self._tick)
         self.create_timer(cfg.diagnostics_period, self._publish_diagnostics)
         with self._lock:
@@ -128,13 +152,16 @@ class ArbiterNode(Node):
 
     def _on_episode_control(self, request, response):
         with self._lock:
-            if request.command == EpisodeControl.Request.START:
+            problem = instruction_problem(request.instruction) if request.command == EpisodeControl.Request.START else ""
+            if problem:
+                ok, message, events = False, f"START refused: {problem}", []
+            elif request.command == EpisodeControl.Request.START:
                 ok, message, events = self.episodes.start(request.instruction, self.policy_version,
                                                           reason="operator request")
             elif request.command in _OUTCOME_OF_REQUEST:
                 ok, message, events = self.episodes.finish(_OUTCOME_OF_REQUEST[request.command], "operator request")
             else:
-                ok, message, events = False, f"unknown command {request.command}", []
+                ok, message, events = False, f"unknown command {request.command} (known: {_COMMANDS})", []
             response.episode_id = events[0].episode_id if events else self.episodes.episode_id
             self._publish_events(events)
         response.success, response.message = ok, message
@@ -218,7 +245,8 @@ class ArbiterNode(Node):
                       ("reason", decision.reason), ("estop", str(self.mux.estop_engaged)),
                       ("estop_reason", self.mux.estop_reason), ("episode_id", self.episodes.episode_id),
                       ("episode_steps", str(self.episodes.steps)), ("ticks", str(self.ticks)),
-                      ("output_guard_trips", str(self.mux.output_guard_trips))]
+                      ("output_guard_trips", str(self.mux.output_guard_trips)),
+                      ("callback_errors", str(self.guard.errors))]
             problems = []
             for name in self.mux.input_names:
                 st = self.mux.stats(name)
@@ -231,6 +259,9 @@ class ArbiterNode(Node):
                 if counts != self._reported.get(name, (0, 0)):
                     problems.append(f"{name}: {st.clamped} clamped, {st.rejected} rejected in total")
                 self._reported[name] = counts
+            if self.guard.errors != self._reported.get("callback_errors", 0):
+                problems.append(f"{self.guard.errors} messages/requests made a callback fail in total")
+            self._reported["callback_errors"] = self.guard.errors
         status.values = [KeyValue(key=k, value=v) for k, v in values]
         if decision.mode == Mode.ESTOP:
             status.level, status.message = DiagnosticStatus.ERROR, decision.reason

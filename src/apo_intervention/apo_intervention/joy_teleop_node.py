@@ -14,6 +14,7 @@ from sensor_msgs.msg import Joy
 from std_msgs.msg import Bool
 
 from apo_core import topics
+from apo_core.ros_params import CallbackGuard
 from apo_interfaces.msg import ActionCommand
 from apo_interfaces.srv import EpisodeControl
 from apo_intervention.config import JoyMappingConfig
@@ -73,7 +74,9 @@ class JoyTeleopNode(Node):
         self.action_pub = self.create_publisher(ActionCommand, topics.TELEOP_ACTION, qos_for(topics.TELEOP_ACTION))
         self.estop_pub = self.create_publisher(Bool, topics.ESTOP, qos_for(topics.ESTOP))
         self.episodes = EpisodeCaller(self, self.cfg.instruction)
-        self.create_subscription(Joy, topics.JOY, self._on_joy, qos_for(topics.JOY))
+        # A Joy message that makes the mapping raise is dropped and logged; the teleop keeps running.
+        self.guard = CallbackGuard(self)
+        self.create_subscription(Joy, topics.JOY, self.guard.subscription(topics.JOY, self._on_joy), qos_for(topics.JOY))
         self.get_logger().info(f"joystick teleop up: deadman button {self.cfg.deadman_button}, axes {self.cfg.axis}")
 
     def _on_joy(self, msg: Joy) -> None:

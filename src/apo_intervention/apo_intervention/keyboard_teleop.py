@@ -8,6 +8,7 @@ release. It follows COMMAND so that a takeover starts from the gripper value bei
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import sys
@@ -18,6 +19,7 @@ from rclpy.node import Node
 from std_msgs.msg import Bool
 
 from apo_core import topics
+from apo_core.ros_params import CallbackGuard
 from apo_interfaces.msg import ActionCommand
 from apo_intervention.config import KeyboardConfig
 from apo_intervention.joy_teleop_node import EpisodeCaller
@@ -40,7 +42,9 @@ class KeyboardTeleopNode(Node):
         self.action_pub = self.create_publisher(ActionCommand, topics.TELEOP_ACTION, qos_for(topics.TELEOP_ACTION))
         self.estop_pub = self.create_publisher(Bool, topics.ESTOP, qos_for(topics.ESTOP))
         self.episodes = EpisodeCaller(self, self.cfg.instruction)
-        self.create_subscription(ActionCommand, topics.COMMAND, self._on_command, qos_for(topics.COMMAND))
+        self.guard = CallbackGuard(self)
+        self.create_subscription(ActionCommand, topics.COMMAND, self.guard.subscription(topics.COMMAND, self._on_command),
+                                 qos_for(topics.COMMAND))
         self.create_timer(1.0 / self.cfg.publish_rate_hz, self._tick)
         self.quit = threading.Event()
         self._reader = None
@@ -50,7 +54,8 @@ class KeyboardTeleopNode(Node):
 
     def _on_command(self, msg: ActionCommand) -> None:
         g = self.cfg.gripper_index
-        if 0 <= g < len(msg.action):
+        # A non-finite gripper value would turn every action of the next takeover into a rejected one.
+        if 0 <= g < len(msg.action) and math.isfinite(msg.action[g]):
             with self._lock:
                 self.mapping.set_gripper(msg.action[g])
 

@@ -21,6 +21,7 @@ from sensor_msgs.msg import Joy
 from std_msgs.msg import Float64MultiArray
 
 from apo_core import topics
+from apo_core.ros_params import CallbackGuard
 from apo_interfaces.msg import ActionCommand, EpisodeEvent, InterventionMode
 from apo_intervention.config import JoyMappingConfig, OperatorConfig, assemble_config
 from apo_intervention.joy_mapping import JoyMapping
@@ -46,13 +47,14 @@ class ScriptedOperatorNode(Node):
         self.saturated_dims = 0
 
         self.joy_pub = self.create_publisher(Joy, topics.JOY, qos_for(topics.JOY))
-        self.create_subscription(Float64MultiArray, topics.SIM_TASK_PROGRESS, self._on_progress,
-                                 qos_for(topics.SIM_TASK_PROGRESS))
-        self.create_subscription(ActionCommand, topics.SIM_EXPERT_ACTION, self._on_expert,
-                                 qos_for(topics.SIM_EXPERT_ACTION))
-        self.create_subscription(ActionCommand, topics.POLICY_ACTION, self._on_policy, qos_for(topics.POLICY_ACTION))
-        self.create_subscription(InterventionMode, topics.MODE, self._on_mode, qos_for(topics.MODE))
-        self.create_subscription(EpisodeEvent, topics.EPISODE, self._on_episode, qos_for(topics.EPISODE))
+        # A message that makes a callback raise is dropped and logged; the operator keeps supervising.
+        self.guard = guard = CallbackGuard(self)
+        for msg_type, topic, callback in ((Float64MultiArray, topics.SIM_TASK_PROGRESS, self._on_progress),
+                                          (ActionCommand, topics.SIM_EXPERT_ACTION, self._on_expert),
+                                          (ActionCommand, topics.POLICY_ACTION, self._on_policy),
+                                          (InterventionMode, topics.MODE, self._on_mode),
+                                          (EpisodeEvent, topics.EPISODE, self._on_episode)):
+            self.create_subscription(msg_type, topic, guard.subscription(topic, callback), qos_for(topic))
         self.create_timer(0.1, self._schedule)
         self.create_timer(1.0 / cfg.joy_rate_hz, self._repeat)
         self.get_logger().info(f"scripted operator up: episodes to run {cfg.num_episodes or 'unlimited'}, stall "
@@ -60,7 +62,10 @@ class ScriptedOperatorNode(Node):
 
     # --- observations -----------------------------------------------------------------------------
     def _on_progress(self, msg: Float64MultiArray) -> None:
-        data = list(msg.data) + [0.0] * (3 - len(msg.data))
+        data = list(msg.data[:3]) + [0.0] * (3 - len(msg.data))
+        if not np.all(np.isfinite(data)):
+            self.get_logger().warning(f"ignoring non-finite task progress {data}", throttle_duration_sec=2.0)
+            return
         with self._lock:
             obs = Observation(progress=float(data[0]), object_height=float(data[1]), grasped=data[2] >= 0.5,
                               policy_action=self._policy, expert_action=self._fresh_expert(),
