@@ -16,6 +16,7 @@ from apo_core.config import load_config, merge_overrides, read_yaml
 from apo_core.errors import ConfigError
 from apo_core.labels import DEFAULT_K
 from apo_trainer.data import KIND_NAMES
+from apo_trainer.sampler import split_problem
 
 
 @dataclass
@@ -41,8 +42,11 @@ class DataSection:
 class LossSection:
     name: Literal["apo", "kto", "dpo", "bc"] = "apo"
     beta: float = 0.1
-    beta_d: float = 8.0  # APO: lambda_D = 1 - exp(-beta_d * w)
-    beta_u: float = 8.0  # APO: lambda_U = exp(-beta_u * w)
+    beta_d: float | None = None  # APO: lambda_D = 1 - exp(-beta_d * w); null: 8 (paper), 1 (reference, mean)
+    beta_u: float | None = None  # APO: lambda_U = exp(-beta_u * w); null: as beta_d
+    weight_norm: Literal["paper", "reference", "mean"] = "paper"  # how w_i is normalised (README)
+    lambda_d_floor: float | None = None  # lambda_D >= floor; null: 0 (paper, reference), 0.1 (mean)
+    l1_mode: Literal["teacher_forced", "free_running"] = "teacher_forced"  # the L1 the weights use
     desirable_weight: float = 1.0  # KTO's constant lambda_D
     undesirable_weight: float = 1.0  # KTO's constant lambda_U
     z0_source: Literal["batch", "mismatched"] = "batch"  # reference code: mismatched
@@ -169,6 +173,17 @@ class TrainConfig:
             raise ConfigError("train.keep_checkpoints must be >= 1 (resume needs the last checkpoint)")
         if not 0 < self.loss.dpo_perturbation <= 1:
             raise ConfigError(f"loss.dpo_perturbation must be in (0, 1], got {self.loss.dpo_perturbation}")
+        for key, value in (("loss.beta_d", self.loss.beta_d), ("loss.beta_u", self.loss.beta_u)):
+            if value is not None and value < 0:
+                raise ConfigError(f"{key} must be >= 0 (or null for the weight_norm's default), got {value}")
+        if self.loss.lambda_d_floor is not None and not 0 <= self.loss.lambda_d_floor < 1:
+            raise ConfigError(f"loss.lambda_d_floor must be in [0, 1) (or null), got {self.loss.lambda_d_floor}")
+        sampler_kind = self.sampler.kind if self.sampler.kind != "auto" else (
+            "uniform" if self.loss.name == "bc" else "balanced")
+        if sampler_kind == "balanced":
+            problem = split_problem(self.sampler.shares, self.train.batch_size)
+            if problem:
+                raise ConfigError(f"train.batch_size={self.train.batch_size} with sampler.shares: {problem}")
 
 
 # The initial-policy preset: full fine-tuning of a new small VLA by BC on expert demonstrations.

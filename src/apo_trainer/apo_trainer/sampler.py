@@ -48,6 +48,31 @@ def largest_remainder(shares: dict[str, float], total: int) -> dict[str, int]:
     return counts
 
 
+def split_problem(shares: dict[str, float], batch_size: int) -> str | None:
+    """Why ``batch_size`` cannot be split exactly into ``shares`` (None when it can).
+
+    With an inexact split the largest-remainder rounding silently changes the mix (batch 6 at
+    50/25/25 draws 3/2/1), and under gradient accumulation every micro-batch repeats the same
+    rounding. The message names the counts and the batch sizes that work.
+    """
+    from fractions import Fraction
+    from math import lcm
+
+    if not shares or any(not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0) for v in shares.values()):
+        return None  # the sampler reports malformed shares itself
+    total = sum(shares.values())
+    if total <= 0:
+        return None
+    exact = {g: s / total * batch_size for g, s in shares.items() if s > 0}
+    if all(abs(v - round(v)) < 1e-6 for v in exact.values()):
+        return None
+    step = lcm(*(Fraction(s / total).limit_denominator(1000).denominator for s in shares.values() if s > 0))
+    counts = ", ".join(f"{g} {v:g}" for g, v in exact.items())
+    return (f"{batch_size} samples cannot be split exactly into the shares "
+            f"({', '.join(f'{g} {s / total:g}' for g, s in shares.items())}): that is {counts} samples per "
+            f"batch; use a multiple of {step} (e.g. {step * max(1, -(-batch_size // step))}) or change the shares")
+
+
 class BalancedBatchSampler(torch.utils.data.Sampler):
     """Yields this rank's batches (lists of item indices) for the current epoch."""
 

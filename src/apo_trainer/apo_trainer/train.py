@@ -43,7 +43,16 @@ from apo_trainer.data import (
     collate_steps,
     dataset_action_stats,
 )
-from apo_trainer.losses import LOCAL, LossResult, Reducer, apo_loss, bc_loss, dpo_loss
+from apo_trainer.losses import (
+    LOCAL,
+    LossResult,
+    Reducer,
+    apo_loss,
+    bc_loss,
+    dpo_loss,
+    estimate_z0,
+    weight_scale,
+)
 from apo_trainer.pairs import rejected_actions
 from apo_trainer.sampler import BalancedBatchSampler
 
@@ -110,6 +119,27 @@ def _lr_lambda(cfg: TrainConfig):
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return fn
+
+
+def free_running_l1(policy, images, instructions, actions, states=None) -> torch.Tensor:
+    """Per-sample L1 of the policy's greedy autoregressive decode against the target, without gradients.
+
+    Normalised units, against the target's bin centre (as the teacher-forced L1 of
+    ``action_token_metrics``, so both are 0 for an exact decode): mean over action dimensions of
+    |decode(greedy tokens) - decode(tokens of the target)|. One greedy pass of ``action_dim`` tokens
+    with a KV cache (``predict_normalised_batch``); a policy without it is decoded sample by sample.
+    """
+    actions = np.asarray(actions)
+    target = policy.action_tokenizer.decode(policy.labels_from_actions(actions))
+    with torch.no_grad():
+        if hasattr(policy, "predict_normalised_batch"):
+            pred = policy.predict_normalised_batch(images, list(instructions), states)
+        else:
+            from apo_core.policy.base import Observation
+
+            pred = np.stack([policy.action_stats.normalise(policy.predict(Observation(
+                images[i], instructions[i], None if states is None else states[i]))) for i in range(len(actions))])
+    return torch.as_tensor(np.abs(np.asarray(pred, dtype=np.float64) - target).mean(axis=1), dtype=torch.float32)
 
 
 def _json_safe(v):
@@ -384,7 +414,51 @@ class Trainer:
         return final
 
     # --- one optimisation step ----------------------------------------------------------------
-    def compute_loss(self, batch: dict) -> tuple[LossResult, dict]:
+    def _l1_for_weights(self, batch: dict, teacher_forced: torch.Tensor) -> torch.Tensor:
+        """The per-sample L1 the adaptive weights use (``loss.l1_mode``)."""
+        if self.cfg.loss.l1_mode != "free_running" or self.cfg.loss.name != "apo":
+            return teacher_forced
+        states = batch["states"] if self.dataset.state_dim else None
+        return free_running_l1(self.policy, batch["images"], batch["instructions"], batch["actions"],
+                               states).to(self.rt.device)
+
+    def _preference_inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(reference log-probs, mismatched-pair policy / reference log-probs or None) of an apo/kto batch."""
+        ref = self.ref["chosen"][batch["index"].to(self.rt.device)] if self.ref is not None else \
+            self._reference_forward(batch, batch["actions"])
+        kl_pol = kl_ref = None
+        if self.cfg.loss.z0_source == "mismatched":
+            shifted = np.roll(batch["actions"], 1, axis=0)
+            with torch.no_grad():
+                kl_pol = self._forward(batch, shifted, self.model).logps.double()
+            kl_ref = self._reference_forward(batch, shifted)
+        return ref, kl_pol, kl_ref
+
+    def batch_statistics(self, batches: list[dict]) -> list[dict]:
+        """First pass of an accumulated apo/kto step, without gradients: z0 and the adaptive weights'
+        scale over the whole batch (every micro-batch, every rank under ``weight_scope: global``), so
+        that the micro-batches' backward passes optimise the loss of the whole batch. Returns per
+        micro-batch what its backward pass reuses (L1, reference log-probs, z0, scale)."""
+        cfg = self.cfg.loss
+        per, ratios, l1s, des = [], [], [], []
+        with torch.no_grad():
+            for batch in batches:
+                m = self._forward(batch, batch["actions"], self.model)
+                ref, kl_pol, kl_ref = self._preference_inputs(batch)
+                l1 = self._l1_for_weights(batch, m.l1)
+                ratios.append(kl_pol - kl_ref if kl_pol is not None else m.logps.double() - ref)
+                l1s.append(l1)
+                des.append(batch["desirable"].to(self.rt.device))
+                per.append({"l1": l1, "ref": ref})
+        z0 = estimate_z0(torch.cat(ratios), z0_min=cfg.z0_min, z0_max=cfg.z0_max, reducer=self.loss_reducer)
+        scale = weight_scale(torch.cat(l1s), torch.cat(des), cfg.weight_norm, self.loss_reducer) \
+            if cfg.name == "apo" else None
+        for p in per:
+            p.update(z0=z0, scale=scale)
+        return per
+
+    def compute_loss(self, batch: dict, stats: dict | None = None) -> tuple[LossResult, dict]:
+        """Loss of one (micro-)batch; ``stats`` from :meth:`batch_statistics` when it is part of a larger batch."""
         cfg, name = self.cfg, self.cfg.loss.name
         if name == "dpo":
             rejected = self._rejected(batch)
@@ -406,41 +480,61 @@ class Trainer:
         if name == "bc":
             return bc_loss(m.logps, self.policy.action_dim, reducer=self.loss_reducer), extra
         desirable = batch["desirable"].to(self.rt.device)
-        ref = self.ref["chosen"][batch["index"].to(self.rt.device)] if self.ref is not None else \
-            self._reference_forward(batch, batch["actions"])
-        kl_pol = kl_ref = None
-        if cfg.loss.z0_source == "mismatched":
-            shifted = np.roll(batch["actions"], 1, axis=0)
-            with torch.no_grad():
-                kl_pol = self._forward(batch, shifted, self.model).logps.double()
-            kl_ref = self._reference_forward(batch, shifted)
+        if stats is not None:
+            ref, l1, z0, scale = stats["ref"], stats["l1"], stats["z0"], stats["scale"]
+            kl_pol = kl_ref = None
+        else:
+            ref, kl_pol, kl_ref = self._preference_inputs(batch)
+            l1, z0, scale = self._l1_for_weights(batch, m.l1), None, None
+        if cfg.loss.l1_mode == "free_running" and name == "apo":
+            extra["l1_free_running"] = l1
         res = apo_loss(
-            m.logps.double(), ref, m.l1, desirable, beta=cfg.loss.beta, beta_d=cfg.loss.beta_d,
-            beta_u=cfg.loss.beta_u, reweight=name == "apo", desirable_weight=cfg.loss.desirable_weight,
+            m.logps.double(), ref, l1, desirable, beta=cfg.loss.beta, beta_d=cfg.loss.beta_d,
+            beta_u=cfg.loss.beta_u, reweight=name == "apo", weight_norm=cfg.loss.weight_norm,
+            lambda_d_floor=cfg.loss.lambda_d_floor, desirable_weight=cfg.loss.desirable_weight,
             undesirable_weight=cfg.loss.undesirable_weight, z0_source=cfg.loss.z0_source,
             kl_policy_logps=kl_pol, kl_ref_logps=kl_ref, z0_min=cfg.loss.z0_min, z0_max=cfg.loss.z0_max,
-            reduction=cfg.loss.reduction, reducer=self.loss_reducer)
+            reduction=cfg.loss.reduction, reducer=self.loss_reducer, z0=z0, scale=scale)
         return res, extra
 
-    def train_step(self, batches: list[dict]) -> dict:
-        """One optimiser step over ``grad_accum_steps`` batches; returns the step's metrics."""
-        t0 = time.perf_counter()
+    def accumulate_gradients(self, batches: list[dict]) -> dict:
+        """Forward and backward passes of one optimiser step's batches (gradients summed into ``.grad``).
+
+        With several micro-batches, apo/kto first compute z0 and the weights' normalisation over all of
+        them (:meth:`batch_statistics`, one extra forward pass without gradients per micro-batch): the
+        accumulated gradient is then that of the whole batch, as if it had been one batch (with
+        ``reduction: mean``; ``sum`` gives the reference code's sum per micro-batch over the number
+        of micro-batches). Returns the step's loss metrics (counts summed, the rest averaged).
+        """
         accum = len(batches)
         metrics: dict[str, float] = {}
-        sums = torch.zeros(3, dtype=torch.float64, device=self.rt.device)
+        sums = torch.zeros(4, dtype=torch.float64, device=self.rt.device)
+        stats = self.batch_statistics(batches) if accum > 1 and self.cfg.loss.name in ("apo", "kto") else None
         for i, batch in enumerate(batches):
             sync = i == accum - 1 or not self.rt.distributed
             ctx = self.ddp_model.no_sync() if not sync else _null()
             with ctx:
-                res, extra = self.compute_loss(batch)
+                res, extra = self.compute_loss(batch, None if stats is None else stats[i])
                 if not math.isfinite(res.value):
                     raise TrainingError(f"loss is {res.value} at step {self.step + 1} ({self.cfg.loss.name}); "
                                         f"metrics: {res.metrics}")
                 (res.loss / accum).backward()
             for k, v in res.metrics.items():
-                metrics[k] = metrics.get(k, 0.0) + v / accum
+                metrics[k] = metrics.get(k, 0.0) + (v if k.startswith("n_") else v / accum)
+            free = extra.get("l1_free_running")
             sums += torch.stack([extra["l1"].double().sum(), extra["token_accuracy"].double().sum(),
-                                 torch.tensor(float(len(extra["l1"])), dtype=torch.float64, device=sums.device)])
+                                 torch.tensor(float(len(extra["l1"])), dtype=torch.float64, device=sums.device),
+                                 free.double().sum() if free is not None else sums.new_zeros(())])
+        tot = self.reducer.sum(sums)
+        metrics.update(action_l1=float(tot[0] / tot[2]), token_accuracy=float(tot[1] / tot[2]))
+        if self.cfg.loss.l1_mode == "free_running" and self.cfg.loss.name == "apo":
+            metrics["action_l1_free_running"] = float(tot[3] / tot[2])
+        return metrics
+
+    def train_step(self, batches: list[dict]) -> dict:
+        """One optimiser step over ``grad_accum_steps`` batches; returns the step's metrics."""
+        t0 = time.perf_counter()
+        metrics = self.accumulate_gradients(batches)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.cfg.optim.max_grad_norm > 0:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.max_grad_norm))
@@ -452,9 +546,7 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        tot = self.reducer.sum(sums)
         metrics.update(step=self.step, epoch=self.epoch, lr=lr, grad_norm=grad_norm,
-                       action_l1=float(tot[0] / tot[2]), token_accuracy=float(tot[1] / tot[2]),
                        step_time_s=time.perf_counter() - t0)
         return metrics
 
