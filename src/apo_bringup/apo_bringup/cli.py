@@ -26,8 +26,9 @@ def _resolve(args):
 def cmd_graph(args) -> int:
     graph, specs = _resolve(args)
     print(f"# graph file: {graph.path}")
-    print(yaml.safe_dump([{"name": s.name, "module": s.module, "parameters": s.parameters,
-                           "remappings": s.remappings, "required": s.required} for s in specs], sort_keys=False))
+    print(yaml.safe_dump([{"name": s.name, "module": s.module, **({"config": s.config} if s.config else {}),
+                           "parameters": s.parameters, "remappings": s.remappings, "required": s.required}
+                          for s in specs], sort_keys=False))
     return 0
 
 

@@ -16,14 +16,25 @@ File format::
         required: true                  # if it exits, the whole graph shuts down
         parameters: {task: "${task}"}   # "${arg}" is replaced by the argument's value
         remappings: {/from: /to}
+        config: apo_sim.node_config:SimNodeConfig   # the node's parameter schema (optional)
+        extra_parameters: [config_file]  # parameters it takes besides the schema's fields (optional)
 
 ``${config_dir}`` is always defined: the directory of the graph file (for sibling config files).
 A value that is exactly ``"${arg}"`` takes the argument's YAML type (``"true"`` -> bool, ``"10"`` ->
 int); inside a longer string it is substituted as text.
+
+``config`` names the ROS-free dataclass (``module:Class``) the node loads its parameters into. When
+it is given, every parameter name of the node (nested mappings as dotted names) must be a field of
+that class or listed in ``extra_parameters``, checked when the file is loaded: a misspelt parameter
+fails ``apo graph``/``apo deploy``/``ros2 launch`` at once, naming the node, the parameter, a close
+match and the known ones, instead of failing one node at start (or, for a node that is not strict,
+being ignored). A node without ``config`` (a third-party driver) is not checked.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +44,14 @@ import yaml
 
 from apo_core.config import read_yaml
 from apo_core.errors import ConfigError
+from apo_core.ros_params import check_parameter_names, parameter_names
 
 _SUB = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 ARGUMENT_KEYS = {"default", "choices", "description"}
 BUILTIN_ARGUMENTS = ("config_dir",)
 NODE_KEYS = {"name", "package", "executable", "module", "when", "unless", "required", "parameters",
-             "remappings", "description"}
+             "remappings", "description", "config", "extra_parameters"}
+_SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass
@@ -61,6 +74,8 @@ class NodeSpec:
     when: dict = field(default_factory=dict)
     unless: dict = field(default_factory=dict)
     description: str = ""
+    config: str = ""  # "module:Class" of the node's parameter dataclass ("" = not checked)
+    extra_parameters: list = field(default_factory=list)
 
 
 @dataclass
@@ -111,7 +126,58 @@ def load_graph_file(path) -> GraphFile:
         nodes.append(NodeSpec(**{k: v for k, v in spec.items() if v is not None}))
     graph = GraphFile(path, arguments, nodes)
     _check_references(graph)
+    for node in graph.nodes:
+        check_node_parameters(node, f"{path}: node {node.name!r}")
     return graph
+
+
+def load_schema(spec: str, where: str) -> type:
+    """The dataclass named by a node's ``config`` (``module:Class``); ConfigError if it cannot be had."""
+    if not isinstance(spec, str) or not _SCHEMA.fullmatch(spec):
+        raise ConfigError(f"{where}: config must look like 'package.module:Class', got {spec!r}")
+    module_name, class_name = spec.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # not installed, or broken: either way the schema cannot be checked
+        raise ConfigError(f"{where}: cannot import {module_name!r} for config {spec!r}: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise ConfigError(f"{where}: config {spec!r} is not a dataclass in {module_name}")
+    return cls
+
+
+def check_node_parameters(node: NodeSpec, where: str) -> None:
+    """Every parameter name of ``node`` is a field of its ``config`` class or an extra parameter."""
+    if not node.config:
+        return
+    extras = node.extra_parameters
+    if not isinstance(extras, list) or not all(isinstance(e, str) and e for e in extras):
+        raise ConfigError(f"{where}: extra_parameters must be a list of parameter names, got {extras!r}")
+    if not isinstance(node.parameters, dict):
+        raise ConfigError(f"{where}: parameters must be a mapping, got {type(node.parameters).__name__}")
+    cls = load_schema(node.config, where)
+    known = set(parameter_names(cls))
+    names = [n for n in _dotted_names(node.parameters, known) if n not in extras]
+    try:
+        check_parameter_names(cls, names, f"{where} ({node.config})")
+    except ConfigError as exc:
+        if extras:
+            raise ConfigError(f"{exc}; also accepted: {', '.join(extras)}") from None
+        raise
+
+
+def _dotted_names(params: dict, known: set, prefix: str = "") -> list[str]:
+    """Parameter names as ROS sees them: nested mappings flattened to dotted names, except where the
+    mapping is itself the value of a known (dict-typed) field."""
+    out = []
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and name not in known:
+            out += _dotted_names(value, known, name + ".")
+        else:
+            out.append(name)
+    return out
 
 
 def _check_references(graph: GraphFile) -> None:
@@ -164,7 +230,8 @@ def resolve_graph(graph: GraphFile, overrides: dict[str, Any] | None = None) -> 
         out.append(NodeSpec(
             name=node.name, package=node.package, executable=node.executable, module=node.module,
             parameters=_substitute(node.parameters, values), remappings=_substitute(node.remappings, values),
-            required=node.required, description=node.description,
+            required=node.required, description=node.description, config=node.config,
+            extra_parameters=list(node.extra_parameters),
         ))
     return out
 
