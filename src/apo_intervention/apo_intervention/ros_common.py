@@ -9,15 +9,15 @@ loading, every scalar/list config value is declared read-only so ``ros2 param ge
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 from apo_core.errors import ApoError
+from apo_core.ros_params import ROS_PARAMETERS, declare_effective
 from apo_core.ros_qos import qos_profile, topic_qos
 from apo_intervention.config import assemble_config
 
-# Parameters rclpy itself declares or understands; never config keys.
-_ROS_PARAMETERS = {"use_sim_time", "start_type_description_service", "config_file"}
+# Parameters rclpy itself declares or understands, and the config file's path; never config keys.
+_NOT_CONFIG_KEYS = ROS_PARAMETERS | {"config_file"}
 
 
 def qos_for(topic: str):
@@ -41,9 +41,9 @@ def load_node_config(node, cls):
 
         raise ConfigError(f"config_file: expected a path string, got {config_file!r}")
     overrides = {name: p.value for name, p in node.get_parameters_by_prefix("").items()
-                 if name not in _ROS_PARAMETERS and not name.startswith("qos_overrides.")}
+                 if name not in _NOT_CONFIG_KEYS and not name.startswith("qos_overrides.")}
     cfg = assemble_config(cls, config_file or None, overrides)
-    _declare_effective(node, cfg, "")
+    declare_effective(node, cfg)
     return cfg
 
 
@@ -79,23 +79,6 @@ def publish_teleop_action(node, publisher, action: list[float], last: bool = Fal
         send_last(publisher, cmd)
     else:
         publisher.publish(cmd)
-
-
-def _declare_effective(node, cfg, prefix: str) -> None:
-    from rcl_interfaces.msg import ParameterDescriptor
-
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        name = prefix + f.name
-        if dataclasses.is_dataclass(value):
-            _declare_effective(node, value, name + ".")
-            continue
-        if node.has_parameter(name) or (isinstance(value, list) and not value):
-            continue
-        try:
-            node.declare_parameter(name, value, ParameterDescriptor(read_only=True))
-        except Exception:  # a value rclpy cannot type (mixed list): visible in the log instead
-            pass
 
 
 def run_node(make_node, program: str, args=None, should_stop=None) -> int:
