@@ -17,8 +17,13 @@ custom_data, the topic types/hashes and the writer's pid: recovery needs them, a
 with a journal and no ``metadata.yaml`` is recognisably unfinished. The journal is removed once the
 bag is closed and ``metadata.yaml`` is on disk.
 
+Why CRCs: every chunk carries the CRC-32 of its records, the data section and the summary theirs
+(``apo_recorder.mcap_storage``), so a reader can tell a damaged chunk from a good one instead of
+passing flipped bytes on as an image.
+
 ROS-free: usable by the trainer, tests and benchmarks with no ROS install. The file layout follows
-``apo_recorder.contract``; writing uses the ``rosbags`` library (rosbag2_py is not available here).
+``apo_recorder.contract``; rosbag2 metadata is written with the ``rosbags`` library (rosbag2_py is not
+available here), the MCAP file by ``apo_recorder.mcap_storage``.
 """
 
 from __future__ import annotations
@@ -36,11 +41,12 @@ from pathlib import Path
 import yaml
 
 from apo_recorder import contract
+from apo_recorder.mcap_storage import open_writer
 from apo_recorder.msgdefs import message_definition
 
 DEFAULT_MAX_QUEUE_MESSAGES = 2000
 DEFAULT_MAX_QUEUE_BYTES = 256 * 1024 * 1024
-DEFAULT_CHUNK_BYTES = 1024 * 1024  # rosbags itself closes a chunk past 1 MiB: larger values act as 1 MiB
+DEFAULT_CHUNK_BYTES = 1024 * 1024
 DEFAULT_FLUSH_PERIOD_S = 0.5
 
 _CLOSE = object()
@@ -341,14 +347,14 @@ class EpisodeBagWriter:
             self._state = state
 
     def _open(self):
-        from rosbags.rosbag2 import StoragePlugin, Writer
         from rosbags.rosbag2.metadata import parse_qos
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             raise FileExistsError(f"bag directory {self.path} exists already, not overwriting it")
-        bag = Writer(self.path, version=contract.METADATA_VERSION, storage_plugin=StoragePlugin.MCAP)
+        bag = open_writer(self.path, version=contract.METADATA_VERSION)
         bag.open()
+        bag.storage.chunk_bytes = self.chunk_bytes
         journal_topics = []
         conns = []
         try:
@@ -362,7 +368,7 @@ class EpisodeBagWriter:
             self._journal_topics = journal_topics
             # The schemas and channels sit in the first chunk: put them on disk now, so even a bag
             # killed before its first flush can be recovered with all its connections.
-            self._flush(bag, force_chunk=True)
+            self._flush(bag)
             self._write_journal()
         except BaseException:
             try:
@@ -388,8 +394,6 @@ class EpisodeBagWriter:
             if dirty:
                 self._write_journal()
             end = None
-            storage = bag.storage
-            chunk_limit = self.chunk_bytes if hasattr(storage, "close_chunk") else None
             n = nbytes = 0
             first = last = None
             try:
@@ -405,8 +409,6 @@ class EpisodeBagWriter:
                         first = ts
                     if last is None or ts > last:
                         last = ts
-                    if chunk_limit is not None and storage.chunk.bio.tell() >= chunk_limit:
-                        storage.close_chunk()
             finally:  # counters once per batch, also when a write fails half-way
                 if n:
                     with self._cond:
@@ -428,22 +430,13 @@ class EpisodeBagWriter:
                 self._flush(bag)
                 next_flush = time.monotonic() + self.flush_period_s
 
-    def _flush(self, bag, force_chunk: bool = False) -> None:
+    def _flush(self, bag) -> None:
         """Close the open chunk (if it holds anything) and push the file to disk."""
         storage = bag.storage
-        chunk = getattr(storage, "chunk", None)
-        if chunk is not None and hasattr(storage, "close_chunk"):
-            if chunk.msgs:
-                storage.close_chunk()
-            elif force_chunk and chunk.bio.tell():
-                # MCAP spec: a chunk without messages has start and end time zero
-                chunk.message_start_time = chunk.message_end_time = 0
-                storage.close_chunk()
-        bio = getattr(storage, "bio", None)
-        if bio is not None:
-            bio.flush()  # from here on a SIGKILL keeps it; the fsync (power loss) runs on the helper thread
-        if self._syncer is not None and bio is not None:
-            self._syncer.request(bio.fileno(), self._written)
+        storage.close_chunk()
+        storage.flush()  # from here on a SIGKILL keeps it; the fsync (power loss) runs on the helper thread
+        if self._syncer is not None:
+            self._syncer.request(storage.fileno(), self._written)
         else:
             self._synced(self._written)
 

@@ -3,8 +3,10 @@
 An MCAP file is written front to back: header, then chunks (each a self-contained record holding
 schema, channel and message records), and only at close the summary and footer. A killed writer
 therefore leaves a data section that is valid up to its last complete record. ``recover_bag``
-scans that data section as far as it reads (stopping at the first truncated or corrupt record),
-rebuilds a complete rosbag2 bag from the schemas, channels and messages found, and writes its
+scans that data section as far as it reads (stopping at the first truncated or corrupt record; a
+complete chunk whose CRC does not match is left out and the scan goes on after it, so no damaged
+message reaches the rebuilt bag), rebuilds a complete rosbag2 bag (with CRCs, see
+``apo_recorder.mcap_storage``) from the schemas, channels and messages found, and writes its
 ``metadata.yaml`` -- with the episode's custom_data from the recorder's journal
 (``contract.JOURNAL_NAME``), plus ``apo.recovered`` = number of messages recovered.
 
@@ -52,6 +54,7 @@ class RecoveryReport:
     last_ns: int | None = None
     custom_data: dict[str, str] = field(default_factory=dict)
     stop_reason: str = ""  # why the scan stopped (end of data, truncated record, corrupt chunk, ...)
+    chunks_dropped: list[str] = field(default_factory=list)  # complete chunks left out (CRC mismatch, ...)
 
     @property
     def bytes_discarded(self) -> int:
@@ -66,6 +69,11 @@ class ScanState:
     channels: dict[int, tuple[int, str, str, dict[str, str]]] = field(default_factory=dict)
     bytes_used: int = 0
     stop_reason: str = ""
+    chunks_dropped: list[str] = field(default_factory=list)
+
+
+class _BadChunk(ValueError):
+    """A complete chunk record whose content is damaged: skip it, the next record is still in place."""
 
 
 # ---------------------------------------------------------------------------------------- scanning
@@ -188,24 +196,30 @@ def scan_mcap(path: str | os.PathLike, scan: ScanState | None = None) -> Iterato
             try:
                 if op == OP_CHUNK:
                     mv = memoryview(body)
-                    _start, o = _u64(mv, 0)
-                    _end, o = _u64(mv, o)
+                    start_t, o = _u64(mv, 0)
+                    end_t, o = _u64(mv, o)
                     usize, o = _u64(mv, o)
                     crc, o = _u32(mv, o)
                     compression, o = _str(mv, o)
                     csize, o = _u64(mv, o)
                     if o + csize > len(mv):
                         raise ValueError("chunk data past end of record")
-                    raw = _decompress(bytes(mv[o:o + csize]), compression, usize)
+                    try:
+                        raw = _decompress(bytes(mv[o:o + csize]), compression, usize)
+                    except Exception as exc:  # zstd/lz4 have their own error types
+                        raise _BadChunk(f"does not decompress ({exc})") from exc
                     if len(raw) != usize:
                         raise ValueError("chunk size mismatch")
                     if crc and crc32(raw) != crc:
-                        raise ValueError("chunk checksum mismatch")
+                        raise _BadChunk(f"CRC mismatch (log time {start_t}..{end_t})")
                     messages = list(_inner_records(memoryview(raw), scan))
                 elif op in (OP_SCHEMA, OP_CHANNEL, OP_MESSAGE):
                     messages = list(_inner_records(memoryview(head + body), scan))
                 else:  # header, message index, chunk index, metadata, attachments, ...: nothing to keep
                     messages = []
+            except _BadChunk as exc:
+                scan.chunks_dropped.append(f"chunk at byte {pos} left out: {exc}")
+                messages = []
             except (ValueError, struct.error, UnicodeDecodeError) as exc:
                 scan.stop_reason = f"corrupt record at byte {pos}: {exc}"
                 return
@@ -276,9 +290,9 @@ def recover_bag(path: str | os.PathLike, *, keep_original: bool = False, force: 
     """
     import socket
 
-    from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.rosbag2.metadata import parse_qos
 
+    from apo_recorder.mcap_storage import open_writer
     from apo_recorder.msgdefs import typestore_from_definitions
 
     path = Path(path)
@@ -322,7 +336,7 @@ def recover_bag(path: str | os.PathLike, *, keep_original: bool = False, force: 
     report = RecoveryReport(path=path, status="recovered", messages_recovered=0, bytes_total=mcap.stat().st_size)
     conns: dict[int, object] = {}
     topic_of: dict[int, str] = {}
-    writer = Writer(work / name, version=contract.METADATA_VERSION, storage_plugin=StoragePlugin.MCAP)
+    writer = open_writer(work / name, version=contract.METADATA_VERSION)
     writer.open()
     try:
         def connection(cid: int):
@@ -370,6 +384,7 @@ def recover_bag(path: str | os.PathLike, *, keep_original: bool = False, force: 
 
     report.bytes_used = scan.bytes_used
     report.stop_reason = scan.stop_reason
+    report.chunks_dropped = list(scan.chunks_dropped)
     report.custom_data = custom
     # Swap: damaged original out, rebuilt bag in (each step a rename; rerunnable if interrupted).
     partial = _hidden(parent, name, "partial")

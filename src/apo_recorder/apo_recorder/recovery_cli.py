@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"{bag}: {rep.status}, {rep.messages_recovered} messages "
                   f"({rep.bytes_discarded} bytes discarded; {rep.stop_reason})")
+            for line in rep.chunks_dropped:
+                print(f"    {line}")
     return 1 if failures else 0
 
 
