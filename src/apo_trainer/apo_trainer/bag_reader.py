@@ -18,6 +18,16 @@ recorder that can be killed at any moment. Two read paths share one interface (:
   :class:`ReadReport` (bytes unreadable or cut off, torn/dropped chunks, undecodable messages,
   messages that metadata.yaml lists but were not read).
 
+Integrity (why CRCs matter here: a flipped bit in a chunk's payload parses fine and would become a
+wrong image in the training set). Every chunk that carries a CRC is checked before any of its
+messages is used, in both paths; a chunk that fails is dropped whole and reported in
+``ReadReport.damage`` with its offset, log-time range and what it held (from its message index).
+A file whose chunks carry CRCs (the recorder writes them, see ``apo_recorder.mcap_storage``) is held
+to it: a chunk without a CRC there, or message records salvaged after a damaged stretch, are dropped
+as unverifiable; the summary CRC is checked too (a damaged index means scanning). Bags without CRCs
+(written by older recorders) are read as before and reported ``unverified``
+(``ReadReport.integrity``).
+
 Messages come out in log-time order (ties in file order) in both paths, never more than the
 chunks overlapping in time in memory, decoded with a type store built from the message
 definitions embedded in the bag itself (the MCAP schema records), so ``apo_interfaces/msg/*``
@@ -51,7 +61,7 @@ ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
 OP_HEADER, OP_FOOTER, OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_CHUNK = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06
 OP_METADATA, OP_METADATA_INDEX, OP_DATA_END = 0x0C, 0x0D, 0x0F
 KNOWN_OPS = frozenset(range(0x01, 0x10))
-OP_MESSAGE_INDEX = 0x07
+OP_MESSAGE_INDEX, OP_CHUNK_INDEX = 0x07, 0x08
 # Records that may stand at the top level of a data section, and those that follow a data-end record.
 _DATA_SECTION_OPS = frozenset({OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_MESSAGE_INDEX, 0x09, OP_METADATA})
 _SUMMARY_OPS = frozenset({OP_FOOTER, OP_SCHEMA, OP_CHANNEL, 0x08, 0x0A, 0x0B, OP_METADATA_INDEX, 0x0E})
@@ -60,6 +70,7 @@ FOOTER_SIZE = 1 + 8 + 20  # opcode, length, (summary_start, summary_offset_start
 CHUNK_FIXED = 8 + 8 + 8 + 4 + 4  # start, end, uncompressed size, crc, compression string length
 COMPRESSIONS = ("", "zstd", "lz4")
 RESYNC_BLOCK = 1 << 20
+_FOREVER = 2**63 - 1
 MAX_PROBLEMS = 50  # detailed problem lines kept per bag; the counters stay exact
 
 _U16 = struct.Struct("<H")
@@ -67,6 +78,7 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _CHUNK_HEAD = struct.Struct("<QQQII")
 _MSG_HEAD = struct.Struct("<HIQQ")
+_FOOTER_FIELDS = struct.Struct("<QQI")  # summary_start, summary_offset_start, summary_crc
 
 
 class BagReadError(ApoError, OSError):
@@ -100,7 +112,13 @@ class ReadReport:
     chunks_read: int = 0
     chunks_torn: int = 0
     chunks_dropped: int = 0
+    chunks_verified: int = 0  # chunks whose CRC matched (indexed path: chunks with a CRC, checked as read)
+    chunks_unverified: int = 0  # chunks used with no CRC to check (CRC 0: older recorder; torn chunks)
+    messages_unverified: int = 0  # messages used from outside any chunk (no chunk CRC covers them)
     corrupt_regions: list[tuple[str, int, int]] = field(default_factory=list)  # (file, start, end)
+    # One entry per damaged chunk or stretch: kind, file, offset (bytes), start_ns/end_ns (log-time range
+    # its messages may have had; None when unknown), reason, lost ({topic: messages}; None when unknown).
+    damage: list[dict] = field(default_factory=list)
     expected_counts: dict[str, int] = field(default_factory=dict)  # from metadata.yaml, per topic
     problems: list[str] = field(default_factory=list)
 
@@ -109,6 +127,19 @@ class ReadReport:
             self.problems.append(text)
         elif len(self.problems) == MAX_PROBLEMS:
             self.problems.append("(further problems not listed)")
+
+    @property
+    def integrity(self) -> str:
+        """``verified`` (every chunk used passed its CRC), ``unverified`` (none carried one: an older
+        bag) or ``partly verified``."""
+        if not self.chunks_verified:
+            return "unverified"
+        return "partly verified" if self.chunks_unverified or self.messages_unverified else "verified"
+
+    def lost_time_ranges(self) -> list[tuple[int, int]]:
+        """Log-time ranges in which messages were lost to damage (open ends: 0 / 2**63 - 1)."""
+        return [(d["start_ns"] if d["start_ns"] is not None else 0,
+                 d["end_ns"] if d["end_ns"] is not None else _FOREVER) for d in self.damage]
 
     @property
     def lossy(self) -> bool:
@@ -137,13 +168,49 @@ class ReadReport:
             parts.append(f"{self.messages_unknown_channel} message(s) on unknown channels")
         if self.messages_missing:
             parts.append(f"{self.messages_missing} message(s) listed in metadata.yaml not read")
+        if self.integrity != "verified":
+            parts.append(integrity_text(self.to_dict()))
         return ", ".join(parts)
 
     def to_dict(self) -> dict:
         out = dict(self.__dict__)
         out["corrupt_regions"] = [list(r) for r in self.corrupt_regions]
+        out["damage"] = [dict(d) for d in self.damage]
         out["lossy"] = self.lossy
+        out["integrity"] = self.integrity
         return out
+
+
+def integrity_text(read: dict) -> str:
+    """One phrase about the CRC coverage of a read (``ReadReport.to_dict()``), for reports."""
+    integrity = read.get("integrity", "unverified")
+    if integrity == "verified":
+        return f"verified ({read.get('chunks_verified', 0)} chunk CRC(s))"
+    if integrity == "unverified":
+        return "unverified (the bag carries no chunk CRCs: written by an older recorder?)"
+    parts = []
+    if read.get("chunks_unverified"):
+        parts.append(f"{read['chunks_unverified']} chunk(s) without a usable CRC")
+    if read.get("messages_unverified"):
+        parts.append(f"{read['messages_unverified']} message(s) outside chunks")
+    return f"partly verified ({', '.join(parts)})"
+
+
+def damage_text(d: dict) -> str:
+    """One line about one ``ReadReport.damage`` entry: where, which log times, why, what was lost."""
+    times = ""
+    if d.get("start_ns") is not None or d.get("end_ns") is not None:
+        lo = "?" if d.get("start_ns") is None else f"{d['start_ns'] / 1e9:.3f}"
+        hi = "?" if d.get("end_ns") is None else f"{d['end_ns'] / 1e9:.3f}"
+        times = f" (log time {lo}..{hi} s)"
+    lost = d.get("lost")
+    if lost is None:
+        what = "an unknown number of messages lost"
+    elif lost:
+        what = f"lost {sum(lost.values())} message(s): " + ", ".join(f"{t} {n}" for t, n in sorted(lost.items()))
+    else:
+        what = "no message lost"
+    return f"{d['kind']} at byte {d['offset']} of {d['file']}{times}: {d['reason']}; {what}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,6 +448,8 @@ class EpisodeBag:
         problem = None if metadata is not None else "metadata.yaml missing or unreadable"
         if problem is None:
             problem = _first_footer_problem(files)
+        if problem is None:
+            problem, self.report.chunks_verified, self.report.chunks_unverified = _crc_census(files)
         if problem is None and self.recover != "always":
             try:
                 self._source = _IndexedSource(self.path, self.report)
@@ -556,6 +625,49 @@ def _first_footer_problem(files: list[Path]) -> str | None:
     return None
 
 
+def _crc_census(files: list[Path]) -> tuple[str | None, int, int]:
+    """(problem, chunks with a CRC, chunks without) of complete MCAP files, from their summaries.
+
+    Checks each summary's CRC (when the file has one), then reads each chunk's CRC field (one small
+    read per chunk). A problem (the summary is damaged, an index points at no chunk, a chunk lacks a
+    CRC in a file whose summary has one) sends the read to the scan, which deals with it.
+    """
+    with_crc = without_crc = 0
+    for path in files:
+        size = path.stat().st_size
+        end = size - len(MCAP_MAGIC) - FOOTER_SIZE
+        with path.open("rb") as f:
+            f.seek(end)
+            footer = f.read(FOOTER_SIZE)
+            summary_start, _, summary_crc = _FOOTER_FIELDS.unpack_from(footer, 9)
+            if not summary_start:
+                continue  # no summary: rosbags reports it
+            if not len(MCAP_MAGIC) < summary_start <= end:
+                return f"{path.name}: its footer points outside the file", 0, 0
+            f.seek(summary_start)
+            summary = f.read(end - summary_start)
+            if summary_crc and zlib.crc32(footer[:FOOTER_SIZE - 4], zlib.crc32(summary)) != summary_crc:
+                return f"{path.name}: summary CRC mismatch (its index of schemas, channels, chunks is damaged)", 0, 0
+            file_with = file_without = 0
+            for op, body in _iter_records(summary):
+                if op != OP_CHUNK_INDEX or len(body) < 24:
+                    continue
+                offset = _U64.unpack_from(body, 16)[0]
+                f.seek(offset)
+                head = f.read(9 + CHUNK_FIXED)
+                if len(head) < 9 + CHUNK_FIXED or head[0] != OP_CHUNK:
+                    return f"{path.name}: the chunk index points at byte {offset}, which holds no chunk", 0, 0
+                if _U32.unpack_from(head, 9 + 24)[0]:
+                    file_with += 1
+                else:
+                    file_without += 1
+        if file_without and summary_crc:  # written with CRCs: a chunk without one is damaged
+            return (f"{path.name}: {file_without} chunk(s) without a CRC in a file written with CRCs", 0, 0)
+        with_crc += file_with
+        without_crc += file_without
+    return None, with_crc, without_crc
+
+
 # --------------------------------------------------------------------------------------------
 # Indexed path: rosbags
 # --------------------------------------------------------------------------------------------
@@ -614,6 +726,7 @@ class _ScanSource:
         self.custom_data: dict[str, str] = {}
         self._handles: list[BinaryIO] = []
         self._valid_files: list[int] = []
+        self._crc_files: set[int] = set()  # files whose chunks carry CRCs: everything used must pass one
         for idx, path in enumerate(files):
             f = path.open("rb")
             self._handles.append(f)
@@ -622,6 +735,8 @@ class _ScanSource:
                 continue
             self._valid_files.append(idx)
             self._read_summary(idx)
+            if idx not in self._crc_files and self._first_chunk_has_crc(idx):
+                self._crc_files.add(idx)
         if not self._valid_files:
             self.close()
             raise BagReadError(f"no readable MCAP data in {[str(p) for p in files]} (not an MCAP file)")
@@ -651,13 +766,18 @@ class _ScanSource:
         tail = f.read()
         if tail[-8:] != MCAP_MAGIC or tail[0] != OP_FOOTER:
             return
-        summary_start = _U64.unpack_from(tail, 9)[0]
+        summary_start, _, summary_crc = _FOOTER_FIELDS.unpack_from(tail, 9)
         end = size - len(MCAP_MAGIC) - FOOTER_SIZE
         if not summary_start or not len(MCAP_MAGIC) < summary_start < end:
             return
+        if summary_crc:
+            self._crc_files.add(fidx)
         try:
             f.seek(summary_start)
             blob = f.read(end - summary_start)
+            if summary_crc and zlib.crc32(tail[:FOOTER_SIZE - 4], zlib.crc32(blob)) != summary_crc:
+                self.report.problem(f"{self.files[fidx].name}: summary CRC mismatch; not used, scanning only")
+                return
             for op, body in _iter_records(blob):
                 if op == OP_SCHEMA:
                     self._add_schema(fidx, body)
@@ -672,6 +792,18 @@ class _ScanSource:
                             self._add_metadata(memoryview(rec)[9:])
         except (ValueError, struct.error, UnicodeDecodeError) as exc:
             self.report.problem(f"{self.files[fidx].name}: summary unreadable ({exc}); scanning only")
+
+    def _first_chunk_has_crc(self, fidx: int) -> bool:
+        """Whether the file's first record after its header is a chunk with a CRC (a footer-less file
+        written with CRCs: the recorder's first chunk, with its schemas, is on disk from the start)."""
+        f = self._handles[fidx]
+        f.seek(len(MCAP_MAGIC))
+        head = f.read(9)
+        if len(head) < 9 or head[0] != OP_HEADER:
+            return False
+        f.seek(len(MCAP_MAGIC) + 9 + _U64.unpack_from(head, 1)[0])
+        info = _parse_chunk_header(f.read(_CHUNK_PROBE), 0, 0)
+        return info is not None and info.crc != 0
 
     def _add_schema(self, fidx: int, body) -> None:
         sid = _U16.unpack_from(body, 0)[0]
@@ -710,9 +842,10 @@ class _ScanSource:
     def raw_messages(self, wanted: set[str] | None) -> Iterator[Raw]:
         """Merge units lazily: a unit is loaded only when its start time is due (bounded memory)."""
         for key in ("bytes_lost", "bytes_missing", "chunks_read", "chunks_torn", "chunks_dropped",
-                    "messages_unknown_channel"):
+                    "chunks_verified", "chunks_unverified", "messages_unverified", "messages_unknown_channel"):
             setattr(self.report, key, 0)
         self.report.corrupt_regions = []
+        self.report.damage = []
         for idx in range(len(self.files)):
             if idx not in self._valid_files:
                 self.report.bytes_lost += self.files[idx].stat().st_size
@@ -742,8 +875,11 @@ class _ScanSource:
         f = self._handles[fidx]
         name = self.files[fidx].name
         size = self.files[fidx].stat().st_size
+        strict = fidx in self._crc_files
         pos = len(MCAP_MAGIC)
         ended = False
+        last_time: int | None = None  # latest log time of the units so far (start of a damaged stretch)
+        gap: dict | None = None  # the damage entry of the stretch being skipped; its end is the next unit
         while pos < size:
             f.seek(pos)
             head = f.read(_CHUNK_PROBE)
@@ -756,6 +892,9 @@ class _ScanSource:
             if op == OP_CHUNK:
                 info = _parse_chunk_header(head, 0, pos)
                 if info is not None:
+                    if gap is not None:
+                        gap["end_ns"], gap = info.start, None
+                    last_time = info.end if last_time is None else max(last_time, info.end)
                     yield _Unit(info.start, self._chunk_loader(fidx, pos, info, size, wanted))
                     pos = min(info.record_end, size)
                     continue
@@ -776,9 +915,16 @@ class _ScanSource:
                             self._add_channel(fidx, body)
                         elif op == OP_METADATA:
                             self._add_metadata(body)
+                        elif gap is not None and strict:
+                            # After damage in a file with CRCs: nothing vouches for these bytes.
+                            self._lost(fidx, pos, end, "message record after a damaged stretch (no CRC covers it)")
                         else:
                             item = self._message(fidx, body, wanted)
                             if item is not None:
+                                self.report.messages_unverified += 1
+                                last_time = item[0] if last_time is None else max(last_time, item[0])
+                                if gap is not None:
+                                    gap["end_ns"], gap = item[0], None
                                 yield _Unit(item[0], lambda item=item: [item])
                     except (ValueError, struct.error, UnicodeDecodeError) as exc:
                         self._lost(fidx, pos, end, f"unreadable record (opcode 0x{op:02x}): {exc}")
@@ -790,6 +936,8 @@ class _ScanSource:
             else:
                 why = f"corrupt bytes (opcode 0x{op:02x}, length {length})"
             self._lost(fidx, pos, size if nxt is None else nxt, why)
+            if gap is None:
+                gap = self._damage("stretch", fidx, pos, last_time, None, why, None)
             if nxt is None:
                 break
             pos = nxt
@@ -837,31 +985,42 @@ class _ScanSource:
                 else:
                     raw = _lz4_decompress(data)
             except Exception as exc:  # zstd/lz4 raise their own error types
-                return self._drop_chunk(fidx, pos, min(info.record_end, size), f"does not decompress ({exc})")
+                return self._drop_chunk(fidx, pos, info, f"does not decompress ({exc})")
             if not torn and len(raw) != info.usize:
-                return self._drop_chunk(fidx, pos, info.record_end,
-                                        f"decompressed to {len(raw)} bytes, its header says {info.usize}")
+                return self._drop_chunk(fidx, pos, info, f"decompressed to {len(raw)} bytes, its header says {info.usize}")
             if not torn and info.crc and zlib.crc32(raw) != info.crc:
-                return self._drop_chunk(fidx, pos, info.record_end, "CRC mismatch")
-            out = self._chunk_records(fidx, pos, info, raw, torn, wanted)
+                return self._drop_chunk(fidx, pos, info, "CRC mismatch: its content is damaged")
+            if not torn and not info.crc and fidx in self._crc_files:
+                return self._drop_chunk(fidx, pos, info, "no CRC, in a file whose chunks carry CRCs")
+            out, last_intact = self._chunk_records(fidx, pos, info, raw, torn, wanted)
             if torn:
                 self.report.chunks_torn += 1
+                self.report.chunks_unverified += 1
                 self.report.bytes_missing += info.csize - len(data)
                 self.report.problem(
                     f"{name}: chunk at offset {pos} is torn ({len(data)} of {info.csize} bytes in the file); "
                     f"kept {len(out)} message(s) from its complete records")
+                self._damage("chunk", fidx, pos, info.start if last_intact is None else last_intact, info.end,
+                             "torn: the file ends inside it", None)
             else:
                 self.report.chunks_read += 1
+                if info.crc:
+                    self.report.chunks_verified += 1
+                else:
+                    self.report.chunks_unverified += 1
             return out
 
         return load
 
-    def _chunk_records(self, fidx: int, pos: int, info: _ChunkInfo, raw: bytes, torn: bool, wanted) -> list:
+    def _chunk_records(self, fidx: int, pos: int, info: _ChunkInfo, raw: bytes, torn: bool,
+                       wanted) -> tuple[list, int | None]:
         """Messages of a chunk's records; damaged stretches are skipped to the next plausible record."""
         name = self.files[fidx].name
         view = memoryview(raw)
         n = len(raw)
         out: list = []
+        last_intact = None  # log time of the last message record that parsed (a torn chunk lost the later ones)
+        damaged = False
         p = 0
         while p < n:
             op = raw[p]
@@ -877,6 +1036,7 @@ class _ScanSource:
                         self._add_channel(fidx, body)
                     elif op == OP_MESSAGE:
                         item = self._message(fidx, body, wanted)
+                        last_intact = _MSG_HEAD.unpack_from(body, 0)[2]
                         if item is not None:
                             out.append(item)
                 except (ValueError, struct.error, UnicodeDecodeError):
@@ -892,11 +1052,15 @@ class _ScanSource:
             self.report.corrupt_regions.append((name, where, where + stop - p))
             if not (torn and nxt is None):
                 self.report.problem(f"{name}: chunk at offset {pos}: {stop - p} bytes of records unreadable")
+                if not damaged:
+                    damaged = True
+                    self._damage("chunk", fidx, pos, info.start, info.end,
+                                 "records unreadable (no CRC to tell what else is wrong)", None)
             if nxt is None:
                 break
             p = nxt
         out.sort(key=lambda x: x[0])
-        return out
+        return out, last_intact
 
     def _resync_in_chunk(self, raw: bytes, start: int, fidx: int, info: _ChunkInfo) -> int | None:
         """Next offset in a chunk that holds a message record of a known channel, timed inside the
@@ -916,10 +1080,42 @@ class _ScanSource:
             i = raw.find(marker, i + 1)
         return None
 
-    def _drop_chunk(self, fidx: int, pos: int, end: int, why: str) -> list:
+    def _drop_chunk(self, fidx: int, pos: int, info: _ChunkInfo, why: str) -> list:
+        """Use nothing of a chunk; report where it was, its log-time range and what its index says it held."""
         self.report.chunks_dropped += 1
-        self._lost(fidx, pos, end, f"chunk dropped: {why}")
+        end = min(info.record_end, self.files[fidx].stat().st_size)
+        self.report.bytes_lost += end - pos
+        self.report.corrupt_regions.append((self.files[fidx].name, pos, end))
+        entry = self._damage("chunk", fidx, pos, info.start, info.end, why, self._indexed_counts(fidx, info))
+        self.report.problem(f"dropped {damage_text(entry)}")
         return []
+
+    def _indexed_counts(self, fidx: int, info: _ChunkInfo) -> dict[str, int] | None:
+        """Messages per topic of a chunk, from the message index records that follow it (None if absent)."""
+        f = self._handles[fidx]
+        pos = info.record_end
+        counts: Counter = Counter()
+        found = False
+        for _ in range(1 + len(self.channels)):
+            f.seek(pos)
+            head = f.read(9 + 6)
+            if len(head) < 15 or head[0] != OP_MESSAGE_INDEX:
+                break
+            length = _U64.unpack_from(head, 1)[0]
+            cid, nbytes = struct.unpack_from("<HI", head, 9)
+            if length != 6 + nbytes or nbytes % 16:
+                break
+            topic = self.channels.get((fidx, cid), (f"channel {cid}", 0))[0]
+            counts[topic] += nbytes // 16
+            found = True
+            pos += 9 + length
+        return dict(counts) if found else None
+
+    def _damage(self, kind: str, fidx: int, offset: int, start_ns, end_ns, reason: str, lost) -> dict:
+        entry = {"kind": kind, "file": self.files[fidx].name, "offset": offset, "start_ns": start_ns,
+                 "end_ns": end_ns, "reason": reason, "lost": lost}
+        self.report.damage.append(entry)
+        return entry
 
     def _message(self, fidx: int, body, wanted):
         if len(body) < _MSG_HEAD.size:

@@ -20,7 +20,8 @@ One bag directory (``BAGS_DIR/<episode_id>/``) becomes one episode:
   else the MCAP's rosbag2 metadata record), else from its EpisodeEvent messages (outcome = the
   last success/failure/abort event), else its steps, else the directory name;
   ``source="interactive"``; ``origin`` = the bag directory (symlinks resolved); plus
-  ``bag_read_mode``, ``missing_steps``, ``dropped_steps``.
+  ``bag_read_mode``, ``missing_steps``, ``dropped_steps``, ``bag_integrity`` (``verified`` |
+  ``partly verified`` | ``unverified``, see below) and ``bag_damage`` (damaged chunks/stretches).
 
 The run is incremental and never aborts on one bad bag: episode ids already in the output are
 skipped; a damaged bag (no metadata.yaml, no MCAP footer, torn or overwritten chunks) is read as
@@ -32,6 +33,16 @@ the end. Images are staged per step in a temporary file next to the output and h
 (the staged images live in the page cache). A bag whose recorder is still running (its journal
 names a live process, or, without a journal, no metadata.yaml and files younger than
 ``settle_seconds``) is skipped and picked up by a later run.
+
+Damaged chunks (integrity): the reader checks every chunk's CRC before using it and drops a chunk
+that fails, whole. The episode is still added (the recovery model above: as far as the bag reads),
+with a report line per damaged chunk naming the episode, the file, the byte offset, the log-time
+range and the messages lost per topic. Its samples exclude, besides the steps lost with the chunk
+(``missing_steps`` when they leave a gap in ``step_index``), every step whose image or state could
+have come from the lost log-time range (:meth:`convert_align.AlignedStep.exposure`): dropped and
+counted in ``dropped_steps`` ("observation may have been in a damaged part of the bag") rather than
+paired with an older frame. So no sample holds damaged bytes or a stand-in observation. Bags written
+without CRCs (older recorders) convert as before and are reported ``unverified``.
 
 Expert demonstrations from another dataset file are merged in (``source="expert"``), and the
 action statistics over all actions in the output (expert + interactive) are recomputed into
@@ -68,7 +79,9 @@ from apo_trainer.bag_reader import (
     BagReadError,
     EpisodeBag,
     bag_bytes,
+    damage_text,
     find_bags,
+    integrity_text,
     mcap_files,
     read_custom_data,
     recording_in_progress,
@@ -141,6 +154,11 @@ class BagResult:
             parts.append(f"    dropped {count} step(s): {reason}")
         if self.read and self.read.get("mode") == "recovered":
             parts.append(f"    read: {_read_summary(self.read)}")
+        if self.read:
+            who = f"episode {self.episode_id or Path(self.bag).name}"
+            parts.extend(f"    {who}: damaged {damage_text(d)}" for d in self.read.get("damage", []))
+            if self.read.get("integrity") != "verified":
+                parts.append(f"    integrity: {integrity_text(self.read)}")
         parts.extend(f"    note: {n}" for n in self.notes)
         return "\n".join(parts)
 
@@ -204,6 +222,11 @@ class ConversionReport:
         lines.append(
             f"bags: {len(self.added)} added ({rec} recovered from damaged bags), {len(self.by_status('skipped'))} "
             f"skipped, {len(self.failed)} failed; {self.steps_added} steps added; labels {self.label_histogram}")
+        damaged = sum(1 for b in self.bags if b.read and b.read.get("damage"))
+        unverified = sum(1 for b in self.added if b.read and b.read.get("integrity") != "verified")
+        if damaged or unverified:
+            lines.append(f"integrity: {damaged} bag(s) with damaged chunks (their samples dropped, see above), "
+                         f"{unverified} episode(s) added without full CRC verification")
         if self.relabelled:
             lines.append(f"re-applied K = {self.k} to {self.relabelled} episode(s) already in the output")
         if self.stats_path:
@@ -316,7 +339,7 @@ def _convert(bag: Path, output: Path, options, known, action_dim, result: BagRes
                     result.status = "skipped"
                     result.notes.append("episode already in the output")
                     return
-                sink = _EpisodeSink(bag, output, info.episode_id, action_dim)
+                sink = _EpisodeSink(bag, output, info.episode_id, action_dim, options.max_lateness)
                 events = _stream(reader, sink, options, on_bytes if attempt == 0 else None)
                 if reader.mode == "indexed" and reader.report.messages_missing and options.recover and attempt == 0:
                     # rosbags skipped damaged records silently; the scan resynchronises inside chunks.
@@ -344,6 +367,7 @@ def _convert(bag: Path, output: Path, options, known, action_dim, result: BagRes
             result.dropped = dict(sink.dropped)
             return
         episode = sink.episode(info, mode)
+        episode.attrs.update({"bag_integrity": result.read["integrity"], "bag_damage": len(result.read["damage"])})
         result.group = append_episode(output, episode, k=options.k, image_compression=options.image_compression)
     finally:
         sink.discard()
@@ -375,7 +399,7 @@ def _stream(reader: EpisodeBag, sink: _EpisodeSink, options: ConvertOptions, on_
             sink.add(aligned)
     for aligned in aligner.finish():
         sink.add(aligned)
-    sink.close(states_seen=aligner.seen(topics.ROBOT_STATE) > 0)
+    sink.close(states_seen=aligner.seen(topics.ROBOT_STATE) > 0, lost=reader.report.lost_time_ranges())
     return events
 
 
@@ -443,8 +467,10 @@ def _finish_info(info: _Info, events: list, sink: _EpisodeSink, result: BagResul
 class _EpisodeSink:
     """Collects aligned samples: images go to a staging file, the small arrays stay in memory."""
 
-    def __init__(self, bag: Path, output: Path, episode_id: str, action_dim: int | None):
+    def __init__(self, bag: Path, output: Path, episode_id: str, action_dim: int | None,
+                 max_lateness: float = DEFAULT_MAX_LATENESS_S):
         self.bag = bag
+        self.lateness_ns = int(round(max_lateness * 1e9))
         self.output = output
         self.episode_id = episode_id
         self.expected_dim = action_dim
@@ -464,6 +490,7 @@ class _EpisodeSink:
         self.index: list = []
         self.times: list = []
         self.states: list = []  # None where no state was at or before the step
+        self.exposure: list = []  # (lo, hi) log times where lost messages would make the sample doubtful
         self.versions: Counter = Counter()
         self.seen_index: set = set()
         self.dropped: Counter = Counter()
@@ -540,12 +567,15 @@ class _EpisodeSink:
         t = aligned.step.stamp or aligned.step.log_time
         self.times.append(t / 1e9)
         self.states.append(state)
+        self.exposure.append(aligned.exposure(self.lateness_ns))
         if step.policy_version:
             self.versions[step.policy_version] += 1
         self.count += 1
 
-    def close(self, states_seen: bool) -> None:
-        """Decide which staged samples make the episode (all of them, unless some lack a state)."""
+    def close(self, states_seen: bool, lost=()) -> None:
+        """Decide which staged samples make the episode: all, except those lacking a robot state
+        (when the bag has states) and those whose observations a damaged part of the bag could have
+        changed (``lost``: log-time ranges the reader could not read)."""
         self.staging.close()
         self.keep = np.ones(self.count, dtype=bool)
         if states_seen:
@@ -553,6 +583,15 @@ class _EpisodeSink:
             missing = int((~self.keep).sum())
             if missing:
                 self.dropped["no robot state at or before the step"] += missing
+        if lost and self.count:
+            exposure = np.asarray(self.exposure, dtype=np.int64).reshape(-1, 2)
+            doubtful = np.zeros(self.count, dtype=bool)
+            for start, end in lost:
+                doubtful |= (exposure[:, 0] <= end) & (exposure[:, 1] >= start)
+            doubtful &= self.keep
+            if doubtful.any():
+                self.keep &= ~doubtful
+                self.dropped["observation may have been in a damaged part of the bag"] += int(doubtful.sum())
         if self.backwards:
             self.notes.append(f"step_index goes backwards {self.backwards} time(s) (kept in recorded order)")
 

@@ -11,7 +11,10 @@ The rule (used by conversion and documented in the conversion docs):
   received up to ``max_lateness`` (log time) after the step are still considered. A step is
   therefore decided once the bag has been read ``max_lateness`` past it, or at the end;
 - a topic with no message at or before the step gives ``None`` (the caller decides: conversion
-  drops such steps and reports them).
+  drops such steps and reports them);
+- when the reader lost messages (a damaged chunk), a step whose choice could have been one of them
+  (:meth:`AlignedStep.exposure` overlaps the lost log-time range) is not trustworthy: conversion
+  drops it rather than pair it with an older observation.
 
 Memory stays bounded: pending steps cover at most ``max_lateness`` of log time; of the
 observations received more than ``max_lateness`` before the oldest undecided step only the newest
@@ -99,6 +102,28 @@ class LatestAtOrBefore:
 class AlignedStep:
     step: Stamped
     observations: dict[str, Stamped | None] = field(default_factory=dict)
+
+    def exposure(self, lateness_ns: int) -> tuple[int, int]:
+        """Log-time interval [lo, hi] in which a message lost from the bag could have changed this
+        step's observations (so a damaged stretch overlapping it makes the sample untrustworthy).
+
+        A lost message M would have been chosen over the chosen observation O if M was newer than O
+        and at or before the step. With log times that means O.log_time < M.log_time <= step.log_time;
+        with header stamps M.stamp > O.stamp, and M must have arrived within the lateness window, so
+        under the rule's assumption |stamp - log time| <= lateness:
+        O.stamp - lateness < M.log_time <= step.log_time + lateness. Topics without an observation
+        give no bound (the caller drops or keeps such steps by its own rule).
+        """
+        lo = hi = self.step.log_time
+        for obs in self.observations.values():
+            if obs is None:
+                continue
+            if obs.stamp and self.step.stamp:
+                lo = min(lo, obs.stamp - lateness_ns)
+                hi = max(hi, self.step.log_time + lateness_ns)
+            else:
+                lo = min(lo, obs.log_time)
+        return lo, hi
 
 
 class StepAligner:
