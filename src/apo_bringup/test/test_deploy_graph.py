@@ -86,7 +86,7 @@ def test_episodes_are_recorded_and_labelled(tmp_path):
     assert human_total > 0
 
 
-def test_malformed_node_config_fails_at_start_naming_the_key(tmp_path):
+def test_malformed_node_config_fails_at_load_or_start_naming_the_key(tmp_path):
     _store(tmp_path)
     bad = tmp_path / "deploy.yaml"
     text = default_graph_path().read_text().replace('      max_episode_steps: "${max_episode_steps}"',
@@ -94,12 +94,21 @@ def test_malformed_node_config_fails_at_start_naming_the_key(tmp_path):
     assert "max_episode_stpes" in text
     bad.write_text(text)
     args = [f"{k}:={v}" for k, v in _args(tmp_path, operator="none", record=False).items()]
+    # A parameter name outside the node's schema: refused when the graph file is loaded, nothing starts.
     proc = subprocess.run([sys.executable, "-m", "apo_bringup.cli", "deploy", "--graph", str(bad), *args,
+                           "--duration", "120", "--log-dir", str(tmp_path / "logs")],
+                          capture_output=True, text=True, timeout=300, env=os.environ)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "node 'apo_arbiter'" in proc.stderr and "unknown parameter 'max_episode_stpes'" in proc.stderr
+    assert "started" not in proc.stdout and not (tmp_path / "logs").exists()
+    # A value only the node can judge: the node exits 2 at start naming the key, and the graph stops.
+    args = [a for a in args if not a.startswith("max_episode_steps:=")] + ["max_episode_steps:=-5"]
+    proc = subprocess.run([sys.executable, "-m", "apo_bringup.cli", "deploy", *args,
                            "--duration", "120", "--log-dir", str(tmp_path / "logs")],
                           capture_output=True, text=True, timeout=300, env=os.environ)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "apo_arbiter exited with code 2" in proc.stdout
-    assert "max_episode_stpes" in (tmp_path / "logs" / "apo_arbiter.log").read_text()
+    assert "max_episode_steps: must be >= 0" in (tmp_path / "logs" / "apo_arbiter.log").read_text()
 
 
 def test_apo_deploy_stops_cleanly_on_sigint(tmp_path):
