@@ -4,63 +4,71 @@ Services: /apo/retrain (Retrain: accepted with a job id or rejected with the rea
 /apo/retrain/get_status, /apo/retrain/cancel, /apo/retrain/rollback. Topic: /apo/retrain/status
 (latched RetrainStatus on every change). After a promotion or rollback the policy node is asked to
 load the new current version (/apo/policy/load). Lifelong mode retrains every N finished episodes.
+
+Anyone on the ROS domain can call these services, so no request may stop the node: every callback
+goes through a CallbackGuard (an unexpected error answers success/accepted false and is logged), and
+every field is checked first (retrain/requests.py, apo_core.names). Parameters are strict
+(retrain/node_config.py): a misspelt one fails the start with exit code 2.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
 from apo_core import topics
+from apo_core.errors import ApoError
+from apo_core.names import InvalidNameError
+from apo_core.ros_params import CallbackGuard, load_parameters
 from apo_core.ros_qos import topic_qos
 from apo_interfaces.msg import EpisodeEvent, RetrainStatus
 from apo_interfaces.srv import CancelRetrain, GetRetrainStatus, LoadPolicy, Retrain, Rollback
 from apo_trainer.retrain.job import JobStatus, RetrainManager, RetrainRequest
+from apo_trainer.retrain.node_config import RetrainNodeConfig
 from apo_trainer.retrain.settings import load_retrain_settings
 
 TERMINAL_EVENTS = (EpisodeEvent.EVENT_SUCCESS, EpisodeEvent.EVENT_FAILURE, EpisodeEvent.EVENT_ABORT,
                    EpisodeEvent.EVENT_END)
+# Terminal episode ids remembered for lifelong counting; bounded so a flood of made-up ids cannot grow memory.
+MAX_SEEN_EPISODES = 10_000
 
 
 class RetrainNode(Node):
     def __init__(self, **kwargs):
+        # every parameter given at start becomes visible, so a misspelt one is refused instead of ignored
+        kwargs.setdefault("automatically_declare_parameters_from_overrides", True)
         super().__init__("apo_retrain", **kwargs)
-        d = lambda name, default, text: self.declare_parameter(name, default, ParameterDescriptor(description=text))  # noqa: E731
-        d("config_file", "", "Retrain settings YAML (config/retrain.yaml); parameters below override it.")
-        d("work_dir", "", "Datasets, job directories and the registry of used episodes.")
-        d("bags_dir", "", "Where the recorder writes episode bags.")
-        d("model_store", "", "Model store root (versions/ + current).")
-        d("expert_data", "", "HDF5 of expert demonstrations trained on in every round.")
-        d("lifelong_every_n_episodes", -1, "Retrain automatically every N finished episodes (0 off, -1 = file).")
-        d("lifelong_delay_s", 3.0, "Wait after the N-th episode ends so the recorder can close its bag.")
-        d("steps", 0, "Default optimiser steps (0 = file).")
-        overrides = {}
-        for key in ("work_dir", "bags_dir", "model_store", "expert_data"):
-            if self.get_parameter(key).value:
-                overrides[key] = self.get_parameter(key).value
-        if self.get_parameter("lifelong_every_n_episodes").value >= 0:
-            overrides["lifelong_every_n_episodes"] = self.get_parameter("lifelong_every_n_episodes").value
-        if self.get_parameter("steps").value > 0:
-            overrides["defaults"] = {"steps": self.get_parameter("steps").value}
-        self.settings = load_retrain_settings(self.get_parameter("config_file").value or None, overrides)
+        try:
+            self._build()
+        except BaseException:
+            self.destroy_node()
+            raise
+
+    def _build(self):
+        self.config = load_parameters(self, RetrainNodeConfig)
+        self.settings = load_retrain_settings(self.config.config_file or None, self.config.settings_overrides())
         self._status_pub = self.create_publisher(RetrainStatus, topics.RETRAIN_STATUS_TOPIC,
                                                  topic_qos(topics.RETRAIN_STATUS_TOPIC))
         self.manager = RetrainManager(self.settings, on_update=self._publish_status, on_promoted=self._request_load)
+        self.guard = guard = CallbackGuard(self)
         services = MutuallyExclusiveCallbackGroup()
-        self.create_service(Retrain, topics.RETRAIN, self._on_retrain, callback_group=services)
-        self.create_service(GetRetrainStatus, topics.RETRAIN_STATUS, self._on_status, callback_group=services)
-        self.create_service(CancelRetrain, topics.RETRAIN_CANCEL, self._on_cancel, callback_group=services)
-        self.create_service(Rollback, topics.RETRAIN_ROLLBACK, self._on_rollback, callback_group=services)
+        for srv_type, name, callback in ((Retrain, topics.RETRAIN, self._on_retrain),
+                                         (GetRetrainStatus, topics.RETRAIN_STATUS, self._on_status),
+                                         (CancelRetrain, topics.RETRAIN_CANCEL, self._on_cancel),
+                                         (Rollback, topics.RETRAIN_ROLLBACK, self._on_rollback)):
+            self.create_service(srv_type, name, guard.service(name, callback), callback_group=services)
         self._load_client = self.create_client(LoadPolicy, topics.LOAD_POLICY, callback_group=ReentrantCallbackGroup())
-        self.create_subscription(EpisodeEvent, topics.EPISODE, self._on_episode, topic_qos(topics.EPISODE))
+        self.create_subscription(EpisodeEvent, topics.EPISODE, guard.subscription(topics.EPISODE, self._on_episode),
+                                 topic_qos(topics.EPISODE))
         self._finished_since_job = 0
-        self._seen_terminal: set[str] = set()
+        self._seen_terminal: dict[str, None] = {}  # insertion-ordered: the oldest is forgotten first
+        self._lifelong_timer: threading.Timer | None = None
         self._publish_status(self.manager.status())
         self.get_logger().info(f"retrain service ready (store {self.settings.model_store}, bags {self.settings.bags_dir}"
                                f", lifelong every {self.settings.lifelong_every_n_episodes or 'off'})")
@@ -81,7 +89,11 @@ class RetrainNode(Node):
         return response
 
     def _on_status(self, request, response):
-        status = self.manager.status(request.job_id)
+        try:
+            status = self.manager.status(request.job_id)
+        except InvalidNameError as exc:  # not echoed back: it may be huge
+            response.status = RetrainStatus(state=RetrainStatus.STATE_IDLE, message=f"invalid job id: {exc}")
+            return response
         if status is None:
             response.status = RetrainStatus(job_id=request.job_id, state=RetrainStatus.STATE_IDLE,
                                             message=f"unknown job {request.job_id!r}")
@@ -102,17 +114,33 @@ class RetrainNode(Node):
         n = self.settings.lifelong_every_n_episodes
         if n <= 0 or msg.event not in TERMINAL_EVENTS or msg.episode_id in self._seen_terminal:
             return
-        self._seen_terminal.add(msg.episode_id)
+        self._seen_terminal[msg.episode_id] = None
+        if len(self._seen_terminal) > MAX_SEEN_EPISODES:
+            del self._seen_terminal[next(iter(self._seen_terminal))]
         self._finished_since_job += 1
-        if self._finished_since_job >= n and not self.manager.running:
-            delay = float(self.get_parameter("lifelong_delay_s").value)
-            threading.Timer(delay, self._lifelong_submit).start()
+        pending = self._lifelong_timer is not None and self._lifelong_timer.is_alive()
+        if self._finished_since_job >= n and not self.manager.running and not pending:
+            # daemon: a pending submission must not keep a stopping process alive
+            self._lifelong_timer = threading.Timer(self.config.lifelong_delay_s, self._lifelong_submit)
+            self._lifelong_timer.daemon = True
+            self._lifelong_timer.start()
 
     def _lifelong_submit(self):
-        accepted, job_id, reason = self.manager.submit(RetrainRequest())
+        try:
+            accepted, job_id, reason = self.manager.submit(RetrainRequest())
+        except Exception as exc:  # a timer thread: report, the next episodes try again
+            self.get_logger().error(f"lifelong retrain failed to start: {type(exc).__name__}: {exc}")
+            return
         self.get_logger().info(f"lifelong retrain {'started ' + job_id if accepted else 'skipped'}: {reason}")
         if accepted:
             self._finished_since_job = 0
+
+    def on_shutdown(self) -> None:
+        """Stop a pending lifelong submission and the running job (its status file records the cancel)."""
+        if self._lifelong_timer is not None:
+            self._lifelong_timer.cancel()
+        self.manager.cancel()
+        self.manager.wait(10.0)
 
     # --- status / reload ---------------------------------------------------------------------
     def _to_msg(self, status: JobStatus) -> RetrainStatus:
@@ -144,26 +172,47 @@ class RetrainNode(Node):
         self.get_logger().info(f"policy node now runs {result.loaded_version}")
 
 
-def main(args=None):
-    rclpy.init(args=args)
+def main(args=None) -> int:
+    """Entry point: a configuration error exits with code 2 and its message; Ctrl-C / SIGTERM stop cleanly."""
+    import signal
+
+    from rclpy.signals import SignalHandlerOptions
+
+    # Our own handling: rclpy's would shut the context down before on_shutdown() can cancel the job.
+    rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         node = RetrainNode()
-    except Exception as exc:
-        print(f"[apo_retrain] failed to start: {exc}", flush=True)
+    except (ApoError, OSError) as exc:  # bad parameter, settings file or directory: the message names it
+        print(f"apo_retrain: error: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
-        raise SystemExit(2) from None
+        return 2
+    except KeyboardInterrupt:
+        rclpy.try_shutdown()
+        return 0
+    # several threads: a rollback waits for the policy node's answer while other services keep answering
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     try:
-        executor.spin()
+        # spin_once with a timeout: with rclpy's signal handlers off, a blocking spin would not see SIGINT
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.manager.cancel()
+        try:
+            node.on_shutdown()
+        except Exception:
+            pass
         executor.shutdown(timeout_sec=2.0)
         node.destroy_node()
         rclpy.try_shutdown()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -107,10 +107,11 @@ def test_failed_training_leaves_version_unchanged(tmp_path):
 
 def test_interrupted_job_is_marked_failed_on_restart(tmp_path):
     store, m = _setup(tmp_path, n=2)
-    (m.jobs_dir / "job-x").mkdir()
-    (m.jobs_dir / "job-x" / "status.json").write_text('{"job_id": "job-x", "state": "training"}')
+    job = "job-20250101-120000-abcdef"  # job ids have RetrainManager's form; others are refused
+    (m.jobs_dir / job).mkdir()
+    (m.jobs_dir / job / "status.json").write_text(f'{{"job_id": "{job}", "state": "training"}}')
     m2 = RetrainManager(m.settings)
-    assert m2.status("job-x").state == "failed" and "interrupted" in m2.status("job-x").message
+    assert m2.status(job).state == "failed" and "interrupted" in m2.status(job).message
 
 
 def test_settings_reject_unknown_keys(tmp_path):

@@ -26,10 +26,12 @@ from pathlib import Path
 
 import yaml
 
+from apo_core.errors import ApoError
 from apo_core.model_store import ModelStore
+from apo_core.names import JOB_ID_RE, VERSION_RE, InvalidNameError, check_name, child_path
+from apo_trainer.retrain.requests import LOSSES, check_request  # noqa: F401 (LOSSES: re-exported, was defined here)
 from apo_trainer.retrain.settings import RetrainSettings
 
-LOSSES = ("apo", "kto", "dpo", "bc")
 # Values of apo_interfaces/RetrainStatus.STATE_* (mirrored so this module needs no ROS).
 STATES = {"idle": 0, "queued": 1, "converting": 2, "training": 3, "evaluating": 4, "promoting": 5,
           "succeeded": 6, "failed": 7, "cancelled": 8, "rejected": 9}
@@ -123,13 +125,22 @@ class RetrainManager:
         return sorted(p.name for p in bags.iterdir() if is_bag_dir(p) and p.name not in used)
 
     def status(self, job_id: str = "") -> JobStatus | None:
+        """Status of ``job_id`` ("" = the latest job); None if unknown, InvalidNameError if malformed."""
+        if job_id:
+            check_name(job_id, "job id", JOB_ID_RE)
         with self._lock:
             if not job_id or job_id == self._latest.job_id:
                 return self._latest
-        path = self.jobs_dir / job_id / "status.json"
-        if path.is_file():
-            return JobStatus(**json.loads(path.read_text()))
-        return None
+        path = child_path(self.jobs_dir, job_id, "job id", JOB_ID_RE) / "status.json"
+        if not path.is_file():
+            return None
+        try:
+            status = JobStatus(**json.loads(path.read_text()))
+            if status.state not in STATES:
+                raise ValueError(f"unknown state {status.state!r}")
+            return status
+        except (OSError, ValueError, TypeError) as exc:
+            return JobStatus(job_id=job_id, state="failed", message=f"status file {path} is unreadable: {exc}")
 
     @property
     def running(self) -> bool:
@@ -143,19 +154,16 @@ class RetrainManager:
         with self._lock:
             if self._current is not None and self._current.status.state in ACTIVE:
                 return False, "", f"job {self._current.status.job_id} is already running ({self._current.status.state})"
-        loss = request.loss or self.settings.defaults.loss
-        if loss not in LOSSES:
-            return False, "", f"unknown loss {loss!r} (choose one of {', '.join(LOSSES)})"
-        if request.steps < 0:
-            return False, "", f"steps must be >= 0 (0 = default {self.settings.defaults.steps}), got {request.steps}"
+        d = self.settings.defaults
+        try:
+            checked = check_request(request, self.settings.bags_dir, d.loss, d.steps, d.k)
+        except ApoError as exc:  # the reason names the field and the limit
+            return False, "", str(exc)
+        loss = checked.loss
         if not base:
             return False, "", f"model store {self.store.root} has no deployed version to start from"
-        if request.episodes:
-            bags = Path(self.settings.bags_dir)
-            missing = [e for e in request.episodes if not (bags / e).is_dir()]
-            if missing:
-                return False, "", f"episode bag(s) not found in {bags}: {missing}"
-            episodes = sorted(set(request.episodes))
+        if checked.episodes is not None:
+            episodes = checked.episodes
         else:
             episodes = self.new_episodes()
             if len(episodes) < self.settings.min_new_episodes:
@@ -171,8 +179,7 @@ class RetrainManager:
                            train_episodes=train, heldout_episodes=heldout, request=asdict(request),
                            started=time.time(),
                            message=f"{len(train)} training + {len(heldout)} held-out episode(s), loss {loss}")
-        job = _Job(self, status, loss, request.steps or self.settings.defaults.steps,
-                   self.settings.defaults.k if request.k < 0 else request.k, request.dry_run)
+        job = _Job(self, status, loss, checked.steps, checked.k, bool(request.dry_run))
         with self._lock:
             self._current = job
             self._latest = status
@@ -180,6 +187,11 @@ class RetrainManager:
         return True, job_id, status.message
 
     def cancel(self, job_id: str = "") -> tuple[bool, str]:
+        if job_id:
+            try:
+                check_name(job_id, "job id", JOB_ID_RE)
+            except InvalidNameError as exc:
+                return False, str(exc)
         with self._lock:
             job = self._current
         if job is None or job.status.state not in ACTIVE:
@@ -193,6 +205,8 @@ class RetrainManager:
         if self.running:
             return False, "a retrain job is running; cancel it first", self.store.current_version() or ""
         try:
+            if version:  # a version name from a request: a plain vNNNN inside versions/, nothing else
+                child_path(self.store.versions_dir, version, "version", VERSION_RE, must_exist=True)
             new = self.store.rollback(version or None)
         except Exception as exc:
             return False, str(exc), self.store.current_version() or ""

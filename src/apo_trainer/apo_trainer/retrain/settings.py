@@ -11,6 +11,11 @@ from typing import Any, Literal
 from apo_core.config import load_config, read_yaml
 from apo_core.errors import ConfigError
 from apo_core.labels import DEFAULT_K
+from apo_trainer.retrain.requests import RetrainRequestError, check_k, check_steps
+
+# What backend.command may name; the job fills them in (retrain/job.py).
+COMMAND_PLACEHOLDERS = ("config", "output_dir", "job_id", "work_dir", "python", "nproc")
+MAX_NPROC = 1024
 
 
 @dataclass
@@ -19,8 +24,11 @@ class BackendSettings:
     # command: any command line (ssh to the GPU node, sbatch --wait, ...) over shared storage.
     kind: Literal["local", "command"] = "local"
     nproc: int = 1
-    # For kind=command. Placeholders: {config} {output_dir} {job_id} {python} {nproc}. The paths must be
-    # the same on both machines (shared storage). Example:
+    # For kind=command, run by /bin/sh. Placeholders: {config} {output_dir} {job_id} {work_dir} {python}
+    # {nproc}; each is replaced by its shell-quoted value (one literal word, whatever the path holds), so
+    # write them outside quotes; literal braces are {{ }}. The paths must be the same on both machines
+    # (shared storage). ssh joins its arguments and the remote shell parses them again: keep shared
+    # paths to plain characters there. Example:
     #   ssh gpu-node 'cd /shared/apo && .venv/bin/torchrun --nproc_per_node 4 -m apo_trainer.train --config {config}'
     command: str = ""
     env: dict[str, str] = field(default_factory=dict)
@@ -59,12 +67,34 @@ class RetrainSettings:
     min_new_episodes: int = 1
 
     def validate(self):
-        if self.backend.kind == "command" and not self.backend.command:
-            raise ConfigError("backend.command is empty but backend.kind is 'command'")
-        if self.backend.nproc < 1:
-            raise ConfigError(f"backend.nproc must be >= 1, got {self.backend.nproc}")
-        if self.defaults.steps < 1:
-            raise ConfigError(f"defaults.steps must be >= 1, got {self.defaults.steps}")
+        if self.backend.kind == "command":
+            if not self.backend.command:
+                raise ConfigError("backend.command is empty but backend.kind is 'command'")
+            check_command_template(self.backend.command)
+        if not 1 <= self.backend.nproc <= MAX_NPROC:
+            raise ConfigError(f"backend.nproc must be in [1, {MAX_NPROC}], got {self.backend.nproc}")
+        try:
+            check_steps(self.defaults.steps, "defaults.steps", allow_default=False)
+            check_k(self.defaults.k, "defaults.k", allow_default=False)
+        except RetrainRequestError as exc:
+            raise ConfigError(str(exc)) from None
+        for name in ("lifelong_every_n_episodes", "min_new_episodes"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.eval.heldout_every < 0:
+            raise ConfigError(f"eval.heldout_every must be >= 0 (0: none held out), got {self.eval.heldout_every}")
+
+
+def check_command_template(command: str) -> None:
+    """Fail at start, not in the middle of a job, on a placeholder the job cannot fill."""
+    try:
+        command.format(**{name: "x" for name in COMMAND_PLACEHOLDERS})
+    except (KeyError, IndexError) as exc:
+        raise ConfigError(f"backend.command: unknown placeholder {{{exc.args[0]}}} (known: "
+                          f"{', '.join('{' + n + '}' for n in COMMAND_PLACEHOLDERS)}; write a literal brace as "
+                          "{{ or }})") from None
+    except ValueError as exc:
+        raise ConfigError(f"backend.command: {exc} (write a literal brace as {{{{ or }}}})") from None
 
 
 def load_retrain_settings(source=None, overrides: dict | None = None) -> RetrainSettings:

@@ -1,0 +1,52 @@
+"""The retrain node's ROS parameters as a strict config (ROS-free, so it is checked without a node).
+
+The node is created with ``automatically_declare_parameters_from_overrides`` and loads these with
+:func:`apo_core.ros_params.load_parameters`: a misspelt parameter fails the start naming it, instead
+of being ignored. The parameters only point at the settings file and override a few of its values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from apo_core.errors import ConfigError
+from apo_trainer.retrain.requests import RetrainRequestError, check_steps
+
+
+@dataclass
+class RetrainNodeConfig:
+    config_file: str = field(default="", metadata={
+        "help": "Retrain settings YAML (config/retrain.yaml); parameters below override it."})
+    work_dir: str = field(default="", metadata={
+        "help": "Datasets, job directories and the registry of used episodes ('' = file)."})
+    bags_dir: str = field(default="", metadata={"help": "Where the recorder writes episode bags ('' = file)."})
+    model_store: str = field(default="", metadata={"help": "Model store root (versions/ + current; '' = file)."})
+    expert_data: str = field(default="", metadata={
+        "help": "HDF5 of expert demonstrations trained on in every round ('' = file)."})
+    lifelong_every_n_episodes: int = field(default=-1, metadata={
+        "help": "Retrain automatically every N finished episodes (0 off, -1 = file)."})
+    lifelong_delay_s: float = field(default=3.0, metadata={
+        "help": "Wait after the N-th episode ends so the recorder can close its bag."})
+    steps: int = field(default=0, metadata={"help": "Default optimiser steps (0 = file)."})
+
+    def validate(self):
+        if self.lifelong_every_n_episodes < -1:
+            raise ConfigError(f"lifelong_every_n_episodes must be -1 (file), 0 (off) or a count, got "
+                              f"{self.lifelong_every_n_episodes}")
+        if not (math.isfinite(self.lifelong_delay_s) and 0 <= self.lifelong_delay_s <= 3600):
+            raise ConfigError(f"lifelong_delay_s must be in [0, 3600] seconds, got {self.lifelong_delay_s}")
+        try:
+            check_steps(self.steps, "steps")
+        except RetrainRequestError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def settings_overrides(self) -> dict:
+        """The values that replace the settings file's (empty / -1 / 0 mean: keep the file's)."""
+        out: dict = {key: getattr(self, key) for key in ("work_dir", "bags_dir", "model_store", "expert_data")
+                     if getattr(self, key)}
+        if self.lifelong_every_n_episodes >= 0:
+            out["lifelong_every_n_episodes"] = self.lifelong_every_n_episodes
+        if self.steps > 0:
+            out["defaults"] = {"steps": self.steps}
+        return out
