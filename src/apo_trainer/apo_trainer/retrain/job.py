@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -363,9 +364,11 @@ class _Job:
     def _backend_command(self, cfg_path: Path, output_dir: Path):
         b = self.s.backend
         if b.kind == "command":
-            cmd = b.command.format(config=cfg_path, output_dir=output_dir, job_id=self.status.job_id,
-                                   python=sys.executable, nproc=b.nproc)
-            return cmd, True
+            # /bin/sh parses the line: every value goes in quoted, so a path holding $(...), `...`, ';' or
+            # a space stays one literal argument instead of running as code
+            values = {"config": cfg_path, "output_dir": output_dir, "job_id": self.status.job_id,
+                      "work_dir": self.m.work_dir, "python": sys.executable, "nproc": b.nproc}
+            return b.command.format(**{k: shlex.quote(str(v)) for k, v in values.items()}), True
         if b.nproc > 1:
             return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={b.nproc}",
                     "-m", "apo_trainer.train", "--config", str(cfg_path)], False
