@@ -43,16 +43,19 @@ def _grads(model) -> dict[str, torch.Tensor]:
 ], ids=["apo-paper", "apo-reference", "apo-mean-free-running", "kto"])
 def test_accumulating_two_batches_of_8_equals_one_batch_of_16(data, tmp_path, loss):
     cfg = load_train_config(tiny_train_config(tmp_path / "o", [data.expert, data.inter], policy_path=data.start,
-                                              loss={**loss, "z0_min": None}, train={"grad_accum_steps": 2}))
+                                              loss={**loss, "z0_min": None, "beta": 1.0},
+                                              train={"grad_accum_steps": 2}))
     tr = Trainer(cfg)
     try:
         tr.setup()
-        # move the policy away from the reference so that z0 and the rewards are not all zero
+        # move the policy well away from the reference so that z0 differs between micro-batches and
+        # beta (r - z0) leaves the flat middle of the sigmoid: otherwise KTO's gradient hardly depends
+        # on z0 and per-micro-batch statistics (the old behaviour) would pass this test too
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():
             for name, p in tr.model.named_parameters():
                 if "lora_B" in name:
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+                    p.copy_(torch.randn(p.shape, generator=g))
         tr.sampler.set_epoch(0)
         first, second = list(tr.sampler)[:2]
         ds = tr.dataset
@@ -81,7 +84,7 @@ def test_accumulating_two_batches_of_8_equals_one_batch_of_16(data, tmp_path, lo
     for name in g_one:
         assert torch.allclose(g_acc[name], g_one[name], rtol=1e-4, atol=1e-6 * norm), name
     # the test has teeth: a micro-batch on its own has another reference point or other weights
-    differs = abs(alone.metrics["z0"] - one["z0"]) > 1e-4
+    differs = abs(alone.metrics["z0"] - one["z0"]) > 1e-2
     if loss["name"] == "apo" and loss.get("weight_norm", "paper") != "mean":
         differs = differs or abs(alone.metrics["lambda_U"] - one["lambda_U"]) > 1e-4
     assert differs
