@@ -10,20 +10,22 @@ Layout::
 A version directory is complete before it becomes visible: it is written under a temporary name and
 renamed into place, then ``current`` is switched. A crash at any moment leaves ``current`` pointing
 at a complete version.
+
+Version names reach the store from service requests (LoadPolicy, Rollback): every method that takes
+one checks it with :func:`apo_core.names.child_path` (form ``v0001``, resolving inside ``versions/``),
+and ``current`` is trusted only when it points at such a directory.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 from pathlib import Path
 
-from apo_core.errors import ApoError, MissingPathError
-
-VERSION_RE = re.compile(r"^v(\d{4,})$")
+from apo_core.errors import ApoError, ConfigError, MissingPathError
+from apo_core.names import VERSION_RE, InvalidNameError, child_path
 
 
 class ModelStoreError(ApoError, RuntimeError):
@@ -52,18 +54,34 @@ class ModelStore:
         return sorted(names, key=lambda n: int(n[1:]))
 
     def current_version(self) -> str | None:
+        """Name of the current version, None if there is none; a ``current`` link that does not
+        point at a version directory inside ``versions/`` raises ModelStoreError (never followed)."""
         if not self.current_link.is_symlink() and not self.current_link.exists():
             return None
+        if not self.current_link.is_symlink():
+            raise ModelStoreError(f"model store {self.root}: {self.current_link} is not a symlink")
         target = os.readlink(self.current_link)
-        return Path(target).name
+        name = Path(target).name
+        try:
+            expected = child_path(self.versions_dir, name, "model version", VERSION_RE)
+        except InvalidNameError as exc:
+            raise ModelStoreError(f"model store {self.root}: {self.current_link} -> {target!r} is not a version "
+                                  f"under {self.versions_dir} ({exc}); repair it with set_current/rollback") from exc
+        if (self.root / target).resolve() != expected.resolve():
+            raise ModelStoreError(f"model store {self.root}: {self.current_link} -> {target!r} points outside "
+                                  f"{self.versions_dir}; repair it with set_current/rollback")
+        return name
 
     def path(self, version: str | None = None) -> Path:
-        """Directory of ``version`` (None or "" = current)."""
-        if not version:
+        """Directory of ``version`` (None or "" = current); a malformed or escaping name raises InvalidNameError."""
+        if version is None or version == "":
             version = self.current_version()
             if version is None:
                 raise MissingPathError(f"model store {self.root} has no current version ({self.current_link} missing)")
-        path = self.versions_dir / version
+        return self._version_dir(version)
+
+    def _version_dir(self, version: str) -> Path:
+        path = child_path(self.versions_dir, version, "model version", VERSION_RE)
         if not path.is_dir():
             raise MissingPathError(f"model version {version} not found: {path} does not exist")
         return path
@@ -96,7 +114,7 @@ class ModelStore:
         return version
 
     def set_current(self, version: str, action: str = "set_current", note: dict | None = None) -> None:
-        self.path(version)  # must exist
+        self._version_dir(version)  # a valid name of an existing version inside versions/, or raise
         tmp_link = self.root / f".current-{os.getpid()}"
         if tmp_link.is_symlink() or tmp_link.exists():
             tmp_link.unlink()
@@ -141,9 +159,15 @@ def resolve_policy_dir(path, version: str | None = None) -> tuple[Path, str]:
         raise ModelStoreError(f"{path} is a single policy directory, not a model store: cannot select {version}")
     if not path.is_dir():
         raise MissingPathError(f"model directory not found: {path}")
-    meta = path / "apo_policy.json"
-    label = json.loads(meta.read_text()).get("version", "") if meta.is_file() else ""
-    return path, label or path.name
+    meta_path = path / "apo_policy.json"
+    label = ""
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{meta_path}: cannot be read as JSON: {exc}") from exc
+        label = meta.get("version", "") if isinstance(meta, dict) else ""
+    return path, str(label or path.name)
 
 
 def _fsync_tree(root: Path) -> None:
