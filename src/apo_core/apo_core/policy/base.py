@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from apo_core.action_tokenizer import ActionTokenizer
-from apo_core.errors import MissingPathError
+from apo_core.errors import ConfigError, MissingPathError
 from apo_core.normalization import ActionStats, check_finite
 
 IGNORE_INDEX = -100
@@ -128,14 +128,16 @@ class VLAPolicy(abc.ABC):
 
 
 def read_policy_meta(directory) -> dict:
+    """The ``apo_policy.json`` of a policy directory (or ``{"kind": "openvla"}`` for an OpenVLA config)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise MissingPathError(f"model directory not found: {directory}")
     meta_path = directory / POLICY_META_FILENAME
     if meta_path.is_file():
-        return json.loads(meta_path.read_text())
-    if (directory / "config.json").is_file():
-        cfg = json.loads((directory / "config.json").read_text())
+        return _read_json_object(meta_path)
+    config_path = directory / "config.json"
+    if config_path.is_file():
+        cfg = _read_json_object(config_path)
         if "openvla" in str(cfg.get("model_type", "")).lower() or cfg.get("auto_map"):
             return {"kind": "openvla"}
     raise MissingPathError(
@@ -143,8 +145,22 @@ def read_policy_meta(directory) -> dict:
     )
 
 
-def load_policy(directory, device: str = "cpu", **kwargs) -> VLAPolicy:
-    """Load any policy from a local directory, dispatching on its ``apo_policy.json`` kind."""
+def _read_json_object(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read as JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def load_policy(directory, device: str = "cpu", trust_remote_code: bool = False, **kwargs) -> VLAPolicy:
+    """Load any policy from a local directory, dispatching on its ``apo_policy.json`` kind.
+
+    ``trust_remote_code`` lets a checkpoint run Python code it ships (transformers ``auto_map``); it
+    is off unless the caller, on the operator's explicit request, turns it on for this directory.
+    """
     meta = read_policy_meta(directory)
     kind = meta.get("kind")
     if kind == "small_vla":
@@ -154,5 +170,5 @@ def load_policy(directory, device: str = "cpu", **kwargs) -> VLAPolicy:
     if kind == "openvla":
         from apo_core.policy.openvla import OpenVLAPolicy
 
-        return OpenVLAPolicy.load(directory, device=device, **kwargs)
-    raise ValueError(f"{directory}: unknown policy kind {kind!r} in {POLICY_META_FILENAME}")
+        return OpenVLAPolicy.load(directory, device=device, trust_remote_code=trust_remote_code, **kwargs)
+    raise ConfigError(f"{directory}: unknown policy kind {kind!r} in {POLICY_META_FILENAME}")

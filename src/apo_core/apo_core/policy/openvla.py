@@ -1,10 +1,16 @@
-"""OpenVLA-style checkpoints from a local directory (transformers ``trust_remote_code``), on GPU.
+"""OpenVLA-style checkpoints from a local directory, on GPU.
 
 Everything the deployment depends on is shared with the tested small-model path: the prompt
 (:func:`build_prompt`), the action tokens (:class:`ActionTokenizer`, vocabulary without the padding
 OpenVLA adds), the unnormalisation (:class:`ActionStats` read from ``dataset_statistics.json``) and the
 training metrics (:func:`action_token_metrics`). Only the loading and the forward call are specific.
 No weights are downloaded: ``local_files_only=True``.
+
+Remote code (a ``modeling_*.py`` named by the checkpoint's ``auto_map``) runs only when the caller
+passes ``trust_remote_code=True``, which the policy node does only when the operator sets its
+``trust_remote_code`` parameter at start. Otherwise the checkpoint must be an architecture built into
+transformers, loaded with its own classes; one that needs its own code fails before any of it is
+imported, with a :class:`RemoteCodeRequiredError` saying how to allow it.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import numpy as np
 import torch
 
 from apo_core.action_tokenizer import ActionTokenizer
-from apo_core.errors import MissingPathError
+from apo_core.errors import ApoError, ConfigError, MissingPathError
 from apo_core.normalization import STATS_FILENAME, ActionStats
 from apo_core.policy.base import (
     IGNORE_INDEX,
@@ -68,22 +74,71 @@ def pad_labels_for_prefix(labels: torch.Tensor, n_prefix: int) -> torch.Tensor:
 
 
 REMOTE_AUTO_KEYS = ("AutoModelForVision2Seq", "AutoModelForImageTextToText", "AutoModelForCausalLM")
+HOW_TO_ALLOW_REMOTE_CODE = ("to run it, set the policy node parameter trust_remote_code:=true at start (it applies "
+                            "to that node's model_path only; do it only for code you trust), or pass "
+                            "trust_remote_code=True to load_policy")
+
+
+class RemoteCodeRequiredError(ApoError, PermissionError):
+    """The checkpoint can only be loaded by running Python code it ships, and that is not allowed."""
+
+
+def read_checkpoint_config(directory) -> dict:
+    config_path = Path(directory) / "config.json"
+    if not config_path.is_file():
+        raise MissingPathError(f"OpenVLA checkpoint not found: {config_path} does not exist")
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{config_path}: cannot be read as JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ConfigError(f"{config_path}: expected a JSON object")
+    return config
 
 
 def remote_model_class(directory):
     """The model class a checkpoint's ``auto_map`` names (OpenVLA registers it for
-    AutoModelForVision2Seq, which transformers 5 no longer has), loaded from the local directory."""
+    AutoModelForVision2Seq, which transformers 5 no longer has), loaded from the local directory.
+    This imports and runs the checkpoint's code: call it only with trust_remote_code granted."""
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
-    directory = Path(directory)
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise MissingPathError(f"OpenVLA checkpoint not found: {config_path} does not exist")
-    auto_map = json.loads(config_path.read_text()).get("auto_map", {})
+    auto_map = read_checkpoint_config(directory).get("auto_map") or {}
     for key in REMOTE_AUTO_KEYS:
         if key in auto_map:
             return get_class_from_dynamic_module(auto_map[key], str(directory), local_files_only=True)
-    raise ValueError(f"{config_path} has no auto_map entry for any of {REMOTE_AUTO_KEYS}")
+    raise ConfigError(f"{Path(directory) / 'config.json'} has no auto_map entry for any of {REMOTE_AUTO_KEYS}")
+
+
+def builtin_architecture(model_type) -> bool:
+    """True when transformers itself implements ``model_type`` (no checkpoint code needed)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    return isinstance(model_type, str) and model_type in CONFIG_MAPPING_NAMES
+
+
+def openvla_model_class(directory, trust_remote_code: bool = False):
+    """The class to load the checkpoint with: its own code only if trusted, else transformers' built-in."""
+    config = read_checkpoint_config(directory)
+    auto_map = config.get("auto_map") or {}
+    if not isinstance(auto_map, dict):
+        raise ConfigError(f"{Path(directory) / 'config.json'}: auto_map must be a mapping")
+    model_type = config.get("model_type")
+    if trust_remote_code and any(key in auto_map for key in REMOTE_AUTO_KEYS):
+        return remote_model_class(directory)
+    if builtin_architecture(model_type):
+        from transformers import AutoModelForImageTextToText
+
+        return AutoModelForImageTextToText
+    if auto_map and trust_remote_code:
+        raise ConfigError(f"{Path(directory) / 'config.json'}: auto_map has no entry for any of {REMOTE_AUTO_KEYS}")
+    if auto_map:
+        files = sorted({str(ref).split(".")[0] + ".py" for ref in auto_map.values() if isinstance(ref, str)})
+        raise RemoteCodeRequiredError(
+            f"{directory}: the checkpoint needs remote code: model_type {model_type!r} is not built into "
+            f"transformers and config.json's auto_map names code shipped with the checkpoint ({', '.join(files)}); "
+            f"remote code is off by default: {HOW_TO_ALLOW_REMOTE_CODE}")
+    raise ConfigError(f"{Path(directory) / 'config.json'}: model_type {model_type!r} is not an architecture "
+                      "transformers knows, and there is no auto_map")
 
 
 class OpenVLAPolicy(VLAPolicy):
@@ -99,7 +154,7 @@ class OpenVLAPolicy(VLAPolicy):
 
     @classmethod
     def load(cls, directory, device: str = "cuda", unnorm_key: str | None = None, version: str | None = None,
-             dtype=None) -> OpenVLAPolicy:
+             dtype=None, trust_remote_code: bool = False) -> OpenVLAPolicy:
         from transformers import AutoProcessor
 
         directory = Path(directory)
@@ -107,10 +162,19 @@ class OpenVLAPolicy(VLAPolicy):
             raise MissingPathError(f"OpenVLA checkpoint not found: {directory / 'config.json'} does not exist")
         if dtype is None:
             dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-        model_class = remote_model_class(directory)
-        processor = AutoProcessor.from_pretrained(directory, trust_remote_code=True, local_files_only=True)
+        # Decided before transformers touches the directory: without trust, nothing in it is imported.
+        model_class = openvla_model_class(directory, trust_remote_code)
+        try:
+            processor = AutoProcessor.from_pretrained(directory, trust_remote_code=trust_remote_code,
+                                                      local_files_only=True)
+        except ValueError as exc:
+            if trust_remote_code or "trust_remote_code" not in str(exc):
+                raise
+            raise RemoteCodeRequiredError(f"{directory}: the checkpoint's processor needs remote code: "
+                                          f"{HOW_TO_ALLOW_REMOTE_CODE}") from exc
         model = model_class.from_pretrained(
-            directory, dtype=dtype, trust_remote_code=True, local_files_only=True, low_cpu_mem_usage=True
+            directory, dtype=dtype, trust_remote_code=trust_remote_code, local_files_only=True,
+            low_cpu_mem_usage=True,
         ).to(device)
         model.eval()
         stats = load_openvla_stats(directory, unnorm_key)
