@@ -2,109 +2,139 @@
 
 - Inference runs on a worker thread, never on the executor: callbacks only drop the newest frame in
   a one-slot mailbox (stale frames are replaced and counted, never queued).
-- ``/apo/policy/load`` loads another version (from the model store or a directory) while the old one
-  keeps driving, then swaps atomically under a lock.
+- Policies come only from the ``model_path`` parameter set at start (a model store or one policy
+  directory, see policy_source.py). ``/apo/policy/load`` names a version inside it, never a path; the
+  new version loads on a loader thread while the old one keeps driving, then swaps under a lock.
 - The instruction comes from the ``instruction`` parameter or, when empty, from the latest episode
   START event.
+- Parameters are strict (config.py): an unknown or mistyped one stops the start with exit code 2.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.task import Future
 from sensor_msgs.msg import Image
 
 from apo_core import topics
 from apo_core.errors import ApoError
 from apo_core.image_codec import ImageEncodingError, image_to_rgb
-from apo_core.model_store import resolve_policy_dir
-from apo_core.policy import Observation, load_policy
+from apo_core.policy import Observation
+from apo_core.ros_params import CallbackGuard, fill_failure, load_parameters, parameter_names
 from apo_core.ros_qos import topic_qos
 from apo_interfaces.msg import ActionCommand, EpisodeEvent, RobotState
 from apo_interfaces.srv import LoadPolicy
+from apo_policy_node.config import PolicyNodeConfig
 from apo_policy_node.latest import LatestSlot
+from apo_policy_node.policy_source import PolicySource
+
+PROGRAM = "apo_policy_node"
+CONFIG_PARAMETERS = frozenset(parameter_names(PolicyNodeConfig))
 
 
 class PolicyNode(Node):
     def __init__(self, **kwargs):
+        # Every parameter given at start becomes visible, so a misspelt one is refused, not ignored.
+        kwargs.setdefault("automatically_declare_parameters_from_overrides", True)
+        # Set before anything can fail: destroy_node() must work on a half-built node (rclpy calls it
+        # for every node of a context at shutdown).
+        self._running = False
+        self._worker: threading.Thread | None = None
+        self._frames = LatestSlot()
         super().__init__("apo_policy", **kwargs)
-        self._declare("model_path", "", "Model store root (with versions/) or a single policy directory.")
-        self._declare("model_version", "", "Version to load at start from a model store ('' = current).")
-        self._declare("instruction", "", "Task instruction; '' = take it from the latest episode START event.")
-        self._declare("device", "cpu", "torch device for inference (cpu, cuda, cuda:1).")
-        self._declare("num_threads", 2, "torch CPU threads for inference.")
-        self._declare("image_topic", topics.IMAGE, "Camera topic (sensor_msgs/Image).")
-        self._declare("state_topic", topics.ROBOT_STATE, "Robot state topic (apo_interfaces/RobotState).")
-        self._declare("max_state_age_s", 1.0, "A robot state older than this (vs. the image) is not used.")
-        model_path = self.get_parameter("model_path").value
-        if not model_path:
-            raise ApoError("parameter model_path is empty: give a model store root or a policy directory")
-        self._model_path = Path(model_path)
-        self._device = self.get_parameter("device").value
+        try:
+            self._build()
+        except BaseException:
+            self.destroy_node()
+            raise
+
+    def _build(self) -> None:
+        self.config = cfg = load_parameters(self, PolicyNodeConfig)
+        self.add_on_set_parameters_callback(_read_only_parameters)
+        self._source = PolicySource(cfg.model_path, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
         import torch
 
-        torch.set_num_threads(int(self.get_parameter("num_threads").value))
+        torch.set_num_threads(cfg.num_threads)
 
         self._policy_lock = threading.Lock()
-        self._policy = self._load(self.get_parameter("model_version").value)
-        self._instruction = self.get_parameter("instruction").value
+        self._policy = self._source.load(cfg.model_version)
+        self._instruction = cfg.instruction
         self._state: RobotState | None = None
         self._state_lock = threading.Lock()
-        self._frames = LatestSlot()
         self._stats = {"published": 0, "rejected_nonfinite": 0, "bad_images": 0, "no_instruction": 0,
                        "no_state": 0, "last_inference_ms": 0.0, "last_wait_ms": 0.0}
+        self._guard = CallbackGuard(self)
 
         self._pub = self.create_publisher(ActionCommand, topics.POLICY_ACTION, topic_qos(topics.POLICY_ACTION))
         self._diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, topic_qos(topics.DIAGNOSTICS))
-        self.create_subscription(Image, self.get_parameter("image_topic").value, self._on_image,
+        self.create_subscription(Image, cfg.image_topic, self._guard.subscription("image", self._on_image),
                                  topic_qos(topics.IMAGE))
-        self.create_subscription(RobotState, self.get_parameter("state_topic").value, self._on_state,
+        self.create_subscription(RobotState, cfg.state_topic, self._guard.subscription("robot state", self._on_state),
                                  topic_qos(topics.ROBOT_STATE))
-        self.create_subscription(EpisodeEvent, topics.EPISODE, self._on_episode, topic_qos(topics.EPISODE))
-        # Loading a version takes from a second (small VLA) to minutes (7B): the service lives on a
-        # companion node with its own executor thread, so frames keep flowing meanwhile.
-        self.loader_node = rclpy.create_node(f"{self.get_name()}_loader", context=self.context)
-        self.loader_node.create_service(LoadPolicy, topics.LOAD_POLICY, self._on_load)
+        self.create_subscription(EpisodeEvent, topics.EPISODE, self._guard.subscription("episode", self._on_episode),
+                                 topic_qos(topics.EPISODE))
+        # Loading takes from a second (small VLA) to minutes (7B). The service callback is a coroutine
+        # in its own callback group: it hands the load to a thread and awaits it, so the one executor
+        # keeps delivering frames meanwhile, and load requests are served one at a time.
+        self._load_done = self.create_guard_condition(lambda: None)  # wakes the executor when a load ends
+        self.create_service(LoadPolicy, topics.LOAD_POLICY, self._on_load,
+                            callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(1.0, self._publish_diagnostics)
         self._running = True
         self._worker = threading.Thread(target=self._inference_loop, name="policy-inference", daemon=True)
         self._worker.start()
-        self.get_logger().info(f"policy {self._policy.version!r} from {self._model_path} ready on {self._device}")
+        self.get_logger().info(f"policy {self._policy.version!r} from {self._source.root} ready on {cfg.device}"
+                               + (" (trust_remote_code on)" if cfg.trust_remote_code else ""))
 
-    # --- parameters / loading ----------------------------------------------------------------
-    def _declare(self, name, default, description):
-        self.declare_parameter(name, default, ParameterDescriptor(description=description))
-
-    def _load(self, version: str):
-        """Load a policy: a version of the store ('' = current) or an explicit directory path."""
-        if version and ("/" in version or Path(version).is_dir()):
-            directory, label = resolve_policy_dir(version)
-        else:
-            directory, label = resolve_policy_dir(self._model_path, version or None)
-        policy = load_policy(directory, device=self._device)
-        policy.version = label
-        policy.model.eval()
-        return policy
-
+    # --- loading -----------------------------------------------------------------------------
     @property
     def policy_version(self) -> str:
         with self._policy_lock:
             return self._policy.version
 
-    def _on_load(self, request, response):
+    async def _on_load(self, request, response):
+        # CallbackGuard wraps plain functions only; this coroutine keeps the same contract itself:
+        # any failure -> success false with the reason, one log line, the node keeps serving.
         try:
-            new_policy = self._load(request.version)  # the old policy keeps running meanwhile
-        except Exception as exc:  # report any load failure to the caller, keep the running version
+            return await self._load_and_swap(request, response)
+        except Exception as exc:
+            self._guard.errors += 1
+            fill_failure(response, _short(f"load refused, still running {self.policy_version!r}: "
+                                          f"{type(exc).__name__}: {exc}"))
+            response.loaded_version = self.policy_version
+            self.get_logger().error(response.message)
+            return response
+
+    async def _load_and_swap(self, request, response):
+        version = request.version
+        done = Future()
+
+        def load():
+            try:
+                done.set_result(self._source.load(version))  # the old policy keeps running meanwhile
+            except BaseException as exc:  # handed back to the service callback, which answers
+                done.set_exception(exc)
+            try:
+                self._load_done.trigger()
+            except Exception:  # the node was destroyed meanwhile: nobody is waiting
+                pass
+
+        threading.Thread(target=load, name="policy-loader", daemon=True).start()
+        try:
+            new_policy = await done
+        except Exception as exc:  # a load error: refused explicitly, the running version stays
             response.success = False
-            response.message = f"load failed, still running {self.policy_version!r}: {exc}"
+            response.message = _short(f"load failed, still running {self.policy_version!r}: {exc}")
             response.loaded_version = self.policy_version
             self.get_logger().error(response.message)
             return response
@@ -125,7 +155,7 @@ class PolicyNode(Node):
             self._state = msg
 
     def _on_episode(self, msg: EpisodeEvent):
-        if msg.event == EpisodeEvent.EVENT_START and msg.instruction and not self.get_parameter("instruction").value:
+        if msg.event == EpisodeEvent.EVENT_START and msg.instruction and not self.config.instruction:
             self._instruction = msg.instruction
 
     # --- inference ---------------------------------------------------------------------------
@@ -184,7 +214,7 @@ class PolicyNode(Node):
         if st is None or not len(st.proprio):
             return None
         age = _stamp_s(image_msg.header.stamp) - _stamp_s(st.header.stamp)
-        if abs(age) > float(self.get_parameter("max_state_age_s").value):
+        if abs(age) > self.config.max_state_age_s:
             return None
         return np.asarray(st.proprio, dtype=np.float64)
 
@@ -202,55 +232,69 @@ class PolicyNode(Node):
 
     @property
     def stats(self) -> dict:
-        return {**self._stats, "frames_received": self._frames.received, "frames_dropped_stale": self._frames.dropped}
+        return {**self._stats, "frames_received": self._frames.received, "frames_dropped_stale": self._frames.dropped,
+                "callback_errors": self._guard.errors}
 
     def destroy_node(self):
         self._running = False
         self._frames.close()
-        if self._worker.is_alive():
+        if self._worker is not None and self._worker.is_alive():
             self._worker.join(timeout=5.0)
-        self.loader_node.destroy_node()
         return super().destroy_node()
+
+
+def _read_only_parameters(params) -> SetParametersResult:
+    # Parameters are read once at start (where policies come from must not change under a running node).
+    names = [p.name for p in params if p.name in CONFIG_PARAMETERS]
+    if not names:
+        return SetParametersResult(successful=True)
+    return SetParametersResult(successful=False, reason=f"{', '.join(names)}: parameters of {PROGRAM} are read "
+                                                        "at start only; restart the node to change them")
+
+
+def _short(text: str, limit: int = 600) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _stamp_s(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
-def main(args=None):
-    rclpy.init(args=args)
+def main(args=None) -> int:
+    """Entry point: a bad parameter or model -> one line on stderr and exit code 2; SIGINT/SIGTERM -> 0."""
+    try:
+        rclpy.init(args=args)  # rclpy's signal handlers turn SIGINT/SIGTERM into a context shutdown
+    except Exception as exc:  # malformed --ros-args (e.g. "-p name:=" without a value)
+        print(f"{PROGRAM}: error: invalid ROS arguments: {exc}", file=sys.stderr, flush=True)
+        return 2
     try:
         node = PolicyNode()
-    except Exception as exc:
-        print(f"[apo_policy] failed to start: {exc}", flush=True)
+    except ApoError as exc:
+        print(f"{PROGRAM}: error: {exc}", file=sys.stderr, flush=True)
         rclpy.try_shutdown()
-        raise SystemExit(2) from None
-    # One single-threaded executor per node: measured lower and steadier frame-to-action latency than
-    # a multi-threaded executor sharing the GIL with the inference thread (bench/bench_control_loop.py).
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        rclpy.try_shutdown()
+        return 0
+    except Exception:
+        if not rclpy.ok():  # interrupted while loading: the context is gone, not an error
+            return 0
+        rclpy.try_shutdown()
+        raise
+    # One single-threaded executor: measured lower and steadier frame-to-action latency than a
+    # multi-threaded executor sharing the GIL with the inference thread (bench/bench_control_loop.py).
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    loader = SingleThreadedExecutor()
-    loader.add_node(node.loader_node)
-    loader_thread = threading.Thread(target=_spin_quietly, args=(loader,), name="policy-loader", daemon=True)
-    loader_thread.start()
-    try:
-        executor.spin()  # rclpy's signal handlers turn SIGINT/SIGTERM into a context shutdown
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown(timeout_sec=2.0)
-        loader.shutdown(timeout_sec=2.0)
-        loader_thread.join(timeout=5.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
-
-
-def _spin_quietly(executor) -> None:
     try:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    finally:
+        executor.shutdown(timeout_sec=2.0)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -60,7 +60,6 @@ def test_proposals_hot_swap_and_bad_input(store):
     with RosGraph() as g:
         node = g.add(PolicyNode(context=g.context, parameter_overrides=[
             Parameter("model_path", value=str(store.root)), Parameter("num_threads", value=1)]))
-        g.add(node.loader_node)
         probe = g.probe_node()
         probe.create_subscription(ActionCommand, topics.POLICY_ACTION, got.append, topic_qos(topics.POLICY_ACTION))
         img_pub = probe.create_publisher(Image, topics.IMAGE, topic_qos(topics.IMAGE))
