@@ -17,6 +17,8 @@ has it (and no ``metadata.yaml``) was left by a killed recorder: ``recover_bag``
 
 from __future__ import annotations
 
+import hashlib
+
 from apo_core import topics
 
 SCHEMA_VERSION = "1"
@@ -76,14 +78,23 @@ def bag_file_name(episode_id: str) -> str:
     return f"{episode_id}.mcap"
 
 
+MAX_DIR_NAME = 128  # apo_core.names.MAX_NAME_LENGTH: bag names must pass apo_core.names.check_name
+
+
 def safe_episode_dir_name(episode_id: str) -> str:
-    """The directory name used for ``episode_id``: path separators and odd characters replaced.
+    """The directory name used for ``episode_id``: a plain name that ``apo_core.names.check_name`` accepts.
 
     Episode ids are normally simple (``ep_0001``, a UUID, a timestamp); anything that could escape
-    the output directory or confuse a shell is mapped to ``_`` so a bag can never land elsewhere.
+    the output directory or confuse a shell is mapped to ``_`` and leading non-alphanumerics are
+    dropped, so a bag can never land elsewhere. An id too long for a file name (a hostile or broken
+    publisher) is cut and given a hash of the whole id, so distinct ids stay distinct directories.
+    The true id is always in ``apo.episode_id``.
     """
-    cleaned = "".join(ch if (ch.isalnum() or ch in "-_.") else "_" for ch in episode_id.strip())
-    cleaned = cleaned.lstrip(".")
+    cleaned = "".join(ch if (ch.isascii() and ch.isalnum()) or ch in "-_." else "_" for ch in episode_id.strip())
+    cleaned = cleaned.lstrip("-_.")
+    if len(cleaned) > MAX_DIR_NAME:
+        digest = hashlib.sha1(episode_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        cleaned = f"{cleaned[:MAX_DIR_NAME - 13]}-{digest}"
     return cleaned or "episode"
 
 

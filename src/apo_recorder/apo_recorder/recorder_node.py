@@ -12,6 +12,14 @@ held back and written into the right bag. Other topics go to the bag that is ope
 up to ``preroll_s`` before a START are put at the beginning of the new bag (the image the policy saw
 for the first step is usually older than the START event).
 
+Hardened against its inputs: parameters are strict (``recorder_config.RecorderConfig`` via
+``apo_core.ros_params.load_parameters``: an unknown or out-of-range parameter ends the start with
+exit code 2 and a message naming it); every subscription, service and timer callback is guarded (a
+malformed message or request is dropped and logged, never ends the spin). ``/diagnostics`` says ERROR,
+naming the path, whenever the recorder cannot write: output_dir missing or unwritable (re-checked
+each diagnostics period with a cheap look, and with a write probe once a problem is known), or the
+last bag failed on a disk error (until a later bag completes).
+
 Run: ``ros2 run apo_recorder apo_recorder_node --ros-args -p output_dir:=/data/bags`` or
 ``python -m apo_recorder.recorder_node``. SIGINT/SIGTERM close the open bag (outcome ``unknown``
 unless its end event had already arrived) before exiting.
@@ -30,17 +38,21 @@ from collections import deque
 from pathlib import Path
 
 import rclpy
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message
 
 from apo_core import topics as T
+from apo_core.errors import ApoError
+from apo_core.ros_params import CallbackGuard, load_parameters
 from apo_core.ros_qos import qos_profile, topic_qos
 from apo_recorder import __version__, contract
 from apo_recorder.bag_writer import EpisodeBagWriter, TopicSpec, qos_dict
 from apo_recorder.cdr_peek import peek_header_then_string
 from apo_recorder.episode import Decision, EpisodeInfo, EpisodeTracker
 from apo_recorder.msgdefs import MessageDefinitionError, message_definition
+from apo_recorder.recorder_config import RANGES, RecorderConfig, parse_topics
+
+__all__ = ["NODE_NAME", "RecorderNode", "main", "parse_topics"]
 
 NODE_NAME = "apo_recorder"
 _MAX_PREROLL_MESSAGES = 5000
@@ -60,43 +72,36 @@ def _qos_to_dict(q) -> dict:
                     avoid_ros_namespace_conventions=q.avoid_ros_namespace_conventions)
 
 
-def parse_topics(entries: list[str]) -> dict[str, str]:
-    """``["/apo/step", "/extra:std_msgs/msg/String"]`` -> {topic: type}; known topics need no type."""
-    out: dict[str, str] = {}
-    for entry in entries:
-        entry = entry.strip()
-        if not entry:
-            continue
-        if ":" in entry:
-            topic, msgtype = (s.strip() for s in entry.split(":", 1))
-        elif entry in contract.DEFAULT_TOPICS:
-            topic, msgtype = entry, contract.DEFAULT_TOPICS[entry]
-        else:
-            raise ValueError(f"parameter 'topics': no known type for {entry!r}; write it as 'topic:pkg/msg/Type'")
-        if msgtype.count("/") == 1:
-            pkg, name = msgtype.split("/")
-            msgtype = f"{pkg}/msg/{name}"
-        out[topic] = msgtype
-    if not out:
-        raise ValueError("parameter 'topics' is empty: nothing to record")
-    return out
-
-
 class RecorderNode(Node):
     def __init__(self, *, context=None, parameter_overrides=None, node_name: str = NODE_NAME):
-        super().__init__(node_name, context=context, parameter_overrides=parameter_overrides)
-        self._declare_parameters()
-        p = self._param
-        if p("storage") != contract.STORAGE_ID:
-            raise ValueError(f"parameter 'storage': only 'mcap' is supported, got {p('storage')!r}")
-        self._topics = parse_topics(list(p("topics")))
-        self._output_dir = Path(os.path.expanduser(p("output_dir"))).absolute()
-        self._preroll_ns = int(max(0.0, float(p("preroll_s"))) * 1e9)
+        # Every parameter given at start is declared, so a misspelt one reaches the strict loader.
+        super().__init__(node_name, context=context, parameter_overrides=parameter_overrides,
+                         automatically_declare_parameters_from_overrides=True)
+        try:
+            self._setup()
+        except BaseException:
+            Node.destroy_node(self)  # not ours: close_all() needs a node that was set up
+            raise
+
+    def _setup(self) -> None:
+        from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
+
+        defaults = RecorderConfig()
+        if not self.has_parameter("grace_period_s"):  # the one parameter that may change at run time
+            lo, hi = RANGES["grace_period_s"]
+            self.declare_parameter("grace_period_s", defaults.grace_period_s, ParameterDescriptor(
+                description=RecorderConfig.__dataclass_fields__["grace_period_s"].metadata["help"],
+                floating_point_range=[FloatingPointRange(from_value=lo, to_value=hi, step=0.0)]))
+        cfg = self._cfg = load_parameters(self, RecorderConfig)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._guard = CallbackGuard(self)
+        self._topics = cfg.topic_types()
+        self._output_dir = Path(os.path.expanduser(cfg.output_dir)).absolute()
+        self._preroll_ns = int(cfg.preroll_s * 1e9)
         self._writer_kwargs = dict(
-            chunk_bytes=int(p("chunk_size_bytes")), flush_period_s=float(p("flush_period_s")),
-            fsync=bool(p("fsync")), max_queue_messages=int(p("queue_max_messages")),
-            max_queue_bytes=int(p("queue_max_mb")) * 1024 * 1024)
-        self._record_between = bool(p("record_between_episodes"))
+            chunk_bytes=cfg.chunk_size_bytes, flush_period_s=cfg.flush_period_s, fsync=cfg.fsync,
+            max_queue_messages=cfg.queue_max_messages, max_queue_bytes=cfg.queue_max_mb * 1024 * 1024)
+        self._record_between = cfg.record_between_episodes
 
         self._lock = threading.RLock()
         self._tracker = EpisodeTracker(start_ns=self.get_clock().now().nanoseconds)
@@ -117,6 +122,9 @@ class RecorderNode(Node):
         self._late_steps = 0
         self._received = dict.fromkeys(self._topics, 0)
         self._last_error: str | None = None
+        # Why the recorder cannot write right now (diagnostics say ERROR while either is set):
+        self._dir_problem: str | None = None  # output_dir missing/unwritable; re-checked periodically
+        self._write_failure: str | None = None  # the last bag failed; cleared once a bag completes
         self._last_reported_drops = 0
         self._drops_at_last_status = 0
         self._last_bag = ""
@@ -137,76 +145,71 @@ class RecorderNode(Node):
         from std_srvs.srv import SetBool, Trigger
 
         self._diag_pub = self.create_publisher(DiagnosticArray, T.DIAGNOSTICS, 10)
-        self.create_service(Trigger, T.RECORDER_START, self._srv_start)
-        self.create_service(Trigger, T.RECORDER_STOP, self._srv_stop)
-        self.create_service(SetBool, T.RECORDER_PAUSE, self._srv_pause)
-        self.create_timer(0.05, self._housekeeping)
-        self.create_timer(max(0.1, float(p("diagnostics_period_s"))), self._publish_diagnostics)
+        guard = self._guard
+        self.create_service(Trigger, T.RECORDER_START, guard.service(T.RECORDER_START, self._srv_start))
+        self.create_service(Trigger, T.RECORDER_STOP, guard.service(T.RECORDER_STOP, self._srv_stop))
+        self.create_service(SetBool, T.RECORDER_PAUSE, guard.service(T.RECORDER_PAUSE, self._srv_pause))
+        self.create_timer(0.05, self._guarded_timer("housekeeping", self._housekeeping))
+        self.create_timer(cfg.diagnostics_period_s, self._guarded_timer("diagnostics", self._publish_diagnostics))
         self.get_logger().info(
             f"apo_recorder {__version__}: recording {len(self._subs)} topics into {self._output_dir} "
-            f"(one MCAP bag per episode, grace {float(p('grace_period_s')):.2f} s, flush every "
+            f"(one MCAP bag per episode, grace {self._grace_s():.2f} s, flush every "
             f"{self._writer_kwargs['flush_period_s']:.2f} s)")
 
     # ------------------------------------------------------------------ set-up
-    def _declare_parameters(self) -> None:
-        def desc(text, typ, read_only=True, frange=None, irange=None):
-            d = ParameterDescriptor(description=text, type=typ, read_only=read_only)
-            if frange:
-                d.floating_point_range = [FloatingPointRange(from_value=frange[0], to_value=frange[1], step=0.0)]
-            if irange:
-                d.integer_range = [IntegerRange(from_value=irange[0], to_value=irange[1], step=0)]
-            return d
+    def _grace_s(self) -> float:
+        return float(self.get_parameter("grace_period_s").value)
 
-        S, D, INT, B, SA = (ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_DOUBLE,
-                          ParameterType.PARAMETER_INTEGER, ParameterType.PARAMETER_BOOL,
-                          ParameterType.PARAMETER_STRING_ARRAY)
-        self.declare_parameter("output_dir", "~/.apo/bags", desc(
-            "Directory that receives one rosbag2 directory per episode (<output_dir>/<episode_id>/).", S))
-        self.declare_parameter("topics", list(contract.DEFAULT_TOPICS), desc(
-            "Topics to record: names of the deploy graph, or 'topic:pkg/msg/Type' for others.", SA))
-        self.declare_parameter("storage", contract.STORAGE_ID, desc("Storage plugin; only 'mcap'.", S))
-        self.declare_parameter("grace_period_s", 1.0, desc(
-            "Seconds a bag stays open after the episode's end event, so the last steps land in it.", D,
-            read_only=False, frange=(0.0, 60.0)))
-        self.declare_parameter("preroll_s", 0.5, desc(
-            "Messages received this long before a START are put at the start of the episode's bag.", D,
-            frange=(0.0, 10.0)))
-        self.declare_parameter("chunk_size_bytes", 1024 * 1024, desc(
-            "Close an MCAP chunk once it holds this many bytes (rosbags caps chunks at 1 MiB).", INT,
-            irange=(4096, 1024 * 1024)))
-        self.declare_parameter("flush_period_s", 0.5, desc(
-            "Close the open chunk, flush and fsync this often: a killed recorder loses about this much.", D,
-            frange=(0.05, 10.0)))
-        self.declare_parameter("fsync", True, desc("fsync the bag at every flush and at close.", B))
-        self.declare_parameter("queue_max_messages", 2000, desc(
-            "Writer queue bound (messages); beyond it messages are dropped and counted.", INT, irange=(10, 1000000)))
-        self.declare_parameter("queue_max_mb", 256, desc(
-            "Writer queue bound (MiB); beyond it messages are dropped and counted.", INT, irange=(1, 65536)))
-        self.declare_parameter("image_queue_depth", 10, desc(
-            "History depth of the best-effort image subscription.", INT, irange=(1, 1000)))
-        self.declare_parameter("reliable_queue_depth", 50, desc(
-            "Minimum history depth of the reliable subscriptions.", INT, irange=(1, 10000)))
-        self.declare_parameter("record_between_episodes", False, desc(
-            "Also record messages outside episodes, into between_<time> bags.", B))
-        self.declare_parameter("diagnostics_period_s", 1.0, desc(
-            "Period of the status published on /diagnostics.", D, frange=(0.1, 60.0)))
+    def _on_set_parameters(self, params):
+        """Only grace_period_s changes at run time (in range); the rest is fixed at start."""
+        from rcl_interfaces.msg import SetParametersResult
 
-    def _param(self, name):
-        return self.get_parameter(name).value
+        lo, hi = RANGES["grace_period_s"]
+        for param in params:
+            value = param.value
+            if param.name != "grace_period_s":
+                return SetParametersResult(successful=False,
+                                           reason=f"{param.name}: set at start only (restart the recorder)")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+                return SetParametersResult(successful=False,
+                                           reason=f"grace_period_s: {value!r} is not a number in {lo}..{hi}")
+        return SetParametersResult(successful=True)
+
+    def _guarded_timer(self, name: str, callback):
+        """A timer callback that logs (throttled) and counts a failure instead of ending the spin."""
+        def guarded():
+            try:
+                callback()
+            except Exception as exc:
+                self._guard.errors += 1
+                self.get_logger().error(f"{name}: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
+
+        return guarded
 
     def _check_output_dir(self) -> bool:
+        """Create output_dir and write a probe file into it; remembers why that failed (for diagnostics)."""
         try:
             self._output_dir.mkdir(parents=True, exist_ok=True)
             probe = self._output_dir / f".apo_recorder_write_test.{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
-            return True
         except OSError as exc:
             msg = (f"output_dir {self._output_dir} is not writable ({exc.strerror or exc}); episodes cannot be "
                    f"recorded until it is (checked again at each episode start)")
-            self._last_error = msg
-            self.get_logger().error(msg)
+            if msg != self._dir_problem:
+                self.get_logger().error(msg)
+            self._last_error = self._dir_problem = msg
             return False
+        if self._dir_problem is not None:
+            self.get_logger().info(f"output_dir {self._output_dir} is writable again")
+        self._dir_problem = None
+        return True
+
+    def _recheck_output_dir(self) -> None:
+        """Cheap look (no write) while all seems well; the full probe only once a problem is known."""
+        d = self._output_dir
+        if self._dir_problem is not None or not (d.is_dir() and os.access(d, os.W_OK | os.X_OK)):
+            self._check_output_dir()
 
     def _subscribe(self, topic: str, msgtype: str) -> None:
         try:
@@ -218,19 +221,21 @@ class RecorderNode(Node):
         if topic in T.QOS:
             kind, depth = T.QOS[topic]
             if kind == "sensor":
-                qos = qos_profile("sensor", int(self._param("image_queue_depth")))
+                qos = qos_profile("sensor", self._cfg.image_queue_depth)
             elif kind == "reliable":
-                qos = topic_qos(topic, max(depth, int(self._param("reliable_queue_depth"))))
+                qos = topic_qos(topic, max(depth, self._cfg.reliable_queue_depth))
             else:
                 qos = topic_qos(topic)
         else:
-            qos = qos_profile("reliable", int(self._param("reliable_queue_depth")))
+            qos = qos_profile("reliable", self._cfg.reliable_queue_depth)
         if topic == T.EPISODE:
             callback = self._on_episode
         else:
             def callback(data, _topic=topic):
                 self._on_message(_topic, data)
-        self._subs.append(self.create_subscription(cls, topic, callback, qos, raw=True))
+        # Guarded: a malformed message is dropped and logged, it never ends the recorder's spin.
+        self._subs.append(self.create_subscription(cls, topic, self._guard.subscription(topic, callback), qos,
+                                                   raw=True))
 
     def _topic_specs(self) -> list[TopicSpec]:
         specs = []
@@ -324,7 +329,7 @@ class RecorderNode(Node):
         elif d.kind == "end":
             w = self._writers.get(eid)
             if w is not None:
-                grace = max(0.0, float(self._param("grace_period_s")))  # may be changed at run time
+                grace = self._grace_s()  # may be changed at run time
                 w.update_custom_data({contract.KEY_OUTCOME: d.outcome})
                 self._deadlines.setdefault(eid, time.monotonic() + grace)
                 self._last_ending = eid
@@ -365,7 +370,8 @@ class RecorderNode(Node):
             log.warning(f"episode {info.episode_id!r}: {path} exists already (recorder restarted?); "
                         f"this episode is not recorded again")
             return
-        if not self._output_dir.is_dir() and not self._check_output_dir():
+        self._recheck_output_dir()
+        if self._dir_problem is not None:
             self._bags_failed += 1
             log.error(f"episode {info.episode_id!r} is not recorded: output_dir {self._output_dir} unusable")
             return
@@ -421,7 +427,7 @@ class RecorderNode(Node):
 
     def _on_writer_error(self, writer: EpisodeBagWriter, message: str) -> None:
         with self._lock:
-            self._last_error = message
+            self._last_error = self._write_failure = message
         self.get_logger().error(f"{message}. Recording of this episode stopped; the recorder keeps running "
                                 f"and tries again at the next episode start")
 
@@ -435,6 +441,7 @@ class RecorderNode(Node):
             self._closed_totals["bytes"] += s.bytes_written
             if s.state == "closed":
                 self._bags_completed += 1
+                self._write_failure = None  # writing works again
             elif s.state == "failed":
                 self._bags_failed += 1
         if s.state == "closed":
@@ -505,7 +512,7 @@ class RecorderNode(Node):
             open_writers = list(self._writers.values()) + ([self._between] if self._between is not None else [])
             stats = [w.stats() for w in open_writers]
             cur = cur_w.stats() if cur_w is not None else None
-            if any(st.state == "failed" for st in stats):
+            if any(st.state == "failed" for st in stats) or self._dir_problem or self._write_failure:
                 state = "error"
             elif not self._enabled:
                 state = "stopped"
@@ -541,12 +548,16 @@ class RecorderNode(Node):
                 "bags_failed": self._bags_failed,
                 "bags_open": len(self._active),
                 "last_error": self._last_error or "",
+                "cannot_write": self._dir_problem or self._write_failure or "",
+                "callback_errors": self._guard.errors,
                 **{f"received {topic}": n for topic, n in self._received.items()},
             }
 
     def _publish_diagnostics(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+        with self._lock:
+            self._recheck_output_dir()
         st = self.status()
         if st["messages_dropped"] > self._last_reported_drops:
             self.get_logger().warning(
@@ -557,7 +568,8 @@ class RecorderNode(Node):
         status.name = f"apo_recorder: {self.get_fully_qualified_name()}"
         status.hardware_id = socket.gethostname()
         if st["state"] == "error":
-            status.level, status.message = DiagnosticStatus.ERROR, f"write error: {st['last_error']}"
+            status.level = DiagnosticStatus.ERROR
+            status.message = f"cannot write: {st['cannot_write'] or st['last_error']}"
         elif st["messages_dropped"] > self._drops_at_last_status:
             status.level, status.message = DiagnosticStatus.WARN, f"{st['state']}; dropping messages"
         else:
@@ -602,8 +614,8 @@ def main(args: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         node = RecorderNode()
-    except (ValueError, OSError) as exc:
-        print(f"apo_recorder: {exc}", file=sys.stderr)
+    except (ApoError, ValueError, OSError) as exc:  # a bad parameter: say which, exit 2 (no traceback)
+        print(f"apo_recorder: error: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
     executor = SingleThreadedExecutor()

@@ -272,7 +272,7 @@ def test_empty_bag_is_valid(tmp_path):
 
 
 def test_contract_helpers():
-    assert contract.safe_episode_dir_name("../../etc/passwd") == "_.._etc_passwd"
+    assert contract.safe_episode_dir_name("../../etc/passwd") == "etc_passwd"
     assert contract.safe_episode_dir_name("ep_2024-01-01T10:00") == "ep_2024-01-01T10_00"
     assert contract.safe_episode_dir_name("") == "episode"
     with pytest.raises(ValueError):
