@@ -3,7 +3,9 @@
 Real bags, written with the ``rosbags`` Writer (rosbag2 version 9, MCAP): the ``apo_interfaces``
 types are registered from the package's ``.msg`` files, messages are CDR-serialised, and each
 episode goes to ``<bags_dir>/<episode_id>/`` with the ``apo.*`` custom data, exactly as the
-recorder does. ``finish=False`` stops like a killed recorder: no ``metadata.yaml``, no MCAP
+recorder does. Unlike the recorder's bags they carry no CRCs (rosbags writes 0), like bags from
+recorders before CRCs were written: readers report them ``unverified``. Tests of CRC handling
+write with ``apo_recorder.bag_writer`` instead. ``finish=False`` stops like a killed recorder: no ``metadata.yaml``, no MCAP
 footer/summary, and the chunk still buffered in memory is lost.
 
 Every value encodes where it came from so a test can check alignment without re-deriving it:
