@@ -47,7 +47,6 @@ def test_retrain_service_promotes_and_policy_node_reloads(tmp_path):
     with RosGraph() as g:
         policy = g.add(PolicyNode(context=g.context, parameter_overrides=[
             Parameter("model_path", value=str(store.root)), Parameter("num_threads", value=1)]))
-        g.add(policy.loader_node)
         g.add(RetrainNode(context=g.context, parameter_overrides=[Parameter("config_file", value=str(cfg))]))
         probe = g.probe_node()
         probe.create_subscription(RetrainStatus, topics.RETRAIN_STATUS_TOPIC, statuses.append,

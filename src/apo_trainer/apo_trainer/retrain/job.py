@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from apo_core.errors import ApoError
-from apo_core.model_store import ModelStore
+from apo_core.model_store import ModelStore, ModelStoreError
 from apo_core.names import JOB_ID_RE, VERSION_RE, InvalidNameError, check_name, child_path
 from apo_trainer.retrain.requests import LOSSES, check_request  # noqa: F401 (LOSSES: re-exported, was defined here)
 from apo_trainer.retrain.settings import RetrainSettings
@@ -143,6 +143,14 @@ class RetrainManager:
         except (OSError, ValueError, TypeError) as exc:
             return JobStatus(job_id=job_id, state="failed", message=f"status file {path} is unreadable: {exc}")
 
+    def deployed_version(self) -> str:
+        """The store's current version for a report; "" when there is none or its pointer is damaged
+        (ModelStore refuses a ``current`` link that leaves versions/)."""
+        try:
+            return self.store.current_version() or ""
+        except ModelStoreError:
+            return ""
+
     @property
     def running(self) -> bool:
         with self._lock:
@@ -204,13 +212,13 @@ class RetrainManager:
 
     def rollback(self, version: str = "") -> tuple[bool, str, str]:
         if self.running:
-            return False, "a retrain job is running; cancel it first", self.store.current_version() or ""
+            return False, "a retrain job is running; cancel it first", self.deployed_version()
         try:
             if version:  # a version name from a request: a plain vNNNN inside versions/, nothing else
                 child_path(self.store.versions_dir, version, "version", VERSION_RE, must_exist=True)
             new = self.store.rollback(version or None)
         except Exception as exc:
-            return False, str(exc), self.store.current_version() or ""
+            return False, str(exc), self.deployed_version()
         with self._lock:
             self._latest.deployed_version = new
         try:
@@ -302,13 +310,13 @@ class _Job:
             self._evaluate(candidate)
             self._promote(candidate)
         except JobCancelled:
-            self._set("cancelled", message=f"cancelled; deployed version unchanged ({self.m.store.current_version()})")
+            self._set("cancelled", message=f"cancelled; deployed version unchanged ({self.m.deployed_version()})")
         except Exception as exc:  # any failure: report it, never touch the deployed version
             self._set("failed", message=f"{type(exc).__name__}: {exc}; deployed version unchanged "
-                                       f"({self.m.store.current_version()})")
+                                       f"({self.m.deployed_version()})")
         finally:
             self.status.finished = time.time()
-            self.status.deployed_version = self.m.store.current_version() or ""
+            self.status.deployed_version = self.m.deployed_version()
             self.m._publish(self.status)
 
     # --- phases ------------------------------------------------------------------------------
