@@ -368,6 +368,7 @@ def _convert(bag: Path, output: Path, options, known, action_dim, result: BagRes
             return
         episode = sink.episode(info, mode)
         episode.attrs.update({"bag_integrity": result.read["integrity"], "bag_damage": len(result.read["damage"])})
+        episode.labels(options.k)  # inconsistent labels/modes fail this bag here, before anything is written
         result.group = append_episode(output, episode, k=options.k, image_compression=options.image_compression)
     finally:
         sink.discard()

@@ -32,8 +32,10 @@ def pixels(seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=H * W * 3, dtype=np.uint8).reshape(H, W, 3)
 
 
-def record(root: Path, episode_id: str, n: int = STEPS, finish: bool = True) -> Path:
-    """An episode bag written by the recorder's writer: step i sees image i (stamped 2 ms before it)."""
+def record(root: Path, episode_id: str, n: int = STEPS, finish: bool = True, consistent: bool = True) -> Path:
+    """An episode bag written by the recorder's writer: step i sees image i (stamped 2 ms before it).
+
+    Steps have label 1 then 2 and the matching mode (``consistent=False``: mode 0 throughout)."""
     syn = synthetic.SyntheticMessages()
     msgs = [(topics.EPISODE, T0 - 10 * MS, syn.event(episode_id, contract.EVENT_START, "stack", "Stack", "v0001",
                                                      stamp_ns=T0 - 10 * MS))]
@@ -42,7 +44,7 @@ def record(root: Path, episode_id: str, n: int = STEPS, finish: bool = True) -> 
         msgs.append((topics.IMAGE, t - 1 * MS, syn.image(H, W, seed=i, stamp_ns=t - 2 * MS)))
         msgs.append((topics.ROBOT_STATE, t - 1 * MS, syn.robot_state(np.full(9, float(i)), stamp_ns=t - 2 * MS)))
         label = 1 if i < n // 2 else 2
-        msgs.append((topics.STEP, t + MS, syn.step(episode_id, i, label=label, mode=label - 1, stamp_ns=t)))
+        msgs.append((topics.STEP, t + MS, syn.step(episode_id, i, label=label, mode=label - 1 if consistent else 0, stamp_ns=t)))
     end = T0 + n * 100 * MS
     msgs.append((topics.EPISODE, end, syn.event(episode_id, contract.EVENT_SUCCESS, stamp_ns=end)))
     specs = [bag_writer.TopicSpec(t, ty) for t, ty in contract.DEFAULT_TOPICS.items()]
@@ -201,3 +203,16 @@ def test_an_old_bag_without_crcs_is_read_and_reported_unverified(tmp_path):
         integrity = {str(g.attrs["episode_id"]): g.attrs["bag_integrity"]
                      for g in (f["data"][n] for n in sorted_episode_names(f))}
     assert integrity == {"ep_old": "unverified", "ep_new": "verified"}
+
+
+def test_a_bag_that_fails_conversion_leaves_the_dataset_untouched(tmp_path):
+    root = tmp_path / "bags"
+    record(root, "ep_bad", n=20, consistent=False)  # human-labelled steps in autonomous mode: refused
+    record(root, "ep_good", n=20)
+    out = tmp_path / "out.h5"
+    report = convert_bags(root, out, progress=False, settle_seconds=0)
+    assert {b.episode_id: b.status for b in report.bags} == {"ep_bad": "failed", "ep_good": "added"}
+    with h5py.File(out, "r") as f:
+        names = sorted_episode_names(f)
+        assert [str(f["data"][n].attrs["episode_id"]) for n in names] == ["ep_good"]
+    frames_match_their_steps(out)
