@@ -149,24 +149,29 @@ def append_episode(path, episode: Episode, k: int = DEFAULT_K, image_compression
                 f"episode {episode.episode_id!r} has {episode.actions.shape[1]}-D actions but {path} holds "
                 f"{sorted(dims)[0][0]}-D actions"
             )
+        labels = episode.labels(k)  # validates labels and modes before anything is written
         name = episode_group_name(len(data))
         g = data.create_group(name)
-        g.create_dataset("obs/image", data=episode.images, chunks=(1, *episode.images.shape[1:]),
-                         compression=image_compression)
-        g.create_dataset("obs/state", data=episode.states)
-        g.create_dataset("actions", data=episode.actions)
-        g.create_dataset("policy_actions", data=episode.policy_actions)
-        g.create_dataset("live_labels", data=episode.live_labels)
-        g.create_dataset("labels", data=episode.labels(k))
-        g.create_dataset("modes", data=episode.modes)
-        g.create_dataset("step_index", data=episode.step_index)
-        g.create_dataset("timestamps", data=episode.timestamps)
-        for key in ("episode_id", "instruction", "task", "outcome", "source", "policy_version", "origin"):
-            g.attrs[key] = getattr(episode, key)
-        g.attrs["num_samples"] = len(episode)
-        g.attrs["k_window"] = k
-        for key, value in episode.attrs.items():
-            g.attrs[key] = value
+        try:
+            g.create_dataset("obs/image", data=episode.images, chunks=(1, *episode.images.shape[1:]),
+                             compression=image_compression)
+            g.create_dataset("obs/state", data=episode.states)
+            g.create_dataset("actions", data=episode.actions)
+            g.create_dataset("policy_actions", data=episode.policy_actions)
+            g.create_dataset("live_labels", data=episode.live_labels)
+            g.create_dataset("labels", data=labels)
+            g.create_dataset("modes", data=episode.modes)
+            g.create_dataset("step_index", data=episode.step_index)
+            g.create_dataset("timestamps", data=episode.timestamps)
+            for key in ("episode_id", "instruction", "task", "outcome", "source", "policy_version", "origin"):
+                g.attrs[key] = getattr(episode, key)
+            g.attrs["num_samples"] = len(episode)
+            g.attrs["k_window"] = k
+            for key, value in episode.attrs.items():
+                g.attrs[key] = value
+        except BaseException:
+            del data[name]  # never leave a half-written group: later readers would fail on it
+            raise
         data.attrs["total"] = int(data.attrs.get("total", 0)) + len(episode)
         f.flush()
     return name
