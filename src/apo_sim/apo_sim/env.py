@@ -34,6 +34,11 @@ DEFAULT_CAMERA = "agentview"
 DEFAULT_CONTROL_FREQ = 20.0
 DEFAULT_IMAGE_SIZE = 128
 SETTLE_STEPS = 3
+# Seed of the scene *model*: robosuite draws some object sizes (Lift's cube: each half-extent in
+# [0.020, 0.022] m) when it builds the model, and a soft reset never rebuilds it. Building every model
+# from one fixed seed keeps an episode's scene a function of (task, reset seed) alone, whichever SimEnv
+# instance runs it; an unseeded model made Lift's grasp width, hence outcomes, vary between instances.
+MODEL_SEED = 0
 
 
 class SimConfigError(ApoError, ValueError):
@@ -147,7 +152,8 @@ class SimEnv:
     Parameters: ``task`` (Lift, Stack), ``robot`` (Panda), ``camera`` (a camera of the robosuite
     scene, default agentview), ``image_size`` (square images, pixels), ``control_freq`` (simulated
     control steps per simulated second), ``seed`` (object placement and arm start noise; reset(seed)
-    reseeds), ``render`` (False: no camera at all, for expert-only rollouts), ``fast_render``.
+    reseeds; the model itself is always built from MODEL_SEED), ``render`` (False: no camera at all,
+    for expert-only rollouts), ``fast_render``.
     """
 
     def __init__(self, task: str = "Lift", robot: str = "Panda", camera: str = DEFAULT_CAMERA,
@@ -176,8 +182,9 @@ class SimEnv:
             task, robots=robot, controller_configs=controller, has_renderer=False,
             has_offscreen_renderer=self.render_enabled, use_camera_obs=False, use_object_obs=True,
             control_freq=self.control_freq, horizon=10**9, ignore_done=True, hard_reset=False,
-            reward_shaping=False, seed=seed,
+            reward_shaping=False, seed=MODEL_SEED,
         )
+        self._env.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state  # placements
         sim = self._env.sim
         if self.render_enabled:
             cameras = [sim.model.camera_id2name(i) for i in range(sim.model.ncam)]
