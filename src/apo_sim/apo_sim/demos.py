@@ -37,7 +37,10 @@ from apo_core.normalization import STATS_FILENAME, ActionStats
 from apo_sim.env import DEFAULT_CAMERA, DEFAULT_CONTROL_FREQ, TASKS, SimEnv
 from apo_sim.expert import ScriptedExpert
 
-DEFAULT_MAX_STEPS = {"Lift": 150, "Stack": 300}
+# Per-task episode budgets (control steps at 20 Hz), above the expert's longest from-reset rollout in
+# bench/bench_expert.py (seeds 0..49: Lift 42, Stack 184, PickPlaceCan 128; after 30 random steps the
+# longest successes were 171, 246 and 168).
+DEFAULT_MAX_STEPS = {"Lift": 150, "Stack": 300, "PickPlaceCan": 250}
 HOLD_STEPS_AFTER_SUCCESS = 3  # a few steps of "keep it there" so a cloned policy learns to stop
 
 
@@ -157,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--camera", default=DEFAULT_CAMERA)
     p.add_argument("--control-freq", type=float, default=DEFAULT_CONTROL_FREQ)
-    p.add_argument("--max-steps", type=int, default=None, help="per episode (default: Lift 150, Stack 300)")
+    budgets = ", ".join(f"{t} {n}" for t, n in DEFAULT_MAX_STEPS.items())
+    p.add_argument("--max-steps", type=int, default=None, help=f"per episode (default: {budgets})")
     p.add_argument("--random-steps", type=int, default=0,
                    help="unrecorded random actions before the expert takes over (recovery demonstrations)")
     p.add_argument("--keep-failures", action="store_true", help="also store episodes the expert failed")

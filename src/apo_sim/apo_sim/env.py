@@ -27,6 +27,7 @@ import numpy as np
 
 from apo_core.errors import ApoError, InvalidActionError
 from apo_core.normalization import check_finite
+from apo_sim import scene
 
 ACTION_DIM = 7
 PROPRIO_DIM = 9
@@ -52,14 +53,18 @@ class TaskSpec:
     name: str
     instruction: str
     target: str  # the object the robot must grasp
-    objects: tuple[str, ...]  # env attribute names of the task's objects (robosuite models)
+    objects: tuple[str, ...]  # names of the task's robosuite object models (see apo_sim.scene.find_object)
     place_on: str | None = None  # object the target must end up on (Stack)
+    place_in: str | None = None  # region the target must end up in (PickPlaceCan: "bin", TaskState.goal_region)
+    shape: str = "box"  # target's shape: "box" (grasp across faces) or "cylinder" (any yaw while upright)
 
 
 TASKS: dict[str, TaskSpec] = {
     "Lift": TaskSpec("Lift", "lift the red cube", target="cube", objects=("cube",)),
     "Stack": TaskSpec("Stack", "stack the red cube on the green cube", target="cubeA",
                       objects=("cubeA", "cubeB"), place_on="cubeB"),
+    "PickPlaceCan": TaskSpec("PickPlaceCan", "put the can in the bin on the right", target="Can",
+                             objects=("Can",), place_in="bin", shape="cylinder"),
 }
 
 
@@ -104,12 +109,13 @@ class TaskState:
     objects: dict[str, ObjectState]
     grasped: bool  # both finger pads touch the task's target object
     touching: dict[str, bool]  # target object in contact with each other object (Stack: cubeB)
-    table_z: float
+    table_z: float  # surface the objects rest on at reset (table top; PickPlaceCan: the bin floor)
     home_pos: np.ndarray  # eef position right after the last reset's settle
     joint_positions: np.ndarray  # arm joints (7)
     joint_limits: np.ndarray  # (7, 2) lower/upper limits of the arm joints
     success: bool
     step: int
+    goal_region: np.ndarray | None = None  # (2, 3) low/high corners for the target's centre (PickPlaceCan)
 
     @property
     def gripper_opening(self) -> float:
@@ -149,7 +155,7 @@ def _mat2quat_xyzw(mat: np.ndarray) -> np.ndarray:
 class SimEnv:
     """One robosuite task with a Panda arm, an OSC_POSE delta controller and one camera.
 
-    Parameters: ``task`` (Lift, Stack), ``robot`` (Panda), ``camera`` (a camera of the robosuite
+    Parameters: ``task`` (Lift, Stack, PickPlaceCan), ``robot`` (Panda), ``camera`` (a camera of the robosuite
     scene, default agentview), ``image_size`` (square images, pixels), ``control_freq`` (simulated
     control steps per simulated second), ``seed`` (object placement and arm start noise; reset(seed)
     reseeds; the model itself is always built from MODEL_SEED), ``render`` (False: no camera at all,
@@ -200,7 +206,9 @@ class SimEnv:
         self._grip_idx = np.asarray(self._robot._ref_gripper_joint_pos_indexes[self._arm])
         grip = self._robot.gripper[self._arm]
         self._finger_bodies = [sim.model.body_name2id(f"{grip.naming_prefix}{n}") for n in ("leftfinger", "rightfinger")]
-        self._objects = {name: getattr(self._env, name) for name in self.spec.objects}
+        self._objects = {name: scene.find_object(self._env, name) for name in self.spec.objects}
+        self._half_sizes = {n: scene.object_half_size(self._env, o) for n, o in self._objects.items()}
+        self._table_z = scene.support_height(self._env)
         self._body_ids: dict[str, int] = {}
         self._steps = 0
         self._home_pos = np.zeros(3)
@@ -303,7 +311,7 @@ class SimEnv:
         env, data = self._env, self._env.sim.data
         objects = {
             n: ObjectState(pos=np.array(data.body_xpos[i]), rot=np.array(data.body_xmat[i]).reshape(3, 3),
-                           half_size=np.asarray(self._objects[n].size, dtype=np.float64)[:3])
+                           half_size=self._half_sizes[n].copy())
             for n, i in self._body_ids.items()
         }
         target = self._objects[self.spec.target]
@@ -316,9 +324,10 @@ class SimEnv:
             task=self.task, eef_pos=np.array(data.site_xpos[self._eef_site]),
             eef_rot=np.array(data.site_xmat[self._eef_site]).reshape(3, 3),
             gripper_qpos=np.array(data.qpos[self._grip_idx]), finger_axis=axis, objects=objects,
-            grasped=grasped, touching=touching, table_z=float(env.table_offset[2]),
+            grasped=grasped, touching=touching, table_z=self._table_z,
             home_pos=self._home_pos.copy(), joint_positions=np.array(data.qpos[self._joint_idx]),
             joint_limits=self._joint_limits.copy(), success=self.success(), step=self._steps,
+            goal_region=scene.goal_region(env, self.spec.target),
         )
 
     def close(self):

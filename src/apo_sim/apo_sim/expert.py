@@ -8,7 +8,10 @@ simulator state (:class:`apo_sim.env.TaskState`) and servoes towards that phase'
 - the gripper is always servoed to point straight down, yawed to the cube's nearest face (mod 90°);
 - the arm goes up to a safe height before moving sideways, and only descends when above its goal;
 - the gripper closes only at the grasp pose, and re-opens when it closed on nothing;
-- Stack: carry above the green cube, lower until just above it, release, retreat upwards.
+- Stack: carry above the green cube, lower until just above it, release, retreat upwards;
+- PickPlaceCan: rise until the can clears the bins' walls, cross to the goal compartment, lower,
+  release, retreat upwards (:mod:`apo_sim.bin_place`). The can is round: it is grasped at whatever
+  yaw the hand has (across its body when it lies on its side).
 
 The only memory is a stuck detector: when the arm is told to move but has not moved for a while,
 or progress has stalled for long, it backs off (opens, goes up and towards its home pose) for a
@@ -19,7 +22,7 @@ scaled by 5 cm and rotation deltas by 0.5 rad per unit, so ``(target - pos) / 0.
 controller to reach the target in one step.
 
 :func:`task_progress` gives the simulated operator a scalar progress in [0, 1] (a phase-based
-potential), the object's height above the table and the grasped flag.
+potential), the object's height above its support and the grasped flag.
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from apo_sim import bin_place
 from apo_sim.env import TaskState, task_spec
 
 POS_SCALE = 0.05  # metres per unit of OSC_POSE position input
 ROT_SCALE = 0.5  # radians per unit of OSC_POSE rotation input
+PALM_CLEARANCE = 0.028  # grasp site at most this far below an object's top (Panda palm ~3.3 cm above it)
 DOWN = np.array([0.0, 0.0, -1.0])
 
 
@@ -42,6 +47,8 @@ class ExpertStatus:
 
     progress: float  # 0 = nothing done, 1 = task solved
     object_height: float  # height of the target object's bottom above the table (m), ~0 when resting
+    # Held, or released where it belongs (Stack, PickPlaceCan): an object let go on purpose at its
+    # goal is not a drop, so the operator's drop trigger must not fire on a correct release.
     grasped: bool
     phase: str = ""
 
@@ -86,7 +93,7 @@ def tilt_of(state: TaskState) -> float:
 
 
 def _rest_height(obj) -> float:
-    return float(obj.half_size[2])
+    return bin_place.rest_height(obj)  # vertical half-extent as it lies now (a tipped can is lower)
 
 
 def object_height(state: TaskState) -> float:
@@ -109,8 +116,13 @@ def is_held(state: TaskState) -> bool:
 
 
 def is_placed(state: TaskState) -> bool:
-    """Stack: the red cube rests on the green one (touching it, and higher than the table margin)."""
+    """Stack: the red cube rests on the green one (touching it, and higher than the table margin).
+
+    PickPlaceCan: the can's centre is inside its goal compartment.
+    """
     spec = task_spec(state.task)
+    if spec.place_in is not None:
+        return state.goal_region is not None and bin_place.in_goal(state, state.objects[spec.target])
     if spec.place_on is None:
         return False
     a, b = state.objects[spec.target], state.objects[spec.place_on]
@@ -127,7 +139,14 @@ def task_progress(state: TaskState) -> ExpertStatus:
     held = is_held(state)
     reach = 1.0 - np.tanh(10.0 * np.linalg.norm(state.eef_pos - obj.pos))
     if state.success:
-        return ExpertStatus(1.0, height, held, "success")
+        placed_task = spec.place_on is not None or spec.place_in is not None
+        return ExpertStatus(1.0, height, held or placed_task, "success")
+    if spec.place_in is not None:
+        if is_placed(state) and not held:
+            return ExpertStatus(0.95, height, True, "placed")
+        if not held:
+            return ExpertStatus(float(0.25 * reach), height, held, "reach")
+        return ExpertStatus(bin_place.carry_progress(state, obj), height, held, "carry")
     if spec.place_on is None:  # Lift: success when the cube's centre is 4 cm above the table
         needed = 0.04 - _rest_height(obj)
         lift = float(np.clip(height / max(needed, 1e-6), 0.0, 1.0))
@@ -135,7 +154,7 @@ def task_progress(state: TaskState) -> ExpertStatus:
         return ExpertStatus(float(progress), height, held, "lift" if held else "reach")
     base = state.objects[spec.place_on]
     if is_placed(state):
-        return ExpertStatus(0.95, height, held, "placed")
+        return ExpertStatus(0.95, height, True, "placed")
     if not held:
         return ExpertStatus(float(0.25 * reach), height, held, "reach")
     align = 1.0 - np.tanh(10.0 * np.linalg.norm(obj.pos[:2] - base.pos[:2]))
@@ -147,7 +166,7 @@ def task_progress(state: TaskState) -> ExpertStatus:
 
 # --- the expert --------------------------------------------------------------------------------
 class ScriptedExpert:
-    """State-feedback expert for Lift and Stack. Call :meth:`reset` at each episode start.
+    """State-feedback expert for Lift, Stack and PickPlaceCan. Call :meth:`reset` at each episode start.
 
     ``act(state)`` returns the 7-D raw action for ``state``; ``status(state)`` the operator's
     figures; ``phase`` names what the last ``act`` decided (for logs and tests).
@@ -207,13 +226,17 @@ class ScriptedExpert:
         spec = self.spec
         p = state.eef_pos
         yaw = self._closing_yaw(state)
+        places = spec.place_on is not None or spec.place_in is not None
         if state.success:
-            if spec.place_on is None:
+            if not places:
                 return np.array([p[0], p[1], state.table_z + self.lift_clearance]), 1.0, yaw, "hold"
             return self._retreat(state), -1.0, yaw, "retreat"
-        if spec.place_on is not None and is_placed(state) and not is_held(state):
+        if places and is_placed(state) and not is_held(state):
             return self._retreat(state), -1.0, yaw, "retreat"
         if is_held(state):
+            if spec.place_in is not None:
+                target, grip, phase = bin_place.carry_decision(state, state.objects[spec.target])
+                return target, grip, yaw, phase
             if spec.place_on is None:
                 return np.array([p[0], p[1], state.table_z + self.lift_clearance]), 1.0, yaw, "lift"
             return self._carry(state, yaw)
@@ -224,7 +247,10 @@ class ScriptedExpert:
         p = state.eef_pos
         width = 2.0 * float(np.min(obj.half_size[:2]))
         hover_z = obj.pos[2] + self.hover_clearance
-        grasp_z = max(obj.pos[2] - 0.004, state.table_z + 0.015)
+        # The palm sits about 3.3 cm above the grasp site: a tall object (the upright can) is grasped
+        # below its top rather than at its centre, which also keeps the hand above the bins' walls.
+        top = obj.pos[2] + _rest_height(obj)
+        grasp_z = max(obj.pos[2] - 0.004, top - PALM_CLEARANCE, state.table_z + 0.015)
         xy_err = float(np.linalg.norm(p[:2] - obj.pos[:2]))
         yaw_err = abs(_wrap(self._current_yaw(state) - yaw))
         opening = state.gripper_opening
@@ -271,7 +297,13 @@ class ScriptedExpert:
 
     def _retreat(self, state: TaskState) -> np.ndarray:
         p = state.eef_pos
-        if state.gripper_opening < 0.07:  # let the fingers clear the cube before moving
+        clear = 0.07
+        if self.spec.place_in is not None:
+            # PickPlaceCan only succeeds once the hand is 4.3 cm from the can: rise as soon as the
+            # fingers clear it, or a can still settling after the release is reported as failure.
+            obj = state.objects[self.spec.target]
+            clear = min(clear, 2.0 * float(np.min(obj.half_size[:2])) + 0.012)
+        if state.gripper_opening < clear:  # let the fingers clear the cube before moving
             return p.copy()
         return np.array([p[0], p[1], max(p[2] + 0.05, p[2])])
 
@@ -299,19 +331,34 @@ class ScriptedExpert:
         limits; a wrist wound against its limit cannot turn any further and the grasp never lines up.
         """
         obj = state.objects[self.spec.target]
-        face = object_face_yaw(obj.rot)
         current = self._current_yaw(state)
+        face, period = self._grasp_yaws(obj, current)
         q7, (lo, hi) = state.joint_positions[-1], state.joint_limits[-1]
-        nearest = face + np.pi / 2 * np.round((current - face) / (np.pi / 2))
+        nearest = face + period * np.round((current - face) / period)
         best, best_cost = nearest, np.inf
         for k in (-1, 0, 1):  # turns of at most 135 degrees: the servo takes the short way round
-            candidate = nearest + k * np.pi / 2
+            candidate = nearest + k * period
+            if abs(candidate - current) > 0.75 * np.pi + 0.01:
+                continue
             q7_after = q7 - (candidate - current)
             overshoot = max(lo + self.wrist_margin - q7_after, q7_after - (hi - self.wrist_margin), 0.0)
             cost = abs(candidate - current) + 10.0 * overshoot
             if cost < best_cost:
                 best, best_cost = candidate, cost
         return float(best)
+
+    def _grasp_yaws(self, obj, current: float) -> tuple[float, float]:
+        """A yaw the fingers may close along, and the period at which the equivalent ones repeat.
+
+        Box: a face normal, every 90°. Upright cylinder: any yaw (the current one, kept every 90° so
+        the wrist-limit choice above still applies). Cylinder on its side: across its axis, every 180°.
+        """
+        if self.spec.shape != "cylinder":
+            return object_face_yaw(obj.rot), np.pi / 2
+        axis = obj.rot[:, 2]
+        if abs(axis[2]) > 0.5:
+            return current, np.pi / 2
+        return _yaw_of(axis) + np.pi / 2, np.pi
 
     # control
     def _servo(self, state: TaskState, target: np.ndarray, grip: float, yaw: float) -> np.ndarray:
