@@ -27,7 +27,7 @@ import numpy as np
 
 from apo_core.errors import ApoError, InvalidActionError
 from apo_core.normalization import check_finite
-from apo_sim import scene
+from apo_sim import perturbations, scene
 
 ACTION_DIM = 7
 PROPRIO_DIM = 9
@@ -72,6 +72,12 @@ def task_spec(task: str) -> TaskSpec:
     if task not in TASKS:
         raise SimConfigError(f"unknown task {task!r}: apo_sim supports {sorted(TASKS)}")
     return TASKS[task]
+
+
+def _check_perturbation(kind: str | None) -> str | None:
+    if kind is not None and kind not in perturbations.PERTURBATIONS:
+        raise SimConfigError(f"unknown perturbation {kind!r}: choose one of {list(perturbations.PERTURBATIONS)} or None")
+    return kind
 
 
 def validate_action(action) -> np.ndarray:
@@ -159,13 +165,16 @@ class SimEnv:
     scene, default agentview), ``image_size`` (square images, pixels), ``control_freq`` (simulated
     control steps per simulated second), ``seed`` (object placement and arm start noise; reset(seed)
     reseeds; the model itself is always built from MODEL_SEED), ``render`` (False: no camera at all,
-    for expert-only rollouts), ``fast_render``.
+    for expert-only rollouts), ``fast_render``, ``perturbation`` (None or one of
+    :data:`apo_sim.perturbations.PERTURBATIONS`, applied at every reset; see that module).
     """
 
     def __init__(self, task: str = "Lift", robot: str = "Panda", camera: str = DEFAULT_CAMERA,
                  image_size: int = DEFAULT_IMAGE_SIZE, control_freq: float = DEFAULT_CONTROL_FREQ,
-                 seed: int | None = None, render: bool = True, fast_render: bool = True):
+                 seed: int | None = None, render: bool = True, fast_render: bool = True,
+                 perturbation: str | None = None):
         self.spec = task_spec(task)
+        _check_perturbation(perturbation)
         if robot != "Panda":
             raise SimConfigError(f"unknown robot {robot!r}: apo_sim's expert and gripper handling support 'Panda'")
         if render and (not isinstance(image_size, int | np.integer) or not 16 <= int(image_size) <= 1024):
@@ -214,6 +223,8 @@ class SimEnv:
         self._home_pos = np.zeros(3)
         if self.render_enabled and self.fast_render:
             self._apply_fast_render()
+        self._scene = perturbations.ScenePerturber(self._env, task, list(self._objects.values()), perturbation, seed)
+        self._scene.apply(seed)  # also sets the training placement range (PickPlaceCan's is not robosuite's)
         self._env.reset()  # the constructor leaves body poses stale until the first reset/forward
         self._settle()
         self._after_reset()
@@ -237,12 +248,22 @@ class SimEnv:
         """The underlying robosuite environment (for tools that need more than this class offers)."""
         return self._env
 
+    @property
+    def perturbation(self) -> str | None:
+        """Scene perturbation for evaluation (None, position, background, texture); set it, then reset."""
+        return self._scene.kind
+
+    @perturbation.setter
+    def perturbation(self, kind: str | None) -> None:
+        self._scene.kind = _check_perturbation(kind)
+
     # --- episode ---------------------------------------------------------------------------------
     def reset(self, seed: int | None = None, render: bool = True) -> Observation:
         """Start a new episode (soft reset: the model and render context are kept, ~10-40 ms)."""
         if seed is not None:
             # Reseed in place: robosuite's placement sampler and robot hold references to env.rng.
             self._env.rng.bit_generator.state = np.random.default_rng(int(seed)).bit_generator.state
+        self._scene.apply(seed)
         self._env.reset()
         self._settle()
         self._after_reset()
