@@ -338,6 +338,7 @@ class SmallVLAPolicy(VLAPolicy):
         """Greedy decoding restricted to action tokens, with a KV cache; returns (B, D) in [-1, 1]."""
         return self._decode_batch(images, instructions, states)[0]
 
+    @torch.inference_mode()
     def _decode_batch(self, images, instructions, states=None, want_gaps: bool = False):
         """(B, D) normalised actions and, if asked, each row's smallest top-1/top-2 action-logit gap."""
         base = self._base_model()
