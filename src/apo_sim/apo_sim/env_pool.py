@@ -1,16 +1,19 @@
 """Simulators in worker processes, driven in lockstep by a parent that runs the policy.
 
-Each worker builds one :class:`~apo_sim.env.SimEnv` once and keeps it for every episode it is
-given (a soft reset costs 10-40 ms, a new environment about a second). The parent sends ``start``
-(reset with a seed) and ``step`` (one action) commands and reads back what the policy needs: the
-image and proprio, plus the episode record when it is over. The episode logic itself is
-:class:`~apo_sim.episode.PolicyEpisode`, the same class the sequential evaluator uses.
+The pool holds ``size`` simulators (:class:`~apo_sim.env.SimEnv`) spread over ``processes``
+worker processes (default: one per core, since a worker steps its simulators one after the other
+and more processes than cores only add start-up time and memory). Each simulator is built once and
+kept for every episode it is given (a soft reset costs 10-40 ms, a new environment about a second).
+The parent sends ``start`` (reset with a seed) and ``step`` (one action) commands for any subset of
+simulators and reads back what the policy needs: the image and proprio, plus the episode record
+when it is over. The episode logic itself is :class:`~apo_sim.episode.PolicyEpisode`, the same class
+the sequential evaluator uses.
 
 Processes use the ``spawn`` start method (no forked copy of the parent's torch threads or GL
 state). Workers ignore SIGINT, so Ctrl-C reaches the parent alone, which then closes the pool; they
-also exit on their own when the parent's end of the pipe disappears (parent killed). A worker that
-raises sends its traceback (:class:`PoolWorkerError` in the parent); one that dies without a word is
-reported with its exit code (:class:`PoolWorkerDied`).
+also exit on their own when the parent's end of the pipe disappears (parent killed). A simulator
+that raises sends its traceback (:class:`PoolWorkerError` in the parent); a worker that dies without
+a word is reported with its pid and exit code (:class:`PoolWorkerDied`).
 """
 
 from __future__ import annotations
@@ -25,94 +28,122 @@ from multiprocessing.connection import wait
 
 from apo_core.errors import ApoError
 
-START_TIMEOUT_S = 600.0  # building a SimEnv takes about a second, much more on a loaded machine
+START_TIMEOUT_S = 900.0  # building a SimEnv takes about a second, much more on a loaded machine
 REPLY_TIMEOUT_S = 600.0
 
 
 class PoolWorkerError(ApoError, RuntimeError):
-    """A simulator worker raised; the message carries its index, the command and its traceback."""
+    """A simulator raised; the message carries its index, the command and its traceback."""
 
 
 class PoolWorkerDied(ApoError, RuntimeError):
-    """A simulator worker exited or was killed without answering."""
+    """A worker process exited or was killed without answering."""
 
 
 @dataclass
 class StepReply:
-    """What a worker returns after ``start`` or ``step``."""
+    """What a simulator returns after ``start`` or ``step``."""
 
-    image: object  # (H, W, 3) uint8
+    image: object  # (H, W, 3) uint8, None when rendering is off
     proprio: object  # (9,)
     done: bool
     record: object | None  # EpisodeRecord once done
 
 
-def _worker_main(conn, index: int, task: str, env_kwargs: dict) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the pool stops
-    # The worker runs no torch; one thread each keeps N workers from oversubscribing the cores.
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
-    from apo_sim.env import SimEnv
+def _run(env, episode, cmd: tuple):
+    """Execute one command on one simulator: (episode, reply)."""
     from apo_sim.episode import PolicyEpisode
 
-    env = episode = None
+    if cmd[0] == "start":
+        episode = PolicyEpisode(env, *cmd[1:])
+    elif cmd[0] == "step":
+        if episode is None:
+            raise RuntimeError("no episode started on this simulator")
+        episode.apply(cmd[1])
+    else:
+        raise ValueError(f"unknown command {cmd[0]!r}")
+    done = episode.done
+    return episode, StepReply(episode.obs.image, episode.obs.proprio, done, episode.record() if done else None)
+
+
+def _worker_main(conn, proc_index: int, env_indices: list[int], task: str, env_kwargs: dict) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the pool stops
+    # One thread per worker keeps the workers from oversubscribing the cores: a worker runs no torch, and
+    # llvmpipe (osmesa) renders with one thread per core by default (set before any GL context exists).
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = os.environ["LP_NUM_THREADS"] = "1"
+    from apo_sim.env import SimEnv
+
+    envs: dict = {}
+    episodes: dict = {}
     try:
-        env = SimEnv(task, **env_kwargs)
-        conn.send(("ready", env.instruction))
+        for i in env_indices:
+            envs[i] = SimEnv(task, **env_kwargs)
+        conn.send(("ready", envs[env_indices[0]].instruction))
         while True:
             try:
-                cmd, *args = conn.recv()
+                message = conn.recv()
             except (EOFError, OSError):  # the parent is gone
                 return
-            if cmd == "close":
+            if message == "close":
                 return
-            try:
-                if cmd == "start":
-                    episode = PolicyEpisode(env, *args)
-                elif cmd == "step":
-                    episode.apply(args[0])
-                else:
-                    raise ValueError(f"unknown command {cmd!r}")
-                obs = episode.obs
-                done = episode.done
-                conn.send(("ok", StepReply(obs.image, obs.proprio, done, episode.record() if done else None)))
-            except Exception:
-                conn.send(("error", f"worker {index} failed on {cmd!r}:\n{traceback.format_exc()}"))
+            replies = {}
+            for i, cmd in message.items():
+                try:
+                    episodes[i], reply = _run(envs[i], episodes.get(i), cmd)
+                    replies[i] = ("ok", reply)
+                except Exception:
+                    replies[i] = ("error", f"simulator {i} (process {proc_index}) failed on {cmd[0]!r}:\n"
+                                           f"{traceback.format_exc()}")
+            conn.send(replies)
     except Exception:
         try:
-            conn.send(("error", f"worker {index} failed to start:\n{traceback.format_exc()}"))
+            conn.send(("error", f"process {proc_index} (simulators {env_indices}) failed to start:\n"
+                                f"{traceback.format_exc()}"))
         except (OSError, EOFError):
             pass
     finally:
-        if env is not None:
+        for env in envs.values():
             env.close()
         conn.close()
 
 
 class EnvPool:
-    """``size`` worker processes, one SimEnv each; use as a context manager (always closes)."""
+    """``size`` simulators in ``processes`` workers; use as a context manager (always closes)."""
 
-    def __init__(self, size: int, task: str, env_kwargs: dict | None = None):
+    def __init__(self, size: int, task: str, env_kwargs: dict | None = None, processes: int | None = None):
         if size < 1:
             raise ValueError(f"pool size must be >= 1, got {size}")
         self.size = int(size)
         self.task = task
         self.instruction = ""
+        n_proc = max(1, min(self.size, int(processes or os.cpu_count() or 1)))
+        # simulator i lives in process i % n_proc: consecutive simulators land on different cores
+        self._members = [list(range(p, self.size, n_proc)) for p in range(n_proc)]
+        self._proc_of = {i: p for p, members in enumerate(self._members) for i in members}
         ctx = mp.get_context("spawn")
         self._conns, self._procs = [], []
         try:
-            for i in range(self.size):
+            for p, members in enumerate(self._members):
                 parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_worker_main, args=(child, i, task, dict(env_kwargs or {})),
-                                   name=f"apo-sim-pool-{i}", daemon=True)
+                proc = ctx.Process(target=_worker_main, args=(child, p, members, task, dict(env_kwargs or {})),
+                                   name=f"apo-sim-pool-{p}", daemon=True)
                 proc.start()
                 child.close()  # only the worker holds this end: its death closes the pipe
                 self._conns.append(parent)
                 self._procs.append(proc)
-            for i in range(self.size):
-                self.instruction = self._receive(i, "construction", START_TIMEOUT_S)
+            for p in range(n_proc):
+                self.instruction = self._receive(p, "construction", START_TIMEOUT_S)
         except BaseException:
             self.close()
             raise
+
+    @property
+    def processes(self) -> int:
+        return len(self._procs)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs]
 
     # --- commands ------------------------------------------------------------------------------
     @staticmethod
@@ -125,45 +156,55 @@ class EnvPool:
         return ("step", action)
 
     def exchange(self, commands: dict[int, tuple]) -> dict[int, StepReply]:
-        """Send each listed worker its command, then collect every reply: the workers run in parallel."""
+        """Send each listed simulator its command, then collect every reply: the processes run in parallel."""
+        per_proc: dict[int, dict] = {}
         for i, cmd in commands.items():
+            if i not in self._proc_of:
+                raise IndexError(f"no simulator {i} in a pool of {self.size}")
+            per_proc.setdefault(self._proc_of[i], {})[i] = cmd
+        for p, batch in per_proc.items():
             try:
-                self._conns[i].send(cmd)
+                self._conns[p].send(batch)
             except (BrokenPipeError, OSError) as exc:
-                raise self._died(i, cmd[0]) from exc
-        return {i: self._receive(i, cmd[0], REPLY_TIMEOUT_S) for i, cmd in commands.items()}
+                raise self._died(p, "send") from exc
+        out, errors = {}, []
+        for p in per_proc:  # read every process's answer before raising, so the pipes stay in step
+            for i, (kind, payload) in self._receive(p, "a command", REPLY_TIMEOUT_S).items():
+                if kind == "ok":
+                    out[i] = payload
+                else:
+                    errors.append(payload)
+        if errors:
+            raise PoolWorkerError("\n".join(errors))
+        return out
 
-    def _receive(self, i: int, what: str, timeout: float):
-        conn, proc = self._conns[i], self._procs[i]
+    def _receive(self, p: int, what: str, timeout: float):
+        conn, proc = self._conns[p], self._procs[p]
         # Wait on the pipe and the process together: a dead worker ends the wait at once.
         if not wait([conn, proc.sentinel], timeout):
-            raise PoolWorkerDied(f"simulator worker {i} ({self.task}) gave no answer to {what!r} in {timeout:.0f} s")
+            raise PoolWorkerDied(f"simulator process {p} ({self.task}) gave no answer to {what} in {timeout:.0f} s")
         if not conn.poll():
-            raise self._died(i, what)
+            raise self._died(p, what)
         try:
-            kind, payload = conn.recv()
+            message = conn.recv()
         except (EOFError, OSError) as exc:
-            raise self._died(i, what) from exc
-        if kind == "error":
-            raise PoolWorkerError(payload)
-        return payload
+            raise self._died(p, what) from exc
+        if isinstance(message, tuple) and message[0] == "error":
+            raise PoolWorkerError(message[1])
+        return message[1] if isinstance(message, tuple) else message
 
-    def _died(self, i: int, what: str) -> PoolWorkerDied:
-        proc = self._procs[i]
+    def _died(self, p: int, what: str) -> PoolWorkerDied:
+        proc = self._procs[p]
         proc.join(timeout=5)
-        return PoolWorkerDied(f"simulator worker {i} ({self.task}, pid {proc.pid}) died during {what!r} "
-                              f"with exit code {proc.exitcode}")
+        return PoolWorkerDied(f"simulator process {p} ({self.task}, pid {proc.pid}, simulators {self._members[p]}) "
+                              f"died during {what} with exit code {proc.exitcode}")
 
     # --- lifetime ------------------------------------------------------------------------------
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self._procs]
-
     def close(self, timeout: float = 10.0) -> None:
         """Ask every worker to stop, then terminate (and at last kill) any that does not."""
         for conn in self._conns:
             try:
-                conn.send(("close",))
+                conn.send("close")
             except (BrokenPipeError, OSError):
                 pass
         deadline = time.monotonic() + timeout

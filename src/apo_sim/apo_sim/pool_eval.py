@@ -3,7 +3,14 @@
 Same contract and same records as :func:`apo_sim.rollout.evaluate_policy` (an episode's outcome
 depends only on policy, task and seed), faster: the simulators of a :class:`~apo_sim.env_pool.EnvPool`
 step in parallel, and the parent decodes the actions of every running episode in one forward pass.
-A worker whose episode ends gets the next seed at once, in the same round as the others' steps.
+A simulator whose episode ends gets the next seed at once, in the same round as the others' steps.
+:class:`PoolEvaluator` keeps a pool open across several policies; :func:`evaluate_pooled` is one call.
+
+Pool size (bench/bench_eval.py, 2 cores): the simulators alone keep both cores busy (a step with its
+render costs about 20 ms of CPU, so 10 ms per episode-step at best), and the forward per
+episode-step falls from 17-28 ms alone to 3-4 ms in a batch of 12; beyond 12 simulators nothing is
+gained but start-up time (about a second each) and memory (about 300 MB each). Hence
+``POOL_SIZE_PER_CORE`` = 6: 12 simulators in two processes on this machine.
 
 The batched forward must not change any action: :func:`predict_many` uses the policy's
 ``predict_batch_exact`` (rows bitwise equal to single-sample ``predict``) when it has one, and falls
@@ -24,14 +31,12 @@ from apo_sim.env_pool import EnvPool, StepReply
 from apo_sim.episode import EpisodeRecord
 from apo_sim.rollout import EvalResult, as_policy, policy_env_settings, seed_list
 
+POOL_SIZE_PER_CORE = 6
+
 
 def default_pool_size() -> int:
-    """Simulators to run: enough episodes per forward to amortise it, a few per core to overlap.
-
-    bench/bench_eval.py measures the choice (2 cores: 4 workers, so each core has one simulator
-    stepping while the other's reply is being read, and a batch of 4 for the forward).
-    """
-    return max(2, 2 * (os.cpu_count() or 1))
+    """Simulators to run: enough episodes per forward to amortise it (bench/bench_eval.py measures it)."""
+    return POOL_SIZE_PER_CORE * (os.cpu_count() or 1)
 
 
 def predict_many(policy: VLAPolicy, observations: list[Observation]) -> list[np.ndarray]:
@@ -65,30 +70,49 @@ class _Progress:
               file=sys.stderr, flush=True)
 
 
-def evaluate_pooled(policy, task: str = "Lift", episodes: int = 10, seed: int = 10_000, max_steps: int = 150,
-                    control_freq: float = 20.0, progress: bool = False, seeds=None, workers: int | None = None,
-                    env_kwargs: dict | None = None) -> EvalResult:
-    """Like :func:`~apo_sim.rollout.evaluate_policy`, with ``workers`` simulators (default
-    :func:`default_pool_size`, never more than there are seeds). Records come in the order of ``seeds``."""
-    pol, name = as_policy(policy)
-    image_size, use_state = policy_env_settings(pol)
-    todo = seed_list(episodes, seed, seeds)
-    if not todo:
-        return EvalResult.from_records(name, task, [])
-    size = min(len(todo), workers or default_pool_size())
-    kwargs = {"image_size": image_size, "control_freq": control_freq, **(env_kwargs or {})}
-    records: list[EpisodeRecord | None] = [None] * len(todo)
-    queue = list(enumerate(todo))[::-1]  # pop() from the end gives seeds in the order given
-    slot: dict[int, int] = {}  # worker -> position in ``todo`` of its current episode
-    report = _Progress(Path(name).name + f" {task}", len(todo), progress)
-    with EnvPool(size, task, kwargs) as pool:
-        replies: dict[int, StepReply] = {}
+class PoolEvaluator:
+    """A pool of simulators kept open across evaluations (several policies, one task and image size).
+
+    Starting the pool costs about a second per simulator; ``apo bench`` evaluates many policies on the
+    same task, so it pays that once. Use as a context manager; :func:`evaluate_pooled` is the one-shot form.
+    """
+
+    def __init__(self, task: str, image_size: int, envs: int | None = None, processes: int | None = None,
+                 control_freq: float = 20.0, env_kwargs: dict | None = None):
+        self.task = task
+        self.image_size = int(image_size)
+        t0 = time.perf_counter()
+        kwargs = {"image_size": self.image_size, "control_freq": control_freq, **(env_kwargs or {})}
+        self.pool = EnvPool(envs or default_pool_size(), task, kwargs, processes)
+        self.startup_s = time.perf_counter() - t0
+
+    def evaluate(self, policy, seeds, max_steps: int = 150, progress: bool = False,
+                 timings: dict | None = None) -> EvalResult:
+        """Records of ``policy`` on ``seeds`` (in that order), as :func:`~apo_sim.rollout.evaluate_policy` gives.
+
+        ``timings``, if given, receives the seconds spent waiting for the simulators and in the policy
+        forward, and the number of lockstep rounds (for bench/bench_eval.py).
+        """
+        pol, name = as_policy(policy)
+        image_size, use_state = policy_env_settings(pol)
+        if image_size != self.image_size:
+            raise ValueError(f"{name} takes {image_size} px images; this pool renders {self.image_size} px")
+        todo = [int(s) for s in seeds]
+        pool = self.pool
+        records: list[EpisodeRecord | None] = [None] * len(todo)
+        queue = list(enumerate(todo))[::-1]  # pop() from the end gives seeds in the order given
+        slot: dict[int, int] = {}  # simulator -> position in ``todo`` of its current episode
+        report = _Progress(Path(name).name + f" {self.task}", len(todo), progress)
+        clock = {"simulators_s": 0.0, "forward_s": 0.0, "rounds": 0}
         commands: dict[int, tuple] = {}
-        for w in range(size):
+        for w in range(min(pool.size, len(todo))):
             slot[w], s = queue.pop()
             commands[w] = pool.start_command(s, max_steps)
         while commands:
-            replies = pool.exchange(commands)
+            t0 = time.perf_counter()
+            replies: dict[int, StepReply] = pool.exchange(commands)
+            clock["simulators_s"] += time.perf_counter() - t0
+            clock["rounds"] += 1
             commands = {}
             running = []
             for w, r in sorted(replies.items()):
@@ -97,12 +121,46 @@ def evaluate_pooled(policy, task: str = "Lift", episodes: int = 10, seed: int = 
                     continue
                 records[slot[w]] = r.record
                 report.episode(r.record)
-                if queue:
+                if queue:  # the free simulator takes the next seed in this same round
                     slot[w], s = queue.pop()
                     commands[w] = pool.start_command(s, max_steps)
             if running:
+                t0 = time.perf_counter()
                 obs = [Observation(replies[w].image, pool.instruction, replies[w].proprio if use_state else None)
                        for w in running]
                 for w, action in zip(running, predict_many(pol, obs), strict=True):
                     commands[w] = pool.step_command(action)
-    return EvalResult.from_records(name, task, records)
+                clock["forward_s"] += time.perf_counter() - t0
+        if timings is not None:
+            timings.update(clock)
+        return EvalResult.from_records(name, self.task, records)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def evaluate_pooled(policy, task: str = "Lift", episodes: int = 10, seed: int = 10_000, max_steps: int = 150,
+                    control_freq: float = 20.0, progress: bool = False, seeds=None, envs: int | None = None,
+                    processes: int | None = None, env_kwargs: dict | None = None,
+                    timings: dict | None = None) -> EvalResult:
+    """Like :func:`~apo_sim.rollout.evaluate_policy`, with ``envs`` simulators (default
+    :func:`default_pool_size`, never more than there are seeds) in ``processes`` worker processes
+    (default one per core). Records come in the order of ``seeds``; ``timings`` also gets ``startup_s``.
+    """
+    pol, name = as_policy(policy)
+    image_size, _ = policy_env_settings(pol)
+    todo = seed_list(episodes, seed, seeds)
+    if not todo:
+        return EvalResult.from_records(name, task, [])
+    size = min(len(todo), envs or default_pool_size())
+    with PoolEvaluator(task, image_size, size, processes, control_freq, env_kwargs) as ev:
+        result = ev.evaluate(pol, todo, max_steps, progress, timings)
+        if timings is not None:
+            timings["startup_s"] = ev.startup_s
+    return result

@@ -8,7 +8,7 @@ import pytest
 
 from apo_core.policy.small_vla import SmallVLAPolicy
 from apo_sim.env_pool import EnvPool, PoolWorkerDied, PoolWorkerError
-from apo_sim.pool_eval import evaluate_pooled
+from apo_sim.pool_eval import PoolEvaluator, evaluate_pooled
 from apo_sim.rollout import evaluate_policy
 
 pytestmark = pytest.mark.sim
@@ -26,9 +26,9 @@ def _gone(pid: int) -> bool:
 def test_pooled_equals_sequential(tmp_path, capfd):
     policy = SmallVLAPolicy.create(state_dim=9, seed=3, **TINY)
     policy.save(tmp_path / "p")
-    seeds = [11, 4, 7, 12, 5]  # more seeds than workers: a worker takes the next seed when it is free
+    seeds = [11, 4, 7, 12, 5]  # more seeds than simulators: a free simulator takes the next seed
     sequential = evaluate_policy(tmp_path / "p", "Lift", seeds=seeds, max_steps=10)
-    pooled = evaluate_pooled(tmp_path / "p", "Lift", seeds=seeds, max_steps=10, workers=2, progress=True)
+    pooled = evaluate_pooled(tmp_path / "p", "Lift", seeds=seeds, max_steps=10, envs=3, processes=2, progress=True)
     assert [r.seed for r in pooled.records] == seeds
     assert [r.to_dict() for r in pooled.records] == [r.to_dict() for r in sequential.records]
     assert (pooled.successes, pooled.steps, pooled.episodes) == (sequential.successes, sequential.steps, 5)
@@ -36,16 +36,28 @@ def test_pooled_equals_sequential(tmp_path, capfd):
     assert "[eval-pool]" in err and "5/5 episodes" in err and "ETA" in err
 
 
+def test_a_pool_reused_across_policies_still_equals_sequential():
+    first = SmallVLAPolicy.create(state_dim=9, seed=3, **TINY)
+    second = SmallVLAPolicy.create(seed=8, **TINY)  # another policy, without state input
+    with PoolEvaluator("Lift", image_size=32, envs=2, processes=1) as ev:
+        ev.evaluate(first, [4, 2, 9], max_steps=6)
+        pooled = ev.evaluate(second, [9, 4], max_steps=8)
+        with pytest.raises(ValueError, match="64 px images; this pool renders 32 px"):
+            ev.evaluate(SmallVLAPolicy.create(**{**TINY, "image_size": 64}), [1], max_steps=2)
+    sequential = evaluate_policy(second, "Lift", seeds=[9, 4], max_steps=8)
+    assert [r.to_dict() for r in pooled.records] == [r.to_dict() for r in sequential.records]
+
+
 def test_zero_step_episodes_and_no_seeds():
     policy = SmallVLAPolicy.create(seed=1, **TINY)
-    r = evaluate_pooled(policy, "Lift", seeds=[2, 3, 4], max_steps=0, workers=1, env_kwargs=NO_RENDER)
+    r = evaluate_pooled(policy, "Lift", seeds=[2, 3, 4], max_steps=0, envs=1, env_kwargs=NO_RENDER)
     assert [(x.seed, x.steps, x.success) for x in r.records] == [(2, 0, False), (3, 0, False), (4, 0, False)]
     assert evaluate_pooled(policy, "Lift", seeds=[], max_steps=5).episodes == 0
 
 
 def test_worker_errors_are_reported_and_a_dead_worker_is_named():
     with EnvPool(1, "Lift", NO_RENDER) as pool:
-        with pytest.raises(PoolWorkerError, match="worker 0 failed on 'step'"):
+        with pytest.raises(PoolWorkerError, match="simulator 0 .process 0. failed on 'step'"):
             pool.exchange({0: pool.step_command([0.0] * 7)})  # no episode started
         reply = pool.exchange({0: pool.start_command(3, 2)})[0]  # the worker survived its error
         assert not reply.done and reply.proprio.shape == (9,)
@@ -53,7 +65,7 @@ def test_worker_errors_are_reported_and_a_dead_worker_is_named():
             pool.exchange({0: pool.step_command([float("nan")] * 7)})
         pid = pool.pids[0]
         os.kill(pid, signal.SIGKILL)
-        with pytest.raises(PoolWorkerDied, match=f"pid {pid}.*exit code -9"):
+        with pytest.raises(PoolWorkerDied, match=f"pid {pid}, simulators .0.. died .* exit code -9"):
             pool.exchange({0: pool.step_command([0.0] * 7)})
     assert _gone(pid)
 
@@ -61,7 +73,7 @@ def test_worker_errors_are_reported_and_a_dead_worker_is_named():
 def test_a_worker_that_cannot_start_fails_the_evaluation():
     policy = SmallVLAPolicy.create(seed=1, **TINY)
     with pytest.raises(PoolWorkerError, match="unknown camera 'nope'"):
-        evaluate_pooled(policy, "Lift", seeds=[1, 2], max_steps=3, workers=1, env_kwargs={"camera": "nope"})
+        evaluate_pooled(policy, "Lift", seeds=[1, 2], max_steps=3, envs=1, env_kwargs={"camera": "nope"})
 
 
 def test_workers_are_stopped_when_the_parent_is_interrupted():
