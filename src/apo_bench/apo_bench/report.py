@@ -183,8 +183,8 @@ def plot(out: Path, evals: list[dict], lifelong: list[dict], tasks: list[str]) -
                 a, b = wilson(k, n)
                 xs.append(j + (i - (len(methods) - 1) / 2) * width)
                 ys.append(100 * k / n)
-                lo.append(100 * (k / n - a))
-                hi.append(100 * (b - k / n))
+                lo.append(max(0.0, 100 * (k / n - a)))  # rounding can make a 0 width slightly negative
+                hi.append(max(0.0, 100 * (b - k / n)))
             ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=m)
         ax.set_xticks(range(len(cols)), cols)
         ax.set_ylabel("autonomous success (%)")
