@@ -9,6 +9,7 @@ returns.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +21,20 @@ from apo_intervention.mux import ActionMux, Decision, MuxInput
 from apo_intervention.validation import ActionValidator, Checked
 
 POLICY, TELEOP = "policy", "teleop"
+# A START's instruction goes into every episode event, the bag metadata and the policy's prompt.
+MAX_INSTRUCTION_CHARS = 1000
+
+
+def instruction_problem(text: str) -> str:
+    """Why ``text`` cannot be an episode instruction ("" if it can; "" itself means the default)."""
+    if len(text) > MAX_INSTRUCTION_CHARS:
+        return f"instruction is {len(text)} characters long (at most {MAX_INSTRUCTION_CHARS})"
+    bad = next((c for c in text if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        return f"instruction contains the control character {bad!r}: use plain text on one line"
+    if text and not text.strip():
+        return "instruction is blank (send '' for the configured instruction)"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -73,6 +88,9 @@ class ArbiterCore:
 
     # --- episodes ---------------------------------------------------------------------------------
     def start_episode(self, instruction: str = "", reason: str = "") -> tuple[bool, str, list[EpisodeEventData]]:
+        problem = instruction_problem(instruction)
+        if problem:
+            return False, f"START refused: {problem}", []
         return self.episodes.start(instruction, self.policy_version, reason=reason)
 
     def finish_episode(self, outcome: Event, reason: str = "") -> tuple[bool, str, list[EpisodeEventData]]:

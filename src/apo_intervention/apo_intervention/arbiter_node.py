@@ -13,15 +13,15 @@ Every subscription and service callback goes through a CallbackGuard: a message 
 makes it raise is dropped or answered with success=false, counted (``callback_errors``), and the
 arbiter keeps ticking.
 
-The decisions live in the ROS-free :mod:`apo_intervention.mux` and :mod:`apo_intervention.episodes`;
-this node only moves messages. Freshness is judged on this process's monotonic clock at receipt.
+The decisions live in the ROS-free :class:`apo_intervention.arbiter_core.ArbiterCore` (mux, episodes,
+labelled steps, the instruction check), which the benchmark's lockstep deployment runs too; this node
+only moves messages. Freshness is judged on this process's monotonic clock at receipt.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-import unicodedata
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
@@ -32,30 +32,16 @@ from apo_core import topics
 from apo_core.ros_params import CallbackGuard
 from apo_interfaces.msg import ActionCommand, EpisodeEvent, InterventionMode, LabelledStep, RobotState
 from apo_interfaces.srv import EpisodeControl
+from apo_intervention.arbiter_core import POLICY, TELEOP, ArbiterCore
 from apo_intervention.config import ArbiterConfig
-from apo_intervention.episodes import EpisodeManager, Event, make_id_factory
-from apo_intervention.mux import ActionMux, Mode, MuxInput
+from apo_intervention.episodes import Event
+from apo_intervention.mux import Mode
 from apo_intervention.ros_common import destroy_on_error, load_node_config, qos_for, run_node, send_last
-from apo_intervention.validation import ActionValidator
 
-POLICY, TELEOP = "policy", "teleop"
 _SOURCE = {POLICY: ActionCommand.SOURCE_POLICY, TELEOP: ActionCommand.SOURCE_TELEOP, None: ActionCommand.SOURCE_HOLD}
 _OUTCOME_OF_REQUEST = {EpisodeControl.Request.SUCCESS: Event.SUCCESS, EpisodeControl.Request.FAILURE: Event.FAILURE,
                        EpisodeControl.Request.ABORT: Event.ABORT}
 _COMMANDS = "START=0, SUCCESS=1, FAILURE=2, ABORT=3"
-MAX_INSTRUCTION_CHARS = 1000
-
-
-def instruction_problem(text: str) -> str:
-    """Why ``text`` cannot be an episode instruction ("" if it can; "" itself means the default)."""
-    if len(text) > MAX_INSTRUCTION_CHARS:
-        return f"instruction is {len(text)} characters long (at most {MAX_INSTRUCTION_CHARS})"
-    bad = next((c for c in text if unicodedata.category(c) == "Cc"), None)
-    if bad is not None:
-        return f"instruction contains the control character {bad!r}: use plain text on one line"
-    if text and not text.strip():
-        return "instruction is blank (send '' for the configured instruction)"
-    return ""
 
 
 class ArbiterNode(Node):
@@ -63,20 +49,11 @@ class ArbiterNode(Node):
         super().__init__("apo_arbiter", automatically_declare_parameters_from_overrides=True, **kwargs)
         self.cfg = cfg = destroy_on_error(self, lambda: load_node_config(self, ArbiterConfig))
         self._lock = threading.Lock()
-        self.mux = ActionMux(
-            [MuxInput(POLICY, cfg.policy.priority, cfg.policy.timeout, human=False),
-             MuxInput(TELEOP, cfg.teleop.priority, cfg.teleop.timeout, human=True)],
-            ActionValidator(cfg.action_low, cfg.action_high), gripper_index=cfg.gripper_index,
-            hold_gripper=cfg.hold_gripper, hold_gripper_value=cfg.hold_gripper_value)
-        self.episodes = EpisodeManager(
-            task=cfg.task, instruction=cfg.instruction, max_steps=cfg.max_episode_steps,
-            end_on_success=cfg.end_on_success, timeout_outcome=Event[cfg.timeout_outcome.upper()],
-            id_factory=make_id_factory(cfg.episode_id_prefix))
-        self.policy_version = ""
+        self.core = ArbiterCore(cfg)
+        self.mux, self.episodes = self.core.mux, self.core.episodes
         self._last_mode_key = None
         self._last_decision = None
         self._reported = {}
-        self.ticks = 0
 
         self.command_pub = self.create_publisher(ActionCommand, topics.COMMAND, qos_for(topics.COMMAND))
         self.step_pub = self.create_publisher(LabelledStep, topics.STEP, qos_for(topics.STEP))
@@ -101,19 +78,23 @@ class ArbiterNode(Node):
             f"teleop prio {cfg.teleop.priority} timeout {cfg.teleop.timeout} s, hold gripper {cfg.hold_gripper}")
 
     # --- inputs -----------------------------------------------------------------------------------
+    @property
+    def policy_version(self) -> str:
+        return self.core.policy_version
+
+    @property
+    def ticks(self) -> int:
+        return self.core.ticks
+
     def _on_policy(self, msg: ActionCommand) -> None:
         with self._lock:
-            if msg.policy_version:
-                self.policy_version = msg.policy_version
-                self.episodes.set_policy_version(msg.policy_version)
-            self._submit(POLICY, msg)
+            self._report(POLICY, self.core.submit_policy(msg.action, time.monotonic(), msg.policy_version))
 
     def _on_teleop(self, msg: ActionCommand) -> None:
         with self._lock:
-            self._submit(TELEOP, msg)
+            self._report(TELEOP, self.core.submit_teleop(msg.action, time.monotonic()))
 
-    def _submit(self, name: str, msg: ActionCommand) -> None:
-        checked = self.mux.submit(name, msg.action, time.monotonic())
+    def _report(self, name: str, checked) -> None:
         if checked.verdict.rejected:
             self.get_logger().warning(f"{name} action rejected: {checked.detail}", throttle_duration_sec=2.0)
         elif checked.verdict.name == "CLAMPED":
@@ -131,7 +112,7 @@ class ArbiterNode(Node):
 
     def _on_robot_state(self, msg: RobotState) -> None:
         with self._lock:
-            self._publish_events(self.episodes.on_task_success(bool(msg.task_success)))
+            self._publish_events(self.core.on_task_success(bool(msg.task_success)))
 
     # --- services ---------------------------------------------------------------------------------
     def _on_estop_service(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
@@ -152,14 +133,11 @@ class ArbiterNode(Node):
 
     def _on_episode_control(self, request, response):
         with self._lock:
-            problem = instruction_problem(request.instruction) if request.command == EpisodeControl.Request.START else ""
-            if problem:
-                ok, message, events = False, f"START refused: {problem}", []
-            elif request.command == EpisodeControl.Request.START:
-                ok, message, events = self.episodes.start(request.instruction, self.policy_version,
-                                                          reason="operator request")
+            if request.command == EpisodeControl.Request.START:
+                ok, message, events = self.core.start_episode(request.instruction, reason="operator request")
             elif request.command in _OUTCOME_OF_REQUEST:
-                ok, message, events = self.episodes.finish(_OUTCOME_OF_REQUEST[request.command], "operator request")
+                ok, message, events = self.core.finish_episode(_OUTCOME_OF_REQUEST[request.command],
+                                                               "operator request")
             else:
                 ok, message, events = False, f"unknown command {request.command} (known: {_COMMANDS})", []
             response.episode_id = events[0].episode_id if events else self.episodes.episode_id
@@ -174,10 +152,8 @@ class ArbiterNode(Node):
     # --- the control tick -------------------------------------------------------------------------
     def _tick(self) -> None:
         with self._lock:
-            now = time.monotonic()
-            decision = self.mux.tick(now)
-            self._last_decision = decision
-            self.ticks += 1
+            tick = self.core.tick(time.monotonic())
+            decision = self._last_decision = tick.decision
             stamp = self.get_clock().now().to_msg()
             action = [float(v) for v in decision.action]
             cmd = ActionCommand()
@@ -187,20 +163,19 @@ class ArbiterNode(Node):
             cmd.policy_version = self.policy_version if decision.source == POLICY else ""
             self.command_pub.publish(cmd)
             self._publish_mode(decision)
-            index = self.episodes.step()
-            if index is not None:
-                proposal = self.mux.fresh_action(POLICY, now)
+            if tick.step is not None:
+                s = tick.step
                 step = LabelledStep()
                 step.header.stamp = stamp
-                step.episode_id = self.episodes.episode_id
-                step.step_index = index
+                step.episode_id = s.episode_id
+                step.step_index = s.step_index
                 step.executed_action = action
-                step.policy_action = [] if proposal is None else [float(v) for v in proposal]
-                step.policy_version = self.policy_version
-                step.label = decision.label
-                step.mode = int(decision.mode)
+                step.policy_action = [] if s.policy_action is None else [float(v) for v in s.policy_action]
+                step.policy_version = s.policy_version
+                step.label = s.label
+                step.mode = s.mode
                 self.step_pub.publish(step)
-                self._publish_events(self.episodes.check_limit())
+                self._publish_events(tick.events)
 
     def _publish_mode(self, decision, force: bool = False) -> None:
         key = (decision.mode, decision.source, decision.reason)

@@ -63,3 +63,11 @@ def test_task_success_needs_a_false_first():
     assert core.on_task_success(True) == []
     assert core.on_task_success(False) == []
     assert [e.event for e in core.on_task_success(True)] == [Event.SUCCESS, Event.END]
+
+
+def test_start_refuses_a_bad_instruction():
+    core = _core()
+    for text in ("x" * 1001, "lift\x1b[2J", "   "):
+        ok, message, events = core.start_episode(text)
+        assert not ok and message.startswith("START refused") and events == [] and not core.episodes.active
+    assert core.start_episode("lift the cube")[0]
