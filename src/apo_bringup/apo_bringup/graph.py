@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from apo_core.config import read_yaml
+from apo_core.config import find_shared_config, read_yaml
 from apo_core.errors import ConfigError
 from apo_core.ros_params import check_parameter_names, parameter_names
 
@@ -274,19 +274,4 @@ def _substitute(value, values: dict):
 
 def default_graph_path() -> Path:
     """config/deploy.yaml: from $APO_CONFIG_DIR, the source tree, or the installed share directory."""
-    import os
-
-    candidates = []
-    if os.environ.get("APO_CONFIG_DIR"):
-        candidates.append(Path(os.environ["APO_CONFIG_DIR"]) / "deploy.yaml")
-    candidates.append(Path(__file__).resolve().parents[3] / "config" / "deploy.yaml")
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.append(Path(get_package_share_directory("apo_bringup")) / "config" / "deploy.yaml")
-    except Exception:  # ament index absent or package not installed through colcon
-        pass
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise ConfigError(f"deploy graph file not found; looked in: {', '.join(str(c) for c in candidates)}")
+    return find_shared_config("deploy.yaml")
