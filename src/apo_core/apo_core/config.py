@@ -34,6 +34,20 @@ def read_yaml(path) -> dict:
     return data
 
 
+def read_json_object(path) -> dict:
+    """A JSON file holding an object (a checkpoint's config.json, apo_policy.json); ConfigError otherwise."""
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read as JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def load_config(cls: type[T], data: dict | None = None, *, where: str = "") -> T:
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
     data = {} if data is None else data

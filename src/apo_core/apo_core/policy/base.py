@@ -13,7 +13,6 @@ action tokens and the L1 error of the greedy (teacher-forced) decoded action aga
 from __future__ import annotations
 
 import abc
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from apo_core.action_tokenizer import ActionTokenizer
+from apo_core.config import read_json_object
 from apo_core.errors import ConfigError, MissingPathError
 from apo_core.normalization import ActionStats, check_finite
 
@@ -134,25 +134,15 @@ def read_policy_meta(directory) -> dict:
         raise MissingPathError(f"model directory not found: {directory}")
     meta_path = directory / POLICY_META_FILENAME
     if meta_path.is_file():
-        return _read_json_object(meta_path)
+        return read_json_object(meta_path)
     config_path = directory / "config.json"
     if config_path.is_file():
-        cfg = _read_json_object(config_path)
+        cfg = read_json_object(config_path)
         if "openvla" in str(cfg.get("model_type", "")).lower() or cfg.get("auto_map"):
             return {"kind": "openvla"}
     raise MissingPathError(
         f"{directory} holds no APO policy: looked for {meta_path} (or an OpenVLA config.json)"
     )
-
-
-def _read_json_object(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read as JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
 
 
 def load_policy(directory, device: str = "cpu", trust_remote_code: bool = False, **kwargs) -> VLAPolicy:

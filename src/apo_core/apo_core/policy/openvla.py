@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from apo_core.action_tokenizer import ActionTokenizer
+from apo_core.config import read_json_object
 from apo_core.errors import ApoError, ConfigError, MissingPathError
 from apo_core.normalization import STATS_FILENAME, ActionStats
 from apo_core.policy.base import (
@@ -87,13 +88,7 @@ def read_checkpoint_config(directory) -> dict:
     config_path = Path(directory) / "config.json"
     if not config_path.is_file():
         raise MissingPathError(f"OpenVLA checkpoint not found: {config_path} does not exist")
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{config_path}: cannot be read as JSON: {exc}") from exc
-    if not isinstance(config, dict):
-        raise ConfigError(f"{config_path}: expected a JSON object")
-    return config
+    return read_json_object(config_path)
 
 
 def remote_model_class(directory):
