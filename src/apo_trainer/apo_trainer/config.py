@@ -48,6 +48,7 @@ class LossSection:
     lambda_d_floor: float | None = None  # lambda_D >= floor; null: 0 (paper, reference), 0.1 (mean)
     l1_mode: Literal["teacher_forced", "free_running"] = "teacher_forced"  # the L1 the weights use
     desirable_weight: float = 1.0  # KTO's constant lambda_D
+    sft_weight: float = 0.0  # apo/kto: + this x NLL per token of desirable samples (0: the paper's loss)
     undesirable_weight: float = 1.0  # KTO's constant lambda_U
     z0_source: Literal["batch", "mismatched"] = "batch"  # reference code: mismatched
     z0_min: float | None = 0.0  # reference code: -5.0
@@ -176,6 +177,8 @@ class TrainConfig:
         for key, value in (("loss.beta_d", self.loss.beta_d), ("loss.beta_u", self.loss.beta_u)):
             if value is not None and value < 0:
                 raise ConfigError(f"{key} must be >= 0 (or null for the weight_norm's default), got {value}")
+        if self.loss.sft_weight < 0:
+            raise ConfigError(f"loss.sft_weight must be >= 0, got {self.loss.sft_weight}")
         if self.loss.lambda_d_floor is not None and not 0 <= self.loss.lambda_d_floor < 1:
             raise ConfigError(f"loss.lambda_d_floor must be in [0, 1) (or null), got {self.loss.lambda_d_floor}")
         sampler_kind = self.sampler.kind if self.sampler.kind != "auto" else (

@@ -261,8 +261,14 @@ def apo_loss(
     reducer: Reducer | None = None,
     z0: torch.Tensor | float | None = None,
     scale: torch.Tensor | None = None,
+    sft_weight: float = 0.0,
+    n_tokens: int | None = None,
 ) -> LossResult:
     """APO (``reweight=True``) or KTO (``reweight=False``); see the module docstring.
+
+    ``sft_weight`` > 0 adds ``sft_weight`` x the negative log-likelihood per action token (``n_tokens``
+    per action) of each desirable sample to its per-sample loss: a likelihood anchor on what should be
+    done, so pushing undesirable actions down cannot drag the shared action bins with it.
 
     ``beta_d`` / ``beta_u`` / ``lambda_d_floor`` left as None take ``weight_norm``'s defaults (paper: 8,
     8, 0). ``z0`` and ``scale`` (:func:`weight_scale`) are the batch statistics when this call sees only
@@ -305,6 +311,12 @@ def apo_loss(
     lam = torch.where(desirable, lam_d, lam_u)
     v = torch.where(desirable, v_d, v_u)
     per_sample = lam - v
+    sft_nll = None
+    if sft_weight:
+        if sft_weight < 0 or not n_tokens or n_tokens <= 0:
+            raise ValueError(f"sft_weight must be >= 0 with n_tokens > 0, got {sft_weight} and {n_tokens}")
+        sft_nll = -policy_logps / float(n_tokens)
+        per_sample = per_sample + float(sft_weight) * torch.where(desirable, sft_nll, torch.zeros_like(sft_nll))
     loss, value = _reduce(per_sample, reduction, reducer)
 
     und = ~desirable
@@ -318,6 +330,8 @@ def apo_loss(
         "logps_desirable": _masked_mean(policy_logps, desirable, reducer),
         "logps_undesirable": _masked_mean(policy_logps, und, reducer),
     }
+    if sft_nll is not None:
+        metrics["sft_nll"] = _masked_mean(sft_nll, desirable, reducer)
     counts = reducer.sum(torch.stack([desirable.float().sum(), und.float().sum()]))
     metrics["n_desirable"] = float(counts[0])
     metrics["n_undesirable"] = float(counts[1])

@@ -494,7 +494,8 @@ class Trainer:
             lambda_d_floor=cfg.loss.lambda_d_floor, desirable_weight=cfg.loss.desirable_weight,
             undesirable_weight=cfg.loss.undesirable_weight, z0_source=cfg.loss.z0_source,
             kl_policy_logps=kl_pol, kl_ref_logps=kl_ref, z0_min=cfg.loss.z0_min, z0_max=cfg.loss.z0_max,
-            reduction=cfg.loss.reduction, reducer=self.loss_reducer, z0=z0, scale=scale)
+            reduction=cfg.loss.reduction, reducer=self.loss_reducer, z0=z0, scale=scale,
+            sft_weight=cfg.loss.sft_weight, n_tokens=self.policy.action_dim)
         return res, extra
 
     def accumulate_gradients(self, batches: list[dict]) -> dict:

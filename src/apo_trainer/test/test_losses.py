@@ -194,3 +194,21 @@ def test_dpo_negatives_use_the_overridden_proposal_or_a_fixed_perturbation():
     np.testing.assert_allclose(moved, 0.25, atol=1e-12)  # every dimension moves by exactly delta, inside [-1, 1]
     again, _ = rejected_actions(actions, proposals, [10, 11, 12], stats, perturbation=0.25)
     np.testing.assert_array_equal(rej, again)  # fixed per step: cacheable reference log-probs
+
+
+def test_sft_term_adds_desirable_nll_per_token_only():
+    pol, ref, l1, des = [-1.0, -2.0, -3.0], [-1.5, -1.5, -2.0], [0.1, 0.3, 0.6], [1, 1, 0]
+    base = apo_loss(t(pol), t(ref), t(l1), t(des, torch.bool), beta=0.5, beta_d=2.0, beta_u=3.0)
+    p = t(pol).requires_grad_(True)
+    res = apo_loss(p, t(ref), t(l1), t(des, torch.bool), beta=0.5, beta_d=2.0, beta_u=3.0,
+                   sft_weight=0.5, n_tokens=2)
+    # desirable NLL per token: 1/2 and 2/2; the undesirable sample gets none; mean over the 3 samples
+    assert res.value == pytest.approx(base.value + 0.5 * (0.5 + 1.0) / 3, rel=1e-12)
+    assert res.metrics["sft_nll"] == pytest.approx(0.75)
+    res.loss.backward()
+    p0 = t(pol).requires_grad_(True)
+    apo_loss(p0, t(ref), t(l1), t(des, torch.bool), beta=0.5, beta_d=2.0, beta_u=3.0).loss.backward()
+    extra = (p.grad - p0.grad).tolist()
+    assert extra == pytest.approx([-0.5 / 2 / 3, -0.5 / 2 / 3, 0.0])  # raises desirable log-probs only
+    with pytest.raises(ValueError, match="sft_weight"):
+        apo_loss(t(pol), t(ref), t(l1), t(des, torch.bool), sft_weight=1.0)
