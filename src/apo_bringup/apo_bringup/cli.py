@@ -3,6 +3,7 @@
     apo deploy [name:=value ...]   start the deploy graph of config/deploy.yaml (as ros2 launch would)
     apo graph [name:=value ...]    print the nodes and parameters the graph would start
     apo demo [--quick]             the whole deploy-optimize loop on the simulated default
+    apo bench [--preset quick]     the benchmark: base / DAgger / KTO / DPO / APO in simulation (apo_bench)
 """
 
 from __future__ import annotations
@@ -54,6 +55,19 @@ def _demo(args) -> int:
     return main_demo(args)
 
 
+def _bench(args) -> int:
+    from apo_bench.cli import run
+
+    return run(args)
+
+
+def _sim_tasks() -> list[str]:
+    """The tasks apo_sim supports (its registry), for ``--task`` choices."""
+    from apo_sim.env import TASKS
+
+    return sorted(TASKS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="apo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -72,10 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole deploy-optimize loop on the embedded default (see apo_bringup.demo)")
     p.add_argument("--quick", action="store_true", help="the short version (about 3 minutes)")
     p.add_argument("--out", default="runs/demo", help="output directory (data, models, bags, logs, report)")
-    p.add_argument("--task", default="Lift", choices=["Lift", "Stack"])
+    p.add_argument("--task", default="Lift", choices=_sim_tasks())
     for name in ("round-episodes", "retrain-steps", "bc-steps", "demo-episodes", "eval-episodes"):
         p.add_argument(f"--{name}", type=int, help="override the preset")
     p.set_defaults(func=_demo)
+
+    from apo_bench.cli import __doc__ as bench_doc
+    from apo_bench.cli import add_arguments as bench_arguments
+
+    p = sub.add_parser("bench", help="the benchmark in simulation, resumable (see apo_bench.cli)",
+                       description=bench_doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench_arguments(p)
+    p.set_defaults(func=_bench)
 
     p = sub.add_parser("graph", help="print the resolved graph")
     graph_args(p)
@@ -84,7 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.command == "bench":  # the command line recorded in the bench's results
+        args.argv = argv[argv.index("bench") + 1:]
     try:
         return args.func(args)
     except ApoError as exc:
