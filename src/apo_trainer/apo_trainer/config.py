@@ -73,6 +73,7 @@ class LoraSection:
 class ReferenceSection:
     mode: Literal["cached", "online"] = "cached"  # cached: once per round before training
     batch_size: int = 32
+    path: str | None = None  # reference policy directory (cached mode); null: the starting policy (policy.path)
 
 
 @dataclass
@@ -161,6 +162,12 @@ class TrainConfig:
         if self.loss.z0_source == "mismatched" and self.loss.name in ("apo", "kto") and not self.lora.enabled:
             raise ConfigError("loss.z0_source=mismatched needs the reference log-probs of pairs drawn per batch, "
                               "computed with the LoRA adapter disabled: set lora.enabled=true (or use z0_source=batch)")
+        if self.reference.path is not None and self.loss.name != "bc":
+            if self.reference.mode != "cached":
+                raise ConfigError("reference.path is loaded once to cache its log-probs: use reference.mode=cached")
+            if self.loss.z0_source == "mismatched" and self.loss.name in ("apo", "kto"):
+                raise ConfigError("loss.z0_source=mismatched computes reference log-probs per batch with the "
+                                  "starting policy; with reference.path use z0_source=batch")
         if self.reference.mode == "online" and not self.lora.enabled:
             raise ConfigError("reference.mode=online computes the reference by disabling the LoRA adapter; with "
                               "lora.enabled=false use reference.mode=cached")

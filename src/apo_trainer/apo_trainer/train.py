@@ -285,10 +285,16 @@ class Trainer:
         with self.rt.autocast():
             return self.policy.forward_batch(enc, model=model)
 
-    def _reference_forward(self, batch: dict, actions: np.ndarray) -> torch.Tensor:
+    def _reference_forward(self, batch: dict, actions: np.ndarray, reference=None) -> torch.Tensor:
         """Log-probs under the starting weights: the LoRA adapter disabled, or (full fine-tuning,
-        before the first update only) the model itself."""
+        before the first update only) the model itself; or under ``reference``, a policy of its own
+        (``reference.path``)."""
         with torch.no_grad():
+            if reference is not None:
+                states = batch["states"] if self.dataset.state_dim else None
+                enc = reference.encode_batch(batch["images"], batch["instructions"], states, actions)
+                with self.rt.autocast():
+                    return reference.forward_batch(enc).logps.double()
             if self.cfg.lora.enabled:
                 with self.model.disable_adapter():
                     return self._forward(batch, actions, self.model).logps.double()
@@ -308,7 +314,31 @@ class Trainer:
             "data": self.dataset.summary.as_dict(), "policy": c.policy.path, "loss": c.loss.name,
             "dpo": [c.loss.dpo_perturbation, c.loss.dpo_use_policy_proposals] if c.loss.name == "dpo" else None,
             "seed": c.train.seed, "precision": self.rt.precision,
+            **({"reference": c.reference.path} if c.reference.path else {}),
         }, sort_keys=True)
+
+    def _load_reference(self):
+        """The policy of ``reference.path`` (None: the starting policy is the reference). It must read
+        actions as the starting policy does (same statistics and bins), or the log-probs would be of
+        other action tokens."""
+        path = self.cfg.reference.path
+        if not path:
+            return None
+        from apo_core.policy.base import load_policy
+
+        ref = load_policy(path, device=str(self.rt.device))
+        ref.model.eval()
+        mine, theirs = self.policy.action_stats, ref.action_stats
+        same = (ref.action_dim == self.policy.action_dim
+                and ref.action_tokenizer.n_bins == self.policy.action_tokenizer.n_bins
+                and all(np.array_equal(getattr(mine, k), getattr(theirs, k)) for k in ("q01", "q99", "mask")))
+        if not same:
+            raise TrainingError(f"reference.path {path} discretises actions differently from the starting policy "
+                                f"{self.cfg.policy.path} (other action statistics or bins): its log-probs would be "
+                                "of other tokens")
+        if self.rt.is_main:
+            log.info("reference policy: %s (version %r)", path, getattr(ref, "version", ""))
+        return ref
 
     def _reference_cache(self, resuming: bool) -> dict[str, torch.Tensor]:
         path = self.out / REFERENCE_FILE
@@ -333,12 +363,14 @@ class Trainer:
         loader = DataLoader(self.dataset, batch_sampler=chunks, collate_fn=collate_steps,
                             num_workers=self.cfg.data.num_workers)
         t0 = time.perf_counter()
+        reference = self._load_reference()
         for batch in loader:
             rows = batch["index"].to(self.rt.device)
-            out["chosen"][rows] = self._reference_forward(batch, batch["actions"])
+            out["chosen"][rows] = self._reference_forward(batch, batch["actions"], reference)
             if "rejected" in out:
-                out["rejected"][rows] = self._reference_forward(batch, self._rejected(batch))
+                out["rejected"][rows] = self._reference_forward(batch, self._rejected(batch), reference)
             filled[rows] = 1.0
+        del reference
         out = {k: self.reducer.sum(v) for k, v in out.items()}
         filled = self.reducer.sum(filled)
         if not torch.all(filled == 1.0):
