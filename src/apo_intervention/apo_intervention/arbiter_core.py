@@ -66,7 +66,7 @@ class ArbiterCore:
             ActionValidator(cfg.action_low, cfg.action_high), gripper_index=cfg.gripper_index,
             hold_gripper=cfg.hold_gripper, hold_gripper_value=cfg.hold_gripper_value)
         self.episodes = EpisodeManager(
-            task=cfg.task, instruction=cfg.instruction, max_steps=cfg.max_episode_steps,
+            task=cfg.task, instruction=cfg.effective_instruction(), max_steps=cfg.effective_max_episode_steps(),
             end_on_success=cfg.end_on_success, timeout_outcome=Event[cfg.timeout_outcome.upper()],
             id_factory=id_factory or make_id_factory(cfg.episode_id_prefix))
         self.policy_version = ""

@@ -75,7 +75,9 @@ class ArbiterNode(Node):
             self._publish_mode(self.mux.tick(time.monotonic()), force=True)
         self.get_logger().info(
             f"arbiter up: {cfg.control_rate_hz} Hz, policy prio {cfg.policy.priority} timeout {cfg.policy.timeout} s, "
-            f"teleop prio {cfg.teleop.priority} timeout {cfg.teleop.timeout} s, hold gripper {cfg.hold_gripper}")
+            f"teleop prio {cfg.teleop.priority} timeout {cfg.teleop.timeout} s, hold gripper {cfg.hold_gripper}; "
+            f"task {cfg.task}, instruction {self.episodes.default_instruction!r}, "
+            f"max episode steps {self.episodes.max_steps or 'unlimited'}")
 
     # --- inputs -----------------------------------------------------------------------------------
     @property

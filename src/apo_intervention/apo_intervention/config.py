@@ -17,6 +17,7 @@ from typing import Literal
 
 from apo_core.config import load_config, merge_overrides, nest_dotted, read_yaml
 from apo_core.errors import ConfigError, MissingPathError
+from apo_core.tasks import default_episode_steps, default_instruction
 from apo_intervention.validation import check_limits
 
 PACKAGE = "apo_intervention"
@@ -59,8 +60,11 @@ class ArbiterConfig:
     # Also the gripper value of a hold before any command was ever executed.
     hold_gripper_value: float = -1.0
     task: str = "Lift"
-    instruction: str = "lift the cube"
-    # Steps per episode before it is ended with timeout_outcome (0 = no limit).
+    # Sent with START when the request has none; "" = the task's own (apo_core.tasks, the instruction the
+    # simulator's task and its demonstrations use). A task not listed there needs one given.
+    instruction: str = ""
+    # Steps per episode before it is ended with timeout_outcome (0 = no limit, -1 = the task's default
+    # in apo_core.tasks: Lift 150, Stack 250, PickPlaceCan 250).
     max_episode_steps: int = 300
     timeout_outcome: Literal["failure", "abort"] = "failure"
     # End the episode with SUCCESS when the robot driver reports task_success (simulation).
@@ -92,12 +96,25 @@ class ArbiterConfig:
             if not lo <= self.hold_gripper_value <= hi:
                 raise ConfigError(f"hold_gripper_value: {self.hold_gripper_value} is outside the gripper "
                                   f"limits [{lo}, {hi}]")
-        if self.max_episode_steps < 0:
-            raise ConfigError(f"max_episode_steps: must be >= 0, got {self.max_episode_steps}")
+        if self.max_episode_steps < -1:
+            raise ConfigError(f"max_episode_steps: must be >= 0 (0 = no limit) or -1 (the task's default), got "
+                              f"{self.max_episode_steps}")
+        if self.instruction and not self.instruction.strip():
+            raise ConfigError("instruction: must not be blank ('' = the task's own)")
+        self.effective_instruction()  # a task without defaults fails here, at start
+        self.effective_max_episode_steps()
         if self.diagnostics_period <= 0:
             raise ConfigError(f"diagnostics_period: must be > 0 s, got {self.diagnostics_period}")
         if not self.episode_id_prefix or not all(c.isalnum() or c in "-_" for c in self.episode_id_prefix):
             raise ConfigError(f"episode_id_prefix: use letters, digits, '-' or '_', got {self.episode_id_prefix!r}")
+
+    def effective_instruction(self) -> str:
+        """``instruction``, or the task's own when it is empty."""
+        return self.instruction or default_instruction(self.task)
+
+    def effective_max_episode_steps(self) -> int:
+        """``max_episode_steps``, or the task's default when it is -1 (0 = no limit)."""
+        return default_episode_steps(self.task) if self.max_episode_steps == -1 else self.max_episode_steps
 
 
 # --------------------------------------------------------------------------------------------------

@@ -309,7 +309,7 @@ def test_episode_control_events_ids_and_contiguous_steps(rig, graph):
                                          E.EVENT_START, E.EVENT_FAILURE, E.EVENT_END,
                                          E.EVENT_START, E.EVENT_ABORT, E.EVENT_END]
     assert [e.episode_id for e in events] == [i for i in ids for _ in range(3)]
-    assert all(e.instruction == "lift the cube" and e.task == "Lift" for e in events)
+    assert all(e.instruction == "lift the red cube" and e.task == "Lift" for e in events)  # the task's own
     steps = r.rec("STEP")
     for ep in ids:
         idx = [s.step_index for s in steps if s.episode_id == ep]
@@ -337,6 +337,23 @@ def test_max_episode_length_and_simulator_success_end_episodes(rig, graph):
     ev = r.rec("EPISODE")[3:]
     assert [e.event for e in ev] == [ev[0].EVENT_START, ev[0].EVENT_SUCCESS, ev[0].EVENT_END]
     assert ev[1].episode_id == res2.episode_id and "task_success" in ev[1].reason
+
+
+def test_task_without_instruction_uses_the_tasks_instruction_and_step_limit(rig, graph):
+    # What the deploy graph passes by default: task:=PickPlaceCan, instruction "", max_episode_steps -1.
+    # The arbiter takes both from apo_core.tasks (the simulator's own table), without importing apo_sim.
+    r = rig(task="PickPlaceCan", instruction="", max_episode_steps=-1, control_rate_hz=200.0)
+    res = r.episode("start")  # no instruction in the request either
+    assert res.success, res.message
+    graph.wait_until(lambda: len(r.rec("EPISODE")) >= 3, timeout=60, what="the step limit ending the episode")
+    ev = r.rec("EPISODE")
+    assert [e.event for e in ev] == [ev[0].EVENT_START, ev[0].EVENT_FAILURE, ev[0].EVENT_END]
+    assert all(e.instruction == "put the can in the bin on the right" and e.task == "PickPlaceCan" for e in ev)
+    assert "max_episode_steps=250" in ev[1].reason
+    assert len([s for s in r.rec("STEP") if s.episode_id == res.episode_id]) == 250
+    # a request's own instruction still wins
+    res = r.episode("start", "pick up the can")
+    assert res.success and r.arbiter.episodes.instruction == "pick up the can"
 
 
 def test_bad_config_fails_at_start_naming_the_key(graph, tmp_path):

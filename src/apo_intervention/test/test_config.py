@@ -71,3 +71,33 @@ def test_operator_config_checks():
         assemble_config(OperatorConfig, overrides={"min_correction_steps": 50, "max_correction_steps": 10})
     with pytest.raises(ConfigError, match="stall_steps"):
         assemble_config(OperatorConfig, overrides={"stall_steps": 0})
+
+
+def test_task_defaults_resolve_an_empty_instruction_and_step_limit_minus_one():
+    cfg = assemble_config(ArbiterConfig, overrides={"task": "Stack", "instruction": "", "max_episode_steps": -1})
+    assert cfg.effective_instruction() == "stack the red cube on the green cube"
+    assert cfg.effective_max_episode_steps() == 250
+    assert cfg.instruction == "" and cfg.max_episode_steps == -1  # the config keeps what was given
+    cfg = assemble_config(ArbiterConfig, overrides={"task": "Lift", "instruction": "lift it", "max_episode_steps": 0})
+    assert (cfg.effective_instruction(), cfg.effective_max_episode_steps()) == ("lift it", 0)  # 0: no limit
+    # a real robot's task has no defaults: both must be given, and the start fails naming the missing one
+    with pytest.raises(ConfigError, match="instruction: task 'WipeTable' has no default"):
+        assemble_config(ArbiterConfig, overrides={"task": "WipeTable"})
+    with pytest.raises(ConfigError, match="max_episode_steps: task 'WipeTable' has no default"):
+        assemble_config(ArbiterConfig, overrides={"task": "WipeTable", "instruction": "wipe", "max_episode_steps": -1})
+    cfg = assemble_config(ArbiterConfig, overrides={"task": "WipeTable", "instruction": "wipe the table"})
+    assert cfg.effective_max_episode_steps() == 300
+    for bad, needle in (({"max_episode_steps": -2}, "max_episode_steps"), ({"instruction": "  "}, "blank")):
+        with pytest.raises(ConfigError, match=needle):
+            assemble_config(ArbiterConfig, overrides=bad)
+
+
+def test_intervention_modules_do_not_import_the_simulator():
+    import subprocess
+    import sys
+
+    code = ("import sys, apo_intervention.arbiter_core, apo_intervention.config, apo_intervention.arbiter_node; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('apo_sim', 'robosuite', 'mujoco')]; "
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -27,6 +27,7 @@ import numpy as np
 
 from apo_core.errors import ApoError, InvalidActionError
 from apo_core.normalization import check_finite
+from apo_core.tasks import TASK_DEFAULTS
 from apo_sim import perturbations, scene
 
 ACTION_DIM = 7
@@ -57,14 +58,20 @@ class TaskSpec:
     place_on: str | None = None  # object the target must end up on (Stack)
     place_in: str | None = None  # region the target must end up in (PickPlaceCan: "bin", TaskState.goal_region)
     shape: str = "box"  # target's shape: "box" (grasp across faces) or "cylinder" (any yaw while upright)
+    max_episode_steps: int = 150  # default episode limit (control steps) of a policy rollout
+
+    @classmethod
+    def with_defaults(cls, name: str, **kwargs) -> TaskSpec:
+        """The spec with the instruction and step limit of ``apo_core.tasks`` (shared with the arbiter)."""
+        d = TASK_DEFAULTS[name]
+        return cls(name, d.instruction, max_episode_steps=d.max_episode_steps, **kwargs)
 
 
 TASKS: dict[str, TaskSpec] = {
-    "Lift": TaskSpec("Lift", "lift the red cube", target="cube", objects=("cube",)),
-    "Stack": TaskSpec("Stack", "stack the red cube on the green cube", target="cubeA",
-                      objects=("cubeA", "cubeB"), place_on="cubeB"),
-    "PickPlaceCan": TaskSpec("PickPlaceCan", "put the can in the bin on the right", target="Can",
-                             objects=("Can",), place_in="bin", shape="cylinder"),
+    "Lift": TaskSpec.with_defaults("Lift", target="cube", objects=("cube",)),
+    "Stack": TaskSpec.with_defaults("Stack", target="cubeA", objects=("cubeA", "cubeB"), place_on="cubeB"),
+    "PickPlaceCan": TaskSpec.with_defaults("PickPlaceCan", target="Can", objects=("Can",), place_in="bin",
+                                           shape="cylinder"),
 }
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apo_core.policy import VLAPolicy, load_policy
-from apo_sim.env import SimEnv
+from apo_sim.env import SimEnv, task_spec
 from apo_sim.episode import EpisodeRecord, PolicyEpisode
 
 
@@ -58,13 +58,20 @@ def seed_list(episodes: int, seed: int, seeds=None) -> list[int]:
     return [int(s) for s in seeds] if seeds is not None else list(range(seed, seed + episodes))
 
 
-def evaluate_policy(policy_dir, task: str = "Lift", episodes: int = 10, seed: int = 10_000, max_steps: int = 150,
-                    control_freq: float = 20.0, progress: bool = False, env: SimEnv | None = None,
-                    seeds=None, env_kwargs: dict | None = None) -> EvalResult:
+def default_max_steps(task: str, max_steps: int | None = None) -> int:
+    """``max_steps``, or when None the task's default episode limit (``TaskSpec.max_episode_steps``)."""
+    return task_spec(task).max_episode_steps if max_steps is None else int(max_steps)
+
+
+def evaluate_policy(policy_dir, task: str = "Lift", episodes: int = 10, seed: int = 10_000,
+                    max_steps: int | None = None, control_freq: float = 20.0, progress: bool = False,
+                    env: SimEnv | None = None, seeds=None, env_kwargs: dict | None = None) -> EvalResult:
     """Roll the policy out on ``seeds`` (default seed, seed+1, ... for ``episodes``), one after the other.
 
-    ``policy_dir`` is a model directory or a loaded policy; success ends an episode early.
+    ``policy_dir`` is a model directory or a loaded policy; success ends an episode early, and so does
+    ``max_steps`` actions (None: the task's default, e.g. Lift 150, PickPlaceCan 250).
     """
+    max_steps = default_max_steps(task, max_steps)
     policy, name = as_policy(policy_dir)
     image_size, use_state = policy_env_settings(policy)
     todo = seed_list(episodes, seed, seeds)
@@ -89,5 +96,6 @@ def evaluate_policy(policy_dir, task: str = "Lift", episodes: int = 10, seed: in
     return EvalResult.from_records(name, task, records)
 
 
-def success_rate(policy_dir, task: str = "Lift", episodes: int = 10, seed: int = 10_000, max_steps: int = 150) -> float:
+def success_rate(policy_dir, task: str = "Lift", episodes: int = 10, seed: int = 10_000,
+                 max_steps: int | None = None) -> float:
     return evaluate_policy(policy_dir, task, episodes, seed, max_steps).success_rate
