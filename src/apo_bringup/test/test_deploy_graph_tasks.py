@@ -1,7 +1,9 @@
-"""config/deploy.yaml per task: every task:= choice resolves, and its nodes' parameters load into their
-schemas with the task's own instruction and episode limit (no ROS needed)."""
+"""config/deploy.yaml per task and robot: every task:= choice resolves, and its nodes' parameters load
+into their schemas with the task's own instruction and episode limit; the retrain service gets the
+promotion gate of the robot (no ROS needed)."""
 
 import pytest
+import yaml
 
 from apo_bringup.graph import default_graph_path, load_graph_file, resolve_graph
 from apo_core.config import load_config
@@ -9,6 +11,8 @@ from apo_core.tasks import TASK_DEFAULTS
 from apo_intervention.config import ArbiterConfig, assemble_config
 from apo_sim.env import TASKS
 from apo_sim.node_config import SimNodeConfig
+from apo_trainer.retrain.node_config import RetrainNodeConfig
+from apo_trainer.retrain.settings import load_retrain_settings
 
 
 def _specs(**args):
@@ -45,3 +49,21 @@ def test_real_robot_graph_with_pickplacecan_has_no_simulator():
     assert "apo_sim" not in specs and "apo_scripted_operator" not in specs
     arbiter = assemble_config(ArbiterConfig, overrides=dict(specs["apo_arbiter"].parameters))
     assert arbiter.effective_instruction() == "put the can in the bin on the right"
+
+
+def test_shipped_retrain_yaml_and_deploy_graph_choose_the_gate_per_robot():
+    path = default_graph_path()
+    shipped = yaml.safe_load((path.parent / "retrain.yaml").read_text())
+    assert shipped["eval"]["gate"] == "auto" and shipped["robot"] == "real" and shipped["reference"] == "previous"
+    for robot, gate in (("sim", "sim_success_rate"), ("real", "heldout_l1")):
+        for task in ("Lift", "PickPlaceCan"):
+            spec = next(s for s in resolve_graph(load_graph_file(path), {"robot": robot, "task": task})
+                        if s.name == "apo_retrain")
+            node = load_config(RetrainNodeConfig, dict(spec.parameters))
+            settings = load_retrain_settings(node.config_file, node.settings_overrides())
+            assert settings.robot == robot and settings.eval.effective_gate(settings.robot) == gate
+            # the graph's max_episode_steps -1 (the task's limit) leaves the file's 0, the task's limit too
+            assert settings.eval.sim_task == task and settings.eval.sim_max_steps == 0
+    spec = next(s for s in resolve_graph(load_graph_file(path), {"max_episode_steps": 60}) if s.name == "apo_retrain")
+    node = load_config(RetrainNodeConfig, dict(spec.parameters))
+    assert load_retrain_settings(node.config_file, node.settings_overrides()).eval.sim_max_steps == 60

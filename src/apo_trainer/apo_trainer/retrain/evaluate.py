@@ -89,5 +89,35 @@ def compare_heldout_l1(base_dir: Path, candidate_dir: Path, heldout: Path, k: in
 def compare_success_rates(base_dir: Path, candidate_dir: Path, ev) -> tuple[float, float]:
     from apo_sim.rollout import success_rate
 
-    kwargs = dict(task=ev.sim_task, episodes=ev.sim_episodes, seed=ev.sim_seed, max_steps=ev.sim_max_steps)
+    kwargs = dict(task=ev.sim_task, episodes=ev.sim_episodes, seed=ev.sim_seed, max_steps=ev.sim_max_steps or None)
     return success_rate(base_dir, **kwargs), success_rate(candidate_dir, **kwargs)
+
+
+def promotion_decision(gate: str, ev, heldout_l1: tuple[float, float] | None = None,
+                       success_rate: tuple[float, float] | None = None) -> tuple[bool, str]:
+    """(promote, why) from the measured (deployed, candidate) figures under ``gate``.
+
+    heldout_l1: candidate L1 <= ev.max_l1_ratio x deployed L1 (no held-out episodes yet: nothing to
+    compare, promoted); sim_success_rate: candidate rate >= ev.min_success_ratio x deployed rate; both:
+    each that was measured. Figures outside the gate are reported by the job but decide nothing.
+    """
+    checks: list[tuple[bool, str]] = []
+    if gate in ("heldout_l1", "both"):
+        if heldout_l1 is None:
+            checks.append((True, "no held-out episodes to compare the held-out action L1 on"))
+        else:
+            base, cand = heldout_l1
+            ok = cand <= ev.max_l1_ratio * base
+            checks.append((ok, f"held-out action L1 {cand:.4f} {'<=' if ok else '>'} {ev.max_l1_ratio} x deployed "
+                               f"{base:.4f}"))
+    if gate in ("sim_success_rate", "both"):
+        if success_rate is None:
+            raise ValueError(f"the {gate} gate needs the simulated success rates")
+        base, cand = success_rate
+        ok = cand >= ev.min_success_ratio * base
+        checks.append((ok, f"simulated success rate {cand:.2f} {'>=' if ok else '<'} {ev.min_success_ratio} x "
+                           f"deployed {base:.2f} ({ev.sim_task}, {ev.sim_episodes} episodes)"))
+    if not checks:
+        raise ValueError(f"unknown promotion gate {gate!r}")
+    failed = [why for ok, why in checks if not ok]
+    return not failed, f"gate {gate}: " + "; ".join(failed or [why for _, why in checks])

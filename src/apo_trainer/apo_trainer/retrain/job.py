@@ -4,7 +4,8 @@ A job: stage the new episode bags (every n-th held out for evaluation) -> conver
 round's datasets (``apo-convert``, incremental) -> train from the deployed version on expert + all
 interactive data (``apo-train`` through a backend: local subprocess / torchrun, or any command over
 shared storage) -> evaluate the candidate against the deployed version (held-out action L1, optional
-success rate in simulation) -> promote it to a new numbered version in the model store.
+success rate in simulation, whichever ``eval.gate`` decides) -> promote it to a new numbered version in
+the model store, or reject it (state ``rejected``).
 
 Promotion is the only step that changes what is deployed, and it is atomic (ModelStore.add): a job
 that fails, is cancelled, or is killed at any point leaves the deployed version as it was.
@@ -39,8 +40,24 @@ STATES = {"idle": 0, "queued": 1, "converting": 2, "training": 3, "evaluating": 
 ACTIVE = {"queued", "converting", "training", "evaluating", "promoting"}
 
 
+# The job's status carries this (every message of the job ends with it) when no expert data is configured.
+NO_EXPERT_DATA_WARNING = (
+    "no expert demonstrations: expert_data is empty, so this round trains on the interactive episodes alone "
+    "(the desirable share of each batch is the policy's own autonomous and corrected steps; APO mixes the "
+    "expert demonstrations into every round). Set expert_data (apo deploy expert_data:=<demos.h5>, or the "
+    "retrain settings file)")
+
+
 class JobCancelled(Exception):
     pass
+
+
+class CandidateRejected(Exception):
+    """The promotion gate kept the deployed version (the message says which figures decided)."""
+
+
+def with_warnings(message: str, warnings: list[str]) -> str:
+    return message + "".join(f" [WARNING: {w}]" for w in warnings)
 
 
 @dataclass
@@ -67,6 +84,8 @@ class JobStatus:
     request: dict = field(default_factory=dict)
     started: float = 0.0
     finished: float = 0.0
+    reference_version: str = ""  # APO's reference policy of this round (settings.reference)
+    warnings: list[str] = field(default_factory=list)  # also appended to every message
 
     @property
     def state_code(self) -> int:
@@ -171,6 +190,10 @@ class RetrainManager:
         loss = checked.loss
         if not base:
             return False, "", f"model store {self.store.root} has no deployed version to start from"
+        try:
+            reference = self._reference_version(base)
+        except ApoError as exc:
+            return False, "", f"reference policy {self.settings.reference!r}: {exc}"
         if checked.episodes is not None:
             episodes = checked.episodes
         else:
@@ -184,16 +207,19 @@ class RetrainManager:
         train = [e for e in episodes if e not in heldout] or episodes
         heldout = [e for e in heldout if e not in train]
         job_id = time.strftime("job-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        warnings = [] if self.settings.expert_data else [NO_EXPERT_DATA_WARNING]
         status = JobStatus(job_id=job_id, state="queued", base_version=base, deployed_version=base,
                            train_episodes=train, heldout_episodes=heldout, request=asdict(request),
-                           started=time.time(),
-                           message=f"{len(train)} training + {len(heldout)} held-out episode(s), loss {loss}")
+                           started=time.time(), reference_version=reference, warnings=warnings,
+                           message=with_warnings(f"{len(train)} training + {len(heldout)} held-out episode(s), "
+                                                 f"loss {loss}, reference {reference}", warnings))
         job = _Job(self, status, loss, checked.steps, checked.k, bool(request.dry_run))
         with self._lock:
             self._current = job
             self._latest = status
+        reply = status.message  # read before the job's thread moves on to its next message
         job.start()
-        return True, job_id, status.message
+        return True, job_id, reply
 
     def cancel(self, job_id: str = "") -> tuple[bool, str]:
         if job_id:
@@ -235,6 +261,17 @@ class RetrainManager:
         return self._latest
 
     # --- internals ---------------------------------------------------------------------------
+    def _reference_version(self, base: str) -> str:
+        """The version APO's reference log-probs come from this round (settings.reference)."""
+        ref = self.settings.reference
+        if ref == "previous":
+            return base
+        if ref == "base":
+            versions = self.store.versions()
+            return versions[0] if versions else base
+        self.store.path(ref)  # a version name: it must exist
+        return ref
+
     def _publish(self, status: JobStatus) -> None:
         path = self.jobs_dir / status.job_id / "status.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -269,6 +306,7 @@ class _Job:
         self._cancel = threading.Event()
         self._proc: subprocess.Popen | None = None
         self._proc_lock = threading.Lock()
+        self._gate_result = "no promotion gate ran"
         self.thread = threading.Thread(target=self._run, name=f"retrain-{status.job_id}", daemon=True)
 
     def start(self):
@@ -290,7 +328,7 @@ class _Job:
         if progress is not None:
             self.status.progress = float(progress)
         if message is not None:
-            self.status.message = message
+            self.status.message = with_warnings(message, self.status.warnings)
         self.status.metrics.update(metrics)
         self.m._publish(self.status)
 
@@ -311,6 +349,9 @@ class _Job:
             self._promote(candidate)
         except JobCancelled:
             self._set("cancelled", message=f"cancelled; deployed version unchanged ({self.m.deployed_version()})")
+        except CandidateRejected as exc:
+            self._set("rejected", message=f"candidate rejected by the promotion {exc}; deployed version unchanged "
+                                          f"({self.m.deployed_version()})")
         except Exception as exc:  # any failure: report it, never touch the deployed version
             self._set("failed", message=f"{type(exc).__name__}: {exc}; deployed version unchanged "
                                        f"({self.m.deployed_version()})")
@@ -354,6 +395,9 @@ class _Job:
             "loss": {"name": self.loss},
             "train": {"max_steps": self.steps, "progress_bar": False},
         }
+        reference = self.status.reference_version
+        if reference and reference != self.status.base_version:
+            cfg["reference"] = {"path": str(self.m.store.path(reference))}
         from apo_core.config import merge_overrides
 
         return merge_overrides(cfg, self.s.train_overrides)
@@ -362,7 +406,8 @@ class _Job:
         cfg = self._train_config(data)
         cfg_path = self.dir / "train_config.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        self._set("training", 0.1, f"training {self.loss} for {self.steps} steps from {self.status.base_version}")
+        self._set("training", 0.1, f"training {self.loss} for {self.steps} steps from {self.status.base_version} "
+                                   f"(reference {self.status.reference_version or self.status.base_version})")
         cmd, shell = self._backend_command(cfg_path, Path(cfg["output_dir"]))
         self._run_logged(cmd, "train.log", shell=shell, progress=lambda: self._train_progress(Path(cfg["output_dir"])))
         from apo_trainer.retrain.evaluate import find_trained_policy
@@ -390,26 +435,32 @@ class _Job:
             self._set(progress=0.1 + 0.75 * min(1.0, step / max(1, self.steps)))
 
     def _evaluate(self, candidate: Path) -> None:
-        from apo_trainer.retrain.evaluate import compare_heldout_l1, compare_success_rates
+        """Measure the candidate against the deployed version and apply the promotion gate: the held-out
+        action L1 whenever there are held-out episodes (it decides under heldout_l1 / both, else it is
+        only reported), the simulated success rates when the gate uses them."""
+        from apo_trainer.retrain.evaluate import compare_heldout_l1, compare_success_rates, promotion_decision
 
-        self._set("evaluating", 0.86, "evaluating the candidate against the deployed version")
+        ev = self.s.eval
+        gate = ev.effective_gate(self.s.robot)
+        self._set("evaluating", 0.86, f"evaluating the candidate against the deployed version (gate {gate})",
+                  promotion_gate=gate)
         heldout = self.m.work_dir / "data" / "heldout.h5"
         base_dir = self.m.store.path(self.status.base_version)
-        ev = self.s.eval
+        l1 = success = None
         if heldout.is_file():
-            base_l1, cand_l1 = compare_heldout_l1(base_dir, candidate, heldout, self.k)
-            self._set(heldout_l1_base=base_l1, heldout_l1_candidate=cand_l1)
-            if cand_l1 > ev.max_l1_ratio * base_l1:
-                raise RuntimeError(f"candidate rejected: held-out action L1 {cand_l1:.4f} > {ev.max_l1_ratio} x "
-                                   f"deployed {base_l1:.4f}")
+            l1 = compare_heldout_l1(base_dir, candidate, heldout, self.k)
+            self._set(heldout_l1_base=l1[0], heldout_l1_candidate=l1[1])
         self._check_cancel()
-        if ev.sim_success_gate:
-            base_sr, cand_sr = compare_success_rates(base_dir, candidate, ev)
-            self._set(success_rate_base=base_sr, success_rate_candidate=cand_sr)
-            if cand_sr < ev.min_success_ratio * base_sr:
-                raise RuntimeError(f"candidate rejected: simulated success rate {cand_sr:.2f} < {ev.min_success_ratio}"
-                                   f" x deployed {base_sr:.2f}")
+        if gate in ("sim_success_rate", "both"):
+            self._set(progress=0.9, message=f"rolling the candidate and the deployed version out in simulation "
+                                            f"({ev.sim_task}, {ev.sim_episodes} episodes each)")
+            success = compare_success_rates(base_dir, candidate, ev)
+            self._set(success_rate_base=success[0], success_rate_candidate=success[1])
         self._check_cancel()
+        promote, why = promotion_decision(gate, ev, l1, success)
+        if not promote:
+            raise CandidateRejected(why)
+        self._gate_result = why
 
     def _promote(self, candidate: Path) -> None:
         self._set("promoting", 0.97, "promoting the candidate")
@@ -421,7 +472,8 @@ class _Job:
         self.m.registry.record(self.status.train_episodes, self.status.heldout_episodes, version)
         self.status.candidate_version = version
         self.status.deployed_version = version
-        self._set("succeeded", 1.0, f"promoted {version} (from {self.status.base_version})")
+        self._set("succeeded", 1.0, f"promoted {version} (from {self.status.base_version}; "
+                                    f"{self._gate_result})")
         try:
             self.m._on_promoted(version)  # e.g. ask the policy node to load it; the promotion stands regardless
         except Exception as exc:

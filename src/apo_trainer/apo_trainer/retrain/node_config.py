@@ -29,6 +29,12 @@ class RetrainNodeConfig:
     lifelong_delay_s: float = field(default=3.0, metadata={
         "help": "Wait after the N-th episode ends so the recorder can close its bag."})
     steps: int = field(default=0, metadata={"help": "Default optimiser steps (0 = file)."})
+    robot: str = field(default="", metadata={
+        "help": "What the deployment drives: sim or real ('' = file); with eval.gate auto, sim gates promotion "
+                "on the simulated success rate, real on the held-out action L1."})
+    sim_task: str = field(default="", metadata={"help": "Task of the simulated promotion gate ('' = file)."})
+    sim_max_steps: int = field(default=-1, metadata={
+        "help": "Episode limit of the simulated promotion gate (-1 = file, 0 = the task's default)."})
 
     def validate(self):
         if self.lifelong_every_n_episodes < -1:
@@ -36,17 +42,30 @@ class RetrainNodeConfig:
                               f"{self.lifelong_every_n_episodes}")
         if not (math.isfinite(self.lifelong_delay_s) and 0 <= self.lifelong_delay_s <= 3600):
             raise ConfigError(f"lifelong_delay_s must be in [0, 3600] seconds, got {self.lifelong_delay_s}")
+        if self.robot not in ("", "sim", "real"):
+            raise ConfigError(f"robot must be sim, real or '' (the settings file's), got {self.robot!r}")
+        if self.sim_max_steps < -1:
+            raise ConfigError(f"sim_max_steps must be -1 (file), 0 (the task's default) or a count, got "
+                              f"{self.sim_max_steps}")
         try:
             check_steps(self.steps, "steps")
         except RetrainRequestError as exc:
             raise ConfigError(str(exc)) from None
 
     def settings_overrides(self) -> dict:
-        """The values that replace the settings file's (empty / -1 / 0 mean: keep the file's)."""
+        """The values that replace the settings file's (empty / -1 / 0 mean: keep the file's; sim_max_steps 0
+        is a value: the task's default)."""
         out: dict = {key: getattr(self, key) for key in ("work_dir", "bags_dir", "model_store", "expert_data")
                      if getattr(self, key)}
         if self.lifelong_every_n_episodes >= 0:
             out["lifelong_every_n_episodes"] = self.lifelong_every_n_episodes
         if self.steps > 0:
             out["defaults"] = {"steps": self.steps}
+        if self.robot:
+            out["robot"] = self.robot
+        ev = {"sim_task": self.sim_task} if self.sim_task else {}
+        if self.sim_max_steps >= 0:
+            ev["sim_max_steps"] = self.sim_max_steps
+        if ev:
+            out["eval"] = ev
         return out

@@ -11,6 +11,8 @@ from typing import Any, Literal
 from apo_core.config import load_config, read_yaml
 from apo_core.errors import ConfigError
 from apo_core.labels import DEFAULT_K
+from apo_core.names import VERSION_RE
+from apo_core.tasks import TASK_DEFAULTS
 from apo_trainer.retrain.requests import RetrainRequestError, check_k, check_steps
 
 # What backend.command may name; the job fills them in (retrain/job.py).
@@ -41,16 +43,28 @@ class DefaultsSettings:
     k: int = DEFAULT_K
 
 
+GATES = ("heldout_l1", "sim_success_rate", "both")
+REFERENCE_CHOICES = ("previous", "base")
+
+
 @dataclass
 class EvalSettings:
     heldout_every: int = 10  # every n-th new interactive episode is held out for evaluation (0: none)
-    max_l1_ratio: float = 1.05  # promote only if candidate held-out L1 <= ratio * base held-out L1
-    sim_success_gate: bool = False  # also roll the candidate out in simulation
+    # What decides a promotion (src/apo_trainer/README.md, "Promotion gate"): heldout_l1 (action L1 on the
+    # held-out episodes' recorded steps), sim_success_rate (the candidate and the deployed version rolled
+    # out in apo_sim on the same seeds), both, or auto: sim_success_rate when ``robot`` is sim, else heldout_l1.
+    gate: Literal["auto", "heldout_l1", "sim_success_rate", "both"] = "auto"
+    max_l1_ratio: float = 1.05  # heldout_l1: promote only if candidate held-out L1 <= ratio * base held-out L1
+    min_success_ratio: float = 1.0  # sim_success_rate: candidate success rate >= ratio * base success rate
     sim_episodes: int = 10
     sim_task: str = "Lift"
     sim_seed: int = 10_000
-    sim_max_steps: int = 120
-    min_success_ratio: float = 1.0  # candidate success rate >= ratio * base success rate
+    sim_max_steps: int = 0  # 0: the task's default episode limit (apo_core.tasks)
+
+    def effective_gate(self, robot: str) -> str:
+        if self.gate != "auto":
+            return self.gate
+        return "sim_success_rate" if robot == "sim" else "heldout_l1"
 
 
 @dataclass
@@ -65,6 +79,12 @@ class RetrainSettings:
     eval: EvalSettings = field(default_factory=EvalSettings)
     lifelong_every_n_episodes: int = 0  # retrain automatically every N new interactive episodes (0: off)
     min_new_episodes: int = 1
+    # What the deployment drives: sim (apo_sim, so candidates can be rolled out in it) or real. The deploy
+    # graph passes its robot argument; it chooses the promotion gate when eval.gate is auto.
+    robot: Literal["real", "sim"] = "real"
+    # APO's reference policy pi_ref of a round: previous (the version being retrained, i.e. the deployed one
+    # the round starts from, the paper's), base (the model store's first version) or a version name (v0001).
+    reference: str = "previous"
 
     def validate(self):
         if self.backend.kind == "command":
@@ -83,6 +103,19 @@ class RetrainSettings:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.eval.heldout_every < 0:
             raise ConfigError(f"eval.heldout_every must be >= 0 (0: none held out), got {self.eval.heldout_every}")
+        ev = self.eval
+        if ev.sim_episodes < 1 or ev.sim_max_steps < 0:
+            raise ConfigError(f"eval.sim_episodes must be >= 1 and eval.sim_max_steps >= 0 (0: the task's default), "
+                              f"got {ev.sim_episodes} and {ev.sim_max_steps}")
+        for name in ("max_l1_ratio", "min_success_ratio"):
+            if not getattr(ev, name) > 0:
+                raise ConfigError(f"eval.{name} must be > 0, got {getattr(ev, name)}")
+        if ev.effective_gate(self.robot) != "heldout_l1" and ev.sim_task not in TASK_DEFAULTS:
+            raise ConfigError(f"eval.sim_task: {ev.sim_task!r} is not a simulated task ({', '.join(TASK_DEFAULTS)}); "
+                              f"the {ev.effective_gate(self.robot)} gate rolls candidates out in it")
+        if self.reference not in REFERENCE_CHOICES and not VERSION_RE.match(self.reference):
+            raise ConfigError(f"reference must be previous, base or a model version name like v0001, got "
+                              f"{self.reference!r}")
 
 
 def check_command_template(command: str) -> None:
