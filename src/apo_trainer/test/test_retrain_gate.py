@@ -143,3 +143,17 @@ def test_reference_base_and_expert_data(tmp_path):
     m = _manager(tmp_path, reference="v0042", eval={"heldout_every": 0})
     ok, _, reason = m.submit(RetrainRequest(episodes=["ep000"]))
     assert not ok and "v0042" in reason and "not found" in reason
+
+
+def test_evaluation_uses_the_configured_torch_threads():
+    import torch
+
+    from apo_trainer.retrain.evaluate import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with torch_threads(0):  # torch's own setting
+        assert torch.get_num_threads() == before
+    assert EvalSettings().torch_threads == 1

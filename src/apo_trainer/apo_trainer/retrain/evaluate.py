@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,18 @@ import torch
 from apo_core.dataset import read_episode, sorted_episode_names
 from apo_core.labels import Label
 from apo_core.policy import load_policy
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` torch CPU threads (0: leave torch's setting), then restore it."""
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def find_trained_policy(output_dir: Path) -> Path:

@@ -438,6 +438,12 @@ class _Job:
         """Measure the candidate against the deployed version and apply the promotion gate: the held-out
         action L1 whenever there are held-out episodes (it decides under heldout_l1 / both, else it is
         only reported), the simulated success rates when the gate uses them."""
+        from apo_trainer.retrain.evaluate import torch_threads
+
+        with torch_threads(self.s.eval.torch_threads):
+            self._measure_and_gate(candidate)
+
+    def _measure_and_gate(self, candidate: Path) -> None:
         from apo_trainer.retrain.evaluate import compare_heldout_l1, compare_success_rates, promotion_decision
 
         ev = self.s.eval

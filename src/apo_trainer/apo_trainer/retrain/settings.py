@@ -60,6 +60,10 @@ class EvalSettings:
     sim_task: str = "Lift"
     sim_seed: int = 10_000
     sim_max_steps: int = 0  # 0: the task's default episode limit (apo_core.tasks)
+    # torch CPU threads while the service evaluates in its own process (held-out L1, simulated rollouts);
+    # 0: torch's default (every core, which contends with the deployed nodes: a tiny policy's step went
+    # from 11 ms to 1 s on a busy 2-core machine)
+    torch_threads: int = 1
 
     def effective_gate(self, robot: str) -> str:
         if self.gate != "auto":
@@ -107,6 +111,8 @@ class RetrainSettings:
         if ev.sim_episodes < 1 or ev.sim_max_steps < 0:
             raise ConfigError(f"eval.sim_episodes must be >= 1 and eval.sim_max_steps >= 0 (0: the task's default), "
                               f"got {ev.sim_episodes} and {ev.sim_max_steps}")
+        if ev.torch_threads < 0:
+            raise ConfigError(f"eval.torch_threads must be >= 0 (0: torch's default), got {ev.torch_threads}")
         for name in ("max_l1_ratio", "min_success_ratio"):
             if not getattr(ev, name) > 0:
                 raise ConfigError(f"eval.{name} must be > 0, got {getattr(ev, name)}")
