@@ -45,10 +45,10 @@ def run(args) -> int:
     import torch
 
     torch.set_num_threads(settings.torch_threads)
-    protocol = Protocol(settings, out, progress=not args.quiet)
-    cells = select(protocol.cells(), parse_only(args.only))
-    store = CellStore(out)
-    results = run_cells(cells, store)
+    with Protocol(settings, out, progress=not args.quiet) as protocol:  # closes the evaluation pools
+        cells = select(protocol.cells(), parse_only(args.only))
+        store = CellStore(out)
+        results = run_cells(cells, store)
     command = "apo bench " + " ".join(shlex.quote(a) for a in (args.argv or []))
     write_report(out, settings, {k: v for k, v in results.items() if v is not None}, args.preset, command)
     print(f"[bench] wrote {out / 'results.md'}, {out / 'results.json'} and plots", file=sys.stderr)

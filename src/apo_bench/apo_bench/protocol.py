@@ -23,10 +23,35 @@ from apo_core.config import merge_overrides
 
 
 class Protocol:
+    """The cells of a run. Evaluation pools stay open between cells: use as a context manager (or close())."""
+
     def __init__(self, settings: BenchSettings, out, progress: bool = True):
         self.s = settings
         self.out = Path(out)
         self.progress = progress
+        self._pools = None  # EvaluatorCache, started by the first evaluation cell
+
+    def evaluators(self):
+        """The run's pool cache: ``eval.workers`` simulators per pool, never more than an evaluation has seeds."""
+        if self._pools is None:
+            from apo_bench.evaluation import EvaluatorCache
+
+            s = self.s
+            most = max(s.eval.episodes, s.perturbations.episodes if s.perturbations.kinds else 0,
+                       s.lifelong.eval_episodes)
+            self._pools = EvaluatorCache(max(1, min(s.eval.workers, most)))
+        return self._pools
+
+    def close(self) -> None:
+        if self._pools is not None:
+            self._pools.close()
+            self._pools = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     # --- paths ---------------------------------------------------------------------------------------
     def work(self, task: str, seed: int) -> Path:
@@ -211,5 +236,5 @@ class Protocol:
         seeds = self.s.eval_seeds(episodes)
         records = evaluate_seeds(self.policy_dir(task, seed, policy), task, seeds, self.s.episode_limit(task),
                                  control_freq=self.s.control_freq, perturbation=perturbation,
-                                 workers=self.s.eval.workers, progress=self.progress)
+                                 workers=self.s.eval.workers, progress=self.progress, pools=self.evaluators())
         return {"policy": policy, "perturbation": perturbation or "none", "episodes": records}

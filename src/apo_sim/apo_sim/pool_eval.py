@@ -29,6 +29,7 @@ import numpy as np
 from apo_core.policy import Observation, VLAPolicy
 from apo_sim.env_pool import EnvPool, StepReply
 from apo_sim.episode import EpisodeRecord
+from apo_sim.perturbations import check as check_perturbation
 from apo_sim.rollout import EvalResult, as_policy, policy_env_settings, seed_list
 
 POOL_SIZE_PER_CORE = 6
@@ -71,18 +72,27 @@ class _Progress:
 
 
 class PoolEvaluator:
-    """A pool of simulators kept open across evaluations (several policies, one task and image size).
+    """A pool of simulators kept open across evaluations (several policies, one task, image size and scene
+    perturbation: ``perturbation`` (None, or one of :data:`apo_sim.perturbations.PERTURBATIONS`) is
+    applied by every simulator at every reset, as ``SimEnv(perturbation=...)`` does in the sequential
+    evaluator; it may equally be given as ``env_kwargs["perturbation"]``).
 
     Starting the pool costs about a second per simulator; ``apo bench`` evaluates many policies on the
     same task, so it pays that once. Use as a context manager; :func:`evaluate_pooled` is the one-shot form.
     """
 
     def __init__(self, task: str, image_size: int, envs: int | None = None, processes: int | None = None,
-                 control_freq: float = 20.0, env_kwargs: dict | None = None):
+                 control_freq: float = 20.0, env_kwargs: dict | None = None, perturbation: str | None = None):
         self.task = task
         self.image_size = int(image_size)
-        t0 = time.perf_counter()
         kwargs = {"image_size": self.image_size, "control_freq": control_freq, **(env_kwargs or {})}
+        if perturbation is not None:
+            if kwargs.get("perturbation") not in (None, perturbation):
+                raise ValueError(f"perturbation {perturbation!r} contradicts env_kwargs {kwargs['perturbation']!r}")
+            kwargs["perturbation"] = perturbation
+        check_perturbation(kwargs.get("perturbation"))  # here, not as a traceback from every worker
+        self.perturbation: str | None = kwargs.get("perturbation")
+        t0 = time.perf_counter()
         self.pool = EnvPool(envs or default_pool_size(), task, kwargs, processes)
         self.startup_s = time.perf_counter() - t0
 
@@ -102,7 +112,8 @@ class PoolEvaluator:
         records: list[EpisodeRecord | None] = [None] * len(todo)
         queue = list(enumerate(todo))[::-1]  # pop() from the end gives seeds in the order given
         slot: dict[int, int] = {}  # simulator -> position in ``todo`` of its current episode
-        report = _Progress(Path(name).name + f" {self.task}", len(todo), progress)
+        label = f"{Path(name).name} {self.task}" + (f" {self.perturbation}" if self.perturbation else "")
+        report = _Progress(label, len(todo), progress)
         clock = {"simulators_s": 0.0, "forward_s": 0.0, "rounds": 0}
         commands: dict[int, tuple] = {}
         for w in range(min(pool.size, len(todo))):
@@ -148,10 +159,11 @@ class PoolEvaluator:
 def evaluate_pooled(policy, task: str = "Lift", episodes: int = 10, seed: int = 10_000, max_steps: int = 150,
                     control_freq: float = 20.0, progress: bool = False, seeds=None, envs: int | None = None,
                     processes: int | None = None, env_kwargs: dict | None = None,
-                    timings: dict | None = None) -> EvalResult:
+                    timings: dict | None = None, perturbation: str | None = None) -> EvalResult:
     """Like :func:`~apo_sim.rollout.evaluate_policy`, with ``envs`` simulators (default
     :func:`default_pool_size`, never more than there are seeds) in ``processes`` worker processes
     (default one per core). Records come in the order of ``seeds``; ``timings`` also gets ``startup_s``.
+    ``perturbation``: a scene perturbation for every episode (see :class:`PoolEvaluator`).
     """
     pol, name = as_policy(policy)
     image_size, _ = policy_env_settings(pol)
@@ -159,7 +171,7 @@ def evaluate_pooled(policy, task: str = "Lift", episodes: int = 10, seed: int = 
     if not todo:
         return EvalResult.from_records(name, task, [])
     size = min(len(todo), envs or default_pool_size())
-    with PoolEvaluator(task, image_size, size, processes, control_freq, env_kwargs) as ev:
+    with PoolEvaluator(task, image_size, size, processes, control_freq, env_kwargs, perturbation) as ev:
         result = ev.evaluate(pol, todo, max_steps, progress, timings)
         if timings is not None:
             timings["startup_s"] = ev.startup_s
