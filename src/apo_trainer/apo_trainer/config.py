@@ -36,6 +36,7 @@ class DataSection:
     k: int = DEFAULT_K  # K-window: labels are recomputed from live labels with this K
     kinds: list[str] | None = None  # step kinds to train on; null: by loss (see README)
     num_workers: int = 0  # DataLoader worker processes
+    image_shift: int = 0  # bc only: shift each training image by up to this many pixels (augment.py)
 
 
 @dataclass
@@ -184,6 +185,11 @@ class TrainConfig:
         for key, value in (("loss.beta_d", self.loss.beta_d), ("loss.beta_u", self.loss.beta_u)):
             if value is not None and value < 0:
                 raise ConfigError(f"{key} must be >= 0 (or null for the weight_norm's default), got {value}")
+        if self.data.image_shift < 0:
+            raise ConfigError(f"data.image_shift must be >= 0, got {self.data.image_shift}")
+        if self.data.image_shift and self.loss.name != "bc":
+            raise ConfigError(f"data.image_shift is for loss bc only: {self.loss.name!r} compares log-probs with a "
+                              "reference cached on unshifted images")
         if self.loss.sft_weight < 0:
             raise ConfigError(f"loss.sft_weight must be >= 0, got {self.loss.sft_weight}")
         if self.loss.lambda_d_floor is not None and not 0 <= self.loss.lambda_d_floor < 1:

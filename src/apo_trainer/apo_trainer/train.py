@@ -33,6 +33,7 @@ from apo_core.config import parse_dotted_overrides
 from apo_core.errors import ApoError
 from apo_trainer import checkpoint as ckpt
 from apo_trainer import runtime
+from apo_trainer.augment import random_shift
 from apo_trainer.config import BC_PRESET, TrainConfig, load_train_config
 from apo_trainer.data import (
     DESIRABLE_KINDS,
@@ -507,6 +508,10 @@ class Trainer:
                            label_smoothing=cfg.loss.dpo_label_smoothing, reduction=cfg.loss.reduction,
                            reducer=self.loss_reducer)
             return res, {"l1": m.l1[:b], "token_accuracy": m.token_accuracy[:b]}
+        if name == "bc" and cfg.data.image_shift:
+            # Seeded by (seed, rank, step, first sample): a resumed run draws the same shifts.
+            rng = np.random.default_rng([cfg.train.seed, self.rt.rank, self.step, int(batch["index"][0])])
+            batch = {**batch, "images": random_shift(batch["images"], cfg.data.image_shift, rng)}
         m = self._forward(batch, batch["actions"], self.ddp_model)
         extra = {"l1": m.l1, "token_accuracy": m.token_accuracy}
         if name == "bc":

@@ -110,7 +110,10 @@ def test_bc_from_scratch_drives_action_l1_down(data, tmp_path):
      "reference": {"mode": "online"}},
     {"loss": {"name": "bc"}, "data": {"kinds": ["expert", "human"]}},
     {"loss": {"name": "apo"}, "data": {"num_workers": 1}, "train": {"precision": "bf16", "grad_accum_steps": 2}},
-], ids=["apo", "kto", "dpo", "apo-reference-code", "dagger", "apo-bf16-workers-accum"])
+    {"loss": {"name": "bc"}, "data": {"kinds": ["expert", "human"], "image_shift": 3}},
+    {"loss": {"name": "apo", "sft_weight": 0.5, "weight_norm": "mean"}},
+], ids=["apo", "kto", "dpo", "apo-reference-code", "dagger", "apo-bf16-workers-accum", "dagger-shifted-images",
+        "apo-sft-anchor"])
 def test_every_loss_runs_a_round_and_writes_a_policy(data, tmp_path, variant):
     cfg = tiny_train_config(tmp_path / "o", [data.inter], policy_path=data.start, max_steps=3, **variant)
     res = train(cfg)
@@ -126,6 +129,8 @@ def test_every_loss_runs_a_round_and_writes_a_policy(data, tmp_path, variant):
     name = variant["loss"]["name"]
     if name in ("apo", "kto"):
         assert {"z0", "lambda_D", "lambda_U", "reward_desirable", "reward_undesirable"} <= set(final)
+    if variant["loss"].get("sft_weight"):
+        assert final["sft_nll"] > 0
     if name == "dpo":
         assert {"reward_chosen", "reward_rejected", "reward_accuracy"} <= set(final)
     assert list((res.output_dir / "tensorboard").glob("events.*"))
@@ -208,3 +213,23 @@ def test_training_modules_do_not_import_ros():
             "assert not bad, bad")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_image_shift_changes_what_bc_sees_and_nothing_else(data, tmp_path):
+    losses = {}
+    for shift in (0, 4):
+        cfg = load_train_config(tiny_train_config(tmp_path / f"s{shift}", [data.expert], policy_path=data.start,
+                                                  loss={"name": "bc"}, data={"image_shift": shift}))
+        tr = Trainer(cfg)
+        try:
+            tr.setup()
+            batch = collate_steps([tr.dataset[i] for i in range(8)])
+            images = batch["images"].copy()
+            with torch.no_grad():
+                losses[shift] = [tr.compute_loss(batch)[0].value for _ in range(2)]
+            assert np.array_equal(batch["images"], images)  # the dataset's batch is not modified in place
+        finally:
+            tr.close()
+    assert losses[0][0] == losses[0][1]
+    assert losses[4][0] == losses[4][1]  # the same step and samples draw the same shifts (resumable)
+    assert losses[4][0] != losses[0][0]
