@@ -16,20 +16,13 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import IntEnum
 
+from apo_core.bag_contract import OUTCOME_EVENTS, EpisodeEventCode
 
-class Event(IntEnum):
-    """Same values as apo_interfaces/EpisodeEvent.EVENT_*."""
+# apo_interfaces/EpisodeEvent.EVENT_* as an enum (START, END, SUCCESS, FAILURE, ABORT), from the bag contract.
+Event = EpisodeEventCode
 
-    START = 0
-    END = 1
-    SUCCESS = 2
-    FAILURE = 3
-    ABORT = 4
-
-
-OUTCOMES = (Event.SUCCESS, Event.FAILURE, Event.ABORT)
+OUTCOMES = tuple(Event(e) for e in OUTCOME_EVENTS)  # SUCCESS, FAILURE, ABORT: the events that state an outcome
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The bag contract: what one episode bag contains. The bag -> HDF5 conversion is written against this.
 
 Everything here is plain data (no rclpy, no rosbags), shared by the writer, the recovery tool, the
-readers, the node and the tests, so there is exactly one statement of the contract in code:
+readers, the node and the tests. The constants themselves live in :mod:`apo_core.bag_contract` (the
+one statement of the contract in code, shared with the trainer) and are re-exported here:
 
 - one rosbag2 directory per episode, ``<output_dir>/<episode_id>/``, holding ``metadata.yaml``
   (rosbag2 metadata version 9) and ``<episode_id>.mcap`` (MCAP storage), written with ``rosbags``;
@@ -19,58 +20,38 @@ from __future__ import annotations
 
 import hashlib
 
-from apo_core import topics
+# The contract's facts (topics and types, custom_data keys, outcomes, event codes, journal name) are
+# stated once in apo_core.bag_contract; re-exported here under the names the recorder has always used.
+from apo_core.bag_contract import (  # noqa: F401 (re-exported)
+    CUSTOM_DATA_KEYS,
+    END_EVENT_OUTCOME,
+    EVENT_ABORT,
+    EVENT_END,
+    EVENT_FAILURE,
+    EVENT_START,
+    EVENT_SUCCESS,
+    JOURNAL_NAME,
+    KEY_EPISODE_ID,
+    KEY_INSTRUCTION,
+    KEY_OUTCOME,
+    KEY_POLICY_VERSION,
+    KEY_RECORDER_VERSION,
+    KEY_RECOVERED,
+    KEY_SCHEMA_VERSION,
+    KEY_TASK,
+    METADATA_VERSION,
+    OUTCOME_ABORT,
+    OUTCOME_FAILURE,
+    OUTCOME_SUCCESS,
+    OUTCOME_UNKNOWN,
+    OUTCOMES,
+    SCHEMA_VERSION,
+    STORAGE_ID,
+)
+from apo_core.bag_contract import EPISODE_BAG_TOPICS as _EPISODE_BAG_TOPICS
 
-SCHEMA_VERSION = "1"
-METADATA_VERSION = 9
-STORAGE_ID = "mcap"
-
-# custom_data keys in metadata.yaml (all values are strings).
-KEY_EPISODE_ID = "apo.episode_id"
-KEY_INSTRUCTION = "apo.instruction"
-KEY_TASK = "apo.task"
-KEY_OUTCOME = "apo.outcome"
-KEY_POLICY_VERSION = "apo.policy_version"
-KEY_SCHEMA_VERSION = "apo.schema_version"
-KEY_RECORDER_VERSION = "apo.recorder_version"
-CUSTOM_DATA_KEYS = (KEY_EPISODE_ID, KEY_INSTRUCTION, KEY_TASK, KEY_OUTCOME, KEY_POLICY_VERSION,
-                    KEY_SCHEMA_VERSION, KEY_RECORDER_VERSION)
-# Only present in bags rebuilt by recover_bag: number of messages recovered (as a string).
-KEY_RECOVERED = "apo.recovered"
-
-OUTCOME_SUCCESS = "success"
-OUTCOME_FAILURE = "failure"
-OUTCOME_ABORT = "abort"
-OUTCOME_UNKNOWN = "unknown"
-OUTCOMES = (OUTCOME_SUCCESS, OUTCOME_FAILURE, OUTCOME_ABORT, OUTCOME_UNKNOWN)
-
-# apo_interfaces/msg/EpisodeEvent.event values (kept here so ROS-free code needs no generated module).
-EVENT_START = 0
-EVENT_END = 1
-EVENT_SUCCESS = 2
-EVENT_FAILURE = 3
-EVENT_ABORT = 4
-END_EVENT_OUTCOME = {
-    EVENT_END: OUTCOME_UNKNOWN,
-    EVENT_SUCCESS: OUTCOME_SUCCESS,
-    EVENT_FAILURE: OUTCOME_FAILURE,
-    EVENT_ABORT: OUTCOME_ABORT,
-}
-
-# What the recorder records by default: topic -> ROS 2 type name.
-DEFAULT_TOPICS: dict[str, str] = {
-    topics.IMAGE: "sensor_msgs/msg/Image",
-    topics.ROBOT_STATE: "apo_interfaces/msg/RobotState",
-    topics.POLICY_ACTION: "apo_interfaces/msg/ActionCommand",
-    topics.TELEOP_ACTION: "apo_interfaces/msg/ActionCommand",
-    topics.COMMAND: "apo_interfaces/msg/ActionCommand",
-    topics.STEP: "apo_interfaces/msg/LabelledStep",
-    topics.EPISODE: "apo_interfaces/msg/EpisodeEvent",
-    topics.MODE: "apo_interfaces/msg/InterventionMode",
-    topics.JOY: "sensor_msgs/msg/Joy",
-}
-
-JOURNAL_NAME = "apo_recording.yaml"
+# What the recorder records by default: topic -> ROS 2 type name (a copy: callers may extend it).
+DEFAULT_TOPICS: dict[str, str] = dict(_EPISODE_BAG_TOPICS)
 
 
 def bag_file_name(episode_id: str) -> str:

@@ -23,13 +23,25 @@ from pathlib import Path
 import numpy as np
 
 from apo_core import topics
-from apo_core.dataset import MODE_AUTONOMOUS, MODE_HUMAN
+from apo_core.bag_contract import (  # noqa: F401 (EVENT_*: re-exported, were defined here)
+    EVENT_ABORT,
+    EVENT_END,
+    EVENT_FAILURE,
+    EVENT_START,
+    EVENT_SUCCESS,
+    MODE_AUTONOMOUS,
+    MODE_HUMAN,
+    OUTCOME_ABORT,
+    OUTCOME_EVENTS,
+    OUTCOME_FAILURE,
+    OUTCOME_SUCCESS,
+    episode_facts,
+)
 from apo_core.labels import DEFAULT_K, Label, apply_k_window, label_counts, takeover_indices
 from apo_trainer.bag_reader import BagReadError, find_bags, is_bag_dir, open_episode_bag
 
-# EpisodeEvent constants (mirrored: this module must not need ROS).
-EVENT_START, EVENT_END, EVENT_SUCCESS, EVENT_FAILURE, EVENT_ABORT = range(5)
-OUTCOME_BY_EVENT = {EVENT_SUCCESS: "success", EVENT_FAILURE: "failure", EVENT_ABORT: "abort"}
+# The outcome of each success/failure/abort event (apo_core.bag_contract.OUTCOME_EVENTS; old name kept).
+OUTCOME_BY_EVENT = OUTCOME_EVENTS
 
 
 @dataclass
@@ -65,20 +77,26 @@ class EpisodeSummary:
 
 
 def summarise_bag(path) -> EpisodeSummary:
-    """One pass over the step and episode topics of a bag (damaged bags are read as far as they go)."""
+    """One pass over the step and episode topics of a bag (damaged bags are read as far as they go).
+
+    Episode id, instruction, policy version and outcome follow :func:`apo_core.bag_contract.episode_facts`,
+    the rule conversion uses too, so the report and the dataset agree on every episode.
+    """
     labels, modes, actions, proposals = [], [], [], []
-    events = []
+    events, step_versions = [], []
+    first_id = ""
     start_ns = None
     with open_episode_bag(path) as bag:
         for m in bag.messages([topics.STEP, topics.EPISODE]):
             start_ns = m.log_time if start_ns is None else start_ns
+            first_id = first_id or getattr(m.msg, "episode_id", "")
             if m.topic == topics.STEP:
                 labels.append(int(m.msg.label))
                 modes.append(int(m.msg.mode))
                 actions.append(np.asarray(m.msg.executed_action, dtype=np.float64))
                 prop = np.asarray(m.msg.policy_action, dtype=np.float64)
                 proposals.append(prop if prop.size else None)
-                version_from_step = m.msg.policy_version
+                step_versions.append(m.msg.policy_version)
             else:
                 events.append(m.msg)
         custom = dict(bag.custom_data)
@@ -89,15 +107,11 @@ def summarise_bag(path) -> EpisodeSummary:
     for i, p in enumerate(proposals):
         if p is not None and p.size == dim:
             prop[i] = p
-    start = next((e for e in events if e.event == EVENT_START), None)
-    outcome = custom.get("apo.outcome") or next(
-        (OUTCOME_BY_EVENT[e.event] for e in reversed(events) if e.event in OUTCOME_BY_EVENT), "unknown")
-    version = custom.get("apo.policy_version") or (start.policy_version if start else "") or (
-        version_from_step if actions else "")
+    facts = episode_facts(custom, events, first_episode_id=first_id, step_policy_versions=step_versions,
+                          default_episode_id=Path(path).name)
     return EpisodeSummary(
-        episode_id=custom.get("apo.episode_id") or (start.episode_id if start else Path(path).name),
-        bag=str(path), policy_version=version or "unknown", outcome=outcome,
-        instruction=custom.get("apo.instruction") or (start.instruction if start else ""),
+        episode_id=facts.episode_id, bag=str(path), policy_version=facts.policy_version or "unknown",
+        outcome=facts.outcome, instruction=facts.instruction,
         start_ns=start_ns or 0, live_labels=np.asarray(labels, dtype=np.int64),
         modes=np.asarray(modes, dtype=np.int64), actions=act, proposals=prop, read_problems=problems,
     )
@@ -134,7 +148,7 @@ def round_statistics(episodes: list[EpisodeSummary], k: int = DEFAULT_K) -> list
     rows = []
     for version in round_order(episodes):
         eps = [e for e in episodes if e.policy_version == version]
-        finished = [e for e in eps if e.outcome in ("success", "failure")]
+        finished = [e for e in eps if e.outcome in (OUTCOME_SUCCESS, OUTCOME_FAILURE)]
         driven = sum(int(e.driven.sum()) for e in eps)
         human = sum(e.human_steps for e in eps)
         labels = np.concatenate([apply_k_window(e.live_labels, k, modes=e.modes)[e.driven] for e in eps]) \
@@ -143,9 +157,9 @@ def round_statistics(episodes: list[EpisodeSummary], k: int = DEFAULT_K) -> list
             "round": len(rows),
             "policy_version": version,
             "episodes": len(eps),
-            "successes": sum(e.outcome == "success" for e in eps),
-            "success_rate": (sum(e.outcome == "success" for e in finished) / len(finished)) if finished else None,
-            "aborted": sum(e.outcome == "abort" for e in eps),
+            "successes": sum(e.outcome == OUTCOME_SUCCESS for e in eps),
+            "success_rate": (sum(e.outcome == OUTCOME_SUCCESS for e in finished) / len(finished)) if finished else None,
+            "aborted": sum(e.outcome == OUTCOME_ABORT for e in eps),
             "steps": driven,
             "human_steps": human,
             "intervention_rate": human / driven if driven else None,

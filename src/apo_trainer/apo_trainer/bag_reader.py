@@ -53,6 +53,7 @@ from typing import BinaryIO, NamedTuple
 
 import yaml
 
+from apo_core.bag_contract import JOURNAL_NAME
 from apo_core.errors import ApoError, MissingPathError
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"
@@ -262,9 +263,8 @@ def read_custom_data(bag_dir) -> dict[str, str]:
     return _strings(info.get("custom_data"))
 
 
-# The recorder's journal (apo_recorder.contract.JOURNAL_NAME): present while a bag is being written,
-# left behind by a killed recorder. Read as plain YAML so the trainer does not need apo_recorder.
-JOURNAL_NAME = "apo_recording.yaml"
+# The recorder's journal (apo_core.bag_contract.JOURNAL_NAME, imported at the top): present while a bag
+# is being written, left behind by a killed recorder. Read as plain YAML.
 
 
 def read_journal(bag_dir) -> dict | None:

@@ -33,11 +33,33 @@ from pathlib import Path
 import numpy as np
 
 from apo_core import topics
+from apo_core.bag_contract import (  # noqa: F401 (EVENT_*: re-exported, were defined here)
+    EPISODE_BAG_TOPICS,
+    EVENT_ABORT,
+    EVENT_END,
+    EVENT_FAILURE,
+    EVENT_OF_OUTCOME,
+    EVENT_START,
+    EVENT_SUCCESS,
+    KEY_EPISODE_ID,
+    KEY_INSTRUCTION,
+    KEY_OUTCOME,
+    KEY_POLICY_VERSION,
+    KEY_SCHEMA_VERSION,
+    KEY_TASK,
+    SCHEMA_VERSION,
+    TYPE_ACTION_COMMAND,
+    TYPE_EPISODE_EVENT,
+    TYPE_IMAGE,
+    TYPE_INTERVENTION_MODE,
+    TYPE_JOY,
+    TYPE_LABELLED_STEP,
+    TYPE_ROBOT_STATE,
+)
 from apo_core.labels import Label
 
 MS = 1_000_000
-EVENT_START, EVENT_END, EVENT_SUCCESS, EVENT_FAILURE, EVENT_ABORT = 0, 1, 2, 3, 4
-OUTCOME_EVENT = {"success": EVENT_SUCCESS, "failure": EVENT_FAILURE, "abort": EVENT_ABORT}
+OUTCOME_EVENT = EVENT_OF_OUTCOME  # outcome -> the event that states it (old name kept)
 
 
 @dataclass
@@ -115,17 +137,7 @@ def sample_typestore(msg_dir: str | None = None):
     return store
 
 
-TOPIC_TYPES = {
-    topics.IMAGE: "sensor_msgs/msg/Image",
-    topics.ROBOT_STATE: "apo_interfaces/msg/RobotState",
-    topics.POLICY_ACTION: "apo_interfaces/msg/ActionCommand",
-    topics.TELEOP_ACTION: "apo_interfaces/msg/ActionCommand",
-    topics.COMMAND: "apo_interfaces/msg/ActionCommand",
-    topics.STEP: "apo_interfaces/msg/LabelledStep",
-    topics.EPISODE: "apo_interfaces/msg/EpisodeEvent",
-    topics.MODE: "apo_interfaces/msg/InterventionMode",
-    topics.JOY: "sensor_msgs/msg/Joy",
-}
+TOPIC_TYPES = EPISODE_BAG_TOPICS  # the recorder's topics and types (apo_core.bag_contract)
 
 
 class _Msgs:
@@ -174,7 +186,7 @@ def write_sample_bag(bags_dir, ep: SampleEpisode, *, finish: bool = True, compre
         return 0 if ep.zero_stamps else ns
 
     t = m.t
-    ev = t["apo_interfaces/msg/EpisodeEvent"]
+    ev = t[TYPE_EPISODE_EVENT]
     start = ep.start_ns
     emit(start - 50 * MS, topics.EPISODE, ev(header=m.header(stamp(start - 50 * MS)), episode_id=ep.episode_id,
                                              event=EVENT_START, instruction=ep.instruction, task=ep.task,
@@ -184,8 +196,8 @@ def write_sample_bag(bags_dir, ep: SampleEpisode, *, finish: bool = True, compre
     late = set(ep.late_frames)
     skip = set(ep.skip_steps)
     no_prop = set(ep.no_proposal_steps)
-    mode_msg = t["apo_interfaces/msg/InterventionMode"]
-    cmd = t["apo_interfaces/msg/ActionCommand"]
+    mode_msg = t[TYPE_INTERVENTION_MODE]
+    cmd = t[TYPE_ACTION_COMMAND]
     prev_mode = None
     for i, label in enumerate(ep.live_labels):
         ts = start + i * period
@@ -193,7 +205,7 @@ def write_sample_bag(bags_dir, ep: SampleEpisode, *, finish: bool = True, compre
             f = i * ep.image_every + k
             st = start + f * period // ep.image_every - 3 * MS
             recv = st + (period + period // 2 if f in late else 2 * MS)
-            img = t["sensor_msgs/msg/Image"](header=m.header(stamp(st), "camera"), height=h, width=w, encoding="rgb8",
+            img = t[TYPE_IMAGE](header=m.header(stamp(st), "camera"), height=h, width=w, encoding="rgb8",
                                              is_bigendian=0, step=w * 3, data=frame_image(f, h, w).reshape(-1))
             emit(recv, topics.IMAGE, img)
         for k in range(2):
@@ -204,7 +216,7 @@ def write_sample_bag(bags_dir, ep: SampleEpisode, *, finish: bool = True, compre
             pose = t["geometry_msgs/msg/Pose"](position=t["geometry_msgs/msg/Point"](x=0.0, y=0.0, z=0.0),
                                                orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0,
                                                                                               w=1.0))
-            state = t["apo_interfaces/msg/RobotState"](header=m.header(stamp(st)), joint_positions=np.zeros(7),
+            state = t[TYPE_ROBOT_STATE](header=m.header(stamp(st)), joint_positions=np.zeros(7),
                                                        eef_pose=pose, gripper=np.zeros(2), proprio=proprio,
                                                        task_success=False)
             emit(st + MS // 2, topics.ROBOT_STATE, state)
@@ -220,7 +232,7 @@ def write_sample_bag(bags_dir, ep: SampleEpisode, *, finish: bool = True, compre
             emit(ts + MS // 4, topics.POLICY_ACTION, cmd(header=m.header(stamp(ts)), action=proposal, source=0,
                                                          policy_version=ep.policy_version))
         if human:
-            joy = t["sensor_msgs/msg/Joy"](header=m.header(stamp(ts)), axes=np.zeros(6, np.float32),
+            joy = t[TYPE_JOY](header=m.header(stamp(ts)), axes=np.zeros(6, np.float32),
                                            buttons=np.array([1, 0, 0, 0], np.int32))
             emit(ts + MS // 4, topics.JOY, joy)
             emit(ts + MS // 3, topics.TELEOP_ACTION, cmd(header=m.header(stamp(ts)), action=action, source=1,
@@ -228,7 +240,7 @@ def write_sample_bag(bags_dir, ep: SampleEpisode, *, finish: bool = True, compre
         emit(ts + MS // 2, topics.COMMAND, cmd(header=m.header(stamp(ts + MS)), action=action, source=1 if human else 0,
                                                policy_version="" if human else ep.policy_version))
         if i not in skip:
-            step = t["apo_interfaces/msg/LabelledStep"](
+            step = t[TYPE_LABELLED_STEP](
                 header=m.header(stamp(ts + MS)), episode_id=ep.episode_id, step_index=i, executed_action=action,
                 policy_action=proposal, policy_version=ep.policy_version, label=int(label), mode=mode)
             emit(ts + MS + MS // 2, topics.STEP, step)
@@ -245,8 +257,8 @@ def write_sample_bag(bags_dir, ep: SampleEpisode, *, finish: bool = True, compre
     if not finish:
         writer.abort()
         return path
-    custom = {"apo.episode_id": ep.episode_id, "apo.instruction": ep.instruction, "apo.task": ep.task,
-              "apo.outcome": ep.outcome, "apo.policy_version": ep.policy_version, "apo.schema_version": "1"}
+    custom = {KEY_EPISODE_ID: ep.episode_id, KEY_INSTRUCTION: ep.instruction, KEY_TASK: ep.task,
+              KEY_OUTCOME: ep.outcome, KEY_POLICY_VERSION: ep.policy_version, KEY_SCHEMA_VERSION: SCHEMA_VERSION}
     custom.update(ep.custom_data)
     for key, value in custom.items():
         writer.set_custom_data(key, str(value))

@@ -64,8 +64,18 @@ from pathlib import Path
 import numpy as np
 
 from apo_core import topics
+from apo_core.bag_contract import (  # noqa: F401 (EVENT_*: re-exported, were defined here)
+    EVENT_ABORT,
+    EVENT_END,
+    EVENT_FAILURE,
+    EVENT_START,
+    EVENT_SUCCESS,
+    KEY_EPISODE_ID,
+    OUTCOME_EVENTS,
+    OUTCOME_UNKNOWN,
+    episode_facts,
+)
 from apo_core.dataset import (
-    OUTCOMES,
     Episode,
     append_episode,
     episode_ids,
@@ -89,9 +99,8 @@ from apo_trainer.bag_reader import (
 from apo_trainer.convert_align import DEFAULT_MAX_LATENESS_S, StepAligner
 
 CONVERT_TOPICS = (topics.IMAGE, topics.ROBOT_STATE, topics.STEP, topics.EPISODE)
-# EpisodeEvent.event values.
-EVENT_START, EVENT_END, EVENT_SUCCESS, EVENT_FAILURE, EVENT_ABORT = 0, 1, 2, 3, 4
-EVENT_OUTCOME = {EVENT_SUCCESS: "success", EVENT_FAILURE: "failure", EVENT_ABORT: "abort"}
+# The outcome of each success/failure/abort event (apo_core.bag_contract.OUTCOME_EVENTS; old name kept).
+EVENT_OUTCOME = OUTCOME_EVENTS
 IMAGE_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 
 
@@ -316,7 +325,7 @@ def convert_bag(bag, output, options: ConvertOptions | None = None, known=None, 
             result.status = "skipped"
             result.error = recording
             return result
-        quick_id = read_custom_data(bag).get("apo.episode_id", "")
+        quick_id = read_custom_data(bag).get(KEY_EPISODE_ID, "")
         if quick_id and quick_id in known:
             result.status, result.episode_id = "skipped", quick_id
             result.notes.append("episode already in the output")
@@ -418,48 +427,35 @@ class _Info:
 
 
 def _episode_info(reader: EpisodeBag, bag: Path, result: BagResult) -> _Info:
-    """Episode id before streaming (to skip known episodes early): custom data, else events/steps."""
+    """Episode id before streaming (to skip known episodes early): custom data, else events/steps.
+
+    The rule is :func:`apo_core.bag_contract.episode_facts`'s (the events are not read yet: the first
+    EPISODE/STEP message carrying an id is looked up only when the custom data has none).
+    """
     custom = reader.custom_data
     info = _Info(custom=custom)
-    info.episode_id = custom.get("apo.episode_id", "")
-    if not info.episode_id:
+    first_id = ""
+    if not custom.get(KEY_EPISODE_ID):
         for m in reader.messages((topics.EPISODE, topics.STEP)):
             if getattr(m.msg, "episode_id", ""):
-                info.episode_id = m.msg.episode_id
-                result.notes.append(f"episode id {info.episode_id!r} taken from the first {m.topic} message "
-                                    "(no apo.episode_id custom data)")
+                first_id = m.msg.episode_id
+                result.notes.append(f"episode id {first_id!r} taken from the first {m.topic} message "
+                                    f"(no {KEY_EPISODE_ID} custom data)")
                 break
-    if not info.episode_id:
-        info.episode_id = bag.name
-        result.notes.append("episode id taken from the directory name (no custom data, no events, no steps)")
+        if not first_id:
+            result.notes.append("episode id taken from the directory name (no custom data, no events, no steps)")
+    info.episode_id = episode_facts(custom, (), first_episode_id=first_id, default_episode_id=bag.name).episode_id
     result.episode_id = info.episode_id
     return info
 
 
 def _finish_info(info: _Info, events: list, sink: _EpisodeSink, result: BagResult) -> None:
-    custom = info.custom
-    start = next((e for e in events if e.event == EVENT_START), None)
-    terminal = [EVENT_OUTCOME[e.event] for e in events if e.event in EVENT_OUTCOME]
-    info.instruction = custom.get("apo.instruction") or (start.instruction if start else "") or next(
-        (e.instruction for e in events if e.instruction), "")
-    info.task = custom.get("apo.task") or (start.task if start else "") or next((e.task for e in events if e.task), "")
-    info.policy_version = (custom.get("apo.policy_version") or (start.policy_version if start else "")
-                           or sink.common_policy_version())
-    outcome = custom.get("apo.outcome", "")
-    if outcome and outcome not in OUTCOMES:
-        result.notes.append(f"apo.outcome {outcome!r} is not one of {OUTCOMES}; using the episode events")
-        outcome = ""
-    event_outcome = terminal[-1] if terminal else ""
-    if outcome and outcome != "unknown" and event_outcome and event_outcome != outcome:
-        result.notes.append(f"apo.outcome {outcome!r} disagrees with the last episode event ({event_outcome!r})")
-    info.outcome = outcome if outcome and outcome != "unknown" else (event_outcome or outcome or "unknown")
-    if not custom and not terminal:
-        result.notes.append("no outcome recorded (no custom data and no success/failure/abort event): 'unknown'")
-    ids = {e.episode_id for e in events if e.episode_id}
-    if ids - {info.episode_id}:
-        result.notes.append(f"episode events name other episode id(s) {sorted(ids - {info.episode_id})}")
-    if custom.get("apo.schema_version") not in (None, "", "1"):
-        result.notes.append(f"apo.schema_version {custom.get('apo.schema_version')!r} (this converter knows 1)")
+    """Instruction, task, policy version and outcome: :func:`apo_core.bag_contract.episode_facts`."""
+    facts = episode_facts(info.custom, events, first_episode_id=info.episode_id,
+                          step_policy_versions=sink.versions, default_episode_id=info.episode_id)
+    info.instruction, info.task, info.policy_version = facts.instruction, facts.task, facts.policy_version
+    info.outcome = facts.outcome or OUTCOME_UNKNOWN
+    result.notes.extend(facts.notes)
 
 
 # --------------------------------------------------------------------------------------------

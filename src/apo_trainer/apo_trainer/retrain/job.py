@@ -28,16 +28,16 @@ from pathlib import Path
 
 import yaml
 
+from apo_core.bag_contract import RETRAIN_ACTIVE_STATES, RETRAIN_STATES
 from apo_core.errors import ApoError
 from apo_core.model_store import ModelStore, ModelStoreError
 from apo_core.names import JOB_ID_RE, VERSION_RE, InvalidNameError, check_name, child_path
 from apo_trainer.retrain.requests import LOSSES, check_request  # noqa: F401 (LOSSES: re-exported, was defined here)
 from apo_trainer.retrain.settings import RetrainSettings
 
-# Values of apo_interfaces/RetrainStatus.STATE_* (mirrored so this module needs no ROS).
-STATES = {"idle": 0, "queued": 1, "converting": 2, "training": 3, "evaluating": 4, "promoting": 5,
-          "succeeded": 6, "failed": 7, "cancelled": 8, "rejected": 9}
-ACTIVE = {"queued", "converting", "training", "evaluating", "promoting"}
+# apo_interfaces/RetrainStatus.STATE_* by name, and the states of a running job (apo_core.bag_contract).
+STATES = RETRAIN_STATES
+ACTIVE = RETRAIN_ACTIVE_STATES
 
 
 # The job's status carries this (every message of the job ends with it) when no expert data is configured.
