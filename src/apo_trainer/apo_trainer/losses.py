@@ -402,6 +402,3 @@ def bc_loss(policy_logps: torch.Tensor, n_tokens: int, *, reducer: Reducer | Non
     per_sample = -policy_logps / float(n_tokens)
     loss, value = _reduce(per_sample, "mean", reducer)
     return LossResult(loss=loss, value=value, metrics={"loss": value}, per_sample=per_sample.detach())
-
-
-LOSS_NAMES = ("apo", "kto", "dpo", "bc")

@@ -33,28 +33,16 @@ from apo_core.config import parse_dotted_overrides
 from apo_core.errors import ApoError
 from apo_trainer import checkpoint as ckpt
 from apo_trainer import runtime
-from apo_trainer.augment import random_shift
 from apo_trainer.config import BC_PRESET, TrainConfig, load_train_config
 from apo_trainer.data import (
-    DESIRABLE_KINDS,
-    KIND_NAMES,
     StepDataset,
     TrainingDataError,
     check_policy_compatible,
     collate_steps,
     dataset_action_stats,
 )
-from apo_trainer.losses import (
-    LOCAL,
-    LossResult,
-    Reducer,
-    apo_loss,
-    bc_loss,
-    dpo_loss,
-    estimate_z0,
-    weight_scale,
-)
-from apo_trainer.pairs import rejected_actions
+from apo_trainer.losses import LOCAL, LossResult, Reducer
+from apo_trainer.objectives import LOSS_NAMES, free_running_l1, make_objective  # noqa: F401 (free_running_l1: re-exported)
 from apo_trainer.sampler import BalancedBatchSampler
 
 log = logging.getLogger("apo_trainer.train")
@@ -86,15 +74,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-def default_kinds(loss: str) -> list[str]:
-    """Step kinds each loss trains on (data.kinds overrides)."""
-    if loss == "bc":
-        return ["expert", "human"]  # DAgger: expert demonstrations + human corrections
-    if loss == "dpo":
-        return [KIND_NAMES[k] for k in DESIRABLE_KINDS]  # each desirable step with its synthetic negative
-    return list(KIND_NAMES)
-
-
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -122,27 +101,6 @@ def _lr_lambda(cfg: TrainConfig):
     return fn
 
 
-def free_running_l1(policy, images, instructions, actions, states=None) -> torch.Tensor:
-    """Per-sample L1 of the policy's greedy autoregressive decode against the target, without gradients.
-
-    Normalised units, against the target's bin centre (as the teacher-forced L1 of
-    ``action_token_metrics``, so both are 0 for an exact decode): mean over action dimensions of
-    |decode(greedy tokens) - decode(tokens of the target)|. One greedy pass of ``action_dim`` tokens
-    with a KV cache (``predict_normalised_batch``); a policy without it is decoded sample by sample.
-    """
-    actions = np.asarray(actions)
-    target = policy.action_tokenizer.decode(policy.labels_from_actions(actions))
-    with torch.no_grad():
-        if hasattr(policy, "predict_normalised_batch"):
-            pred = policy.predict_normalised_batch(images, list(instructions), states)
-        else:
-            from apo_core.policy.base import Observation
-
-            pred = np.stack([policy.action_stats.normalise(policy.predict(Observation(
-                images[i], instructions[i], None if states is None else states[i]))) for i in range(len(actions))])
-    return torch.as_tensor(np.abs(np.asarray(pred, dtype=np.float64) - target).mean(axis=1), dtype=torch.float32)
-
-
 def _json_safe(v):
     if isinstance(v, float) and not math.isfinite(v):
         return None
@@ -154,6 +112,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
+        self.objective = make_objective(cfg)  # the loss family, chosen once (apo_trainer.objectives)
         self.out = Path(cfg.output_dir)
         self.rt = runtime.start(cfg.train.device, cfg.train.precision, cfg.train.torch_threads)
         self.reducer = Reducer() if self.rt.distributed else LOCAL
@@ -172,7 +131,7 @@ class Trainer:
         if rt.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         rt.barrier()
-        kinds = cfg.data.kinds if cfg.data.kinds is not None else default_kinds(cfg.loss.name)
+        kinds = cfg.data.kinds if cfg.data.kinds is not None else list(self.objective.default_kinds)
         self.dataset = StepDataset(cfg.data.paths, k=cfg.data.k, kinds=kinds)
         if rt.is_main:
             log.info("dataset: %s", json.dumps(self.dataset.summary.as_dict()))
@@ -189,7 +148,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(cfg))
         latest = self._find_resume_point()
         self.ref: dict[str, torch.Tensor] | None = None
-        if cfg.loss.name != "bc" and cfg.reference.mode == "cached":
+        if self.objective.needs_reference and cfg.reference.mode == "cached":
             self.ref = self._reference_cache(resuming=latest is not None)
         torch.manual_seed(cfg.train.seed * 1000 + rt.rank)
         if latest is not None:
@@ -260,7 +219,7 @@ class Trainer:
         cfg = self.cfg
         kind = cfg.sampler.kind
         if kind == "auto":
-            kind = "uniform" if cfg.loss.name == "bc" else "balanced"
+            kind = self.objective.default_sampler
         if kind == "balanced":
             groups, shares = self.dataset.group_indices(), dict(cfg.sampler.shares)
         else:
@@ -268,10 +227,9 @@ class Trainer:
         sampler = BalancedBatchSampler(
             groups, shares, batch_size=cfg.train.batch_size, num_replicas=self.rt.world_size, rank=self.rt.rank,
             seed=cfg.train.seed, num_batches=cfg.sampler.batches_per_epoch)
-        if cfg.loss.name in ("apo", "kto") and len(groups.get("undesirable", [])) == 0 and kind == "balanced":
-            sampler.notes.append("no undesirable steps: the preference loss only raises desirable actions "
-                                 "relative to the reference")
-            log.warning("%s", sampler.notes[-1])
+        for note in self.objective.sampler_notes(groups, kind):
+            sampler.notes.append(note)
+            log.warning("%s", note)
         if self.rt.is_main:
             log.info("sampler: %s", json.dumps(sampler.describe()))
         return sampler
@@ -301,19 +259,12 @@ class Trainer:
                     return self._forward(batch, actions, self.model).logps.double()
             return self._forward(batch, actions, self.model).logps.double()
 
-    def _rejected(self, batch: dict) -> np.ndarray:
-        rej, _ = rejected_actions(
-            batch["actions"], batch["policy_actions"], batch["index"].numpy(), self.policy.action_stats,
-            perturbation=self.cfg.loss.dpo_perturbation, use_policy_proposals=self.cfg.loss.dpo_use_policy_proposals,
-            seed=self.cfg.train.seed)
-        return rej
-
     # --- reference cache ----------------------------------------------------------------------
     def _ref_fingerprint(self) -> str:
         c = self.cfg
         return json.dumps({
             "data": self.dataset.summary.as_dict(), "policy": c.policy.path, "loss": c.loss.name,
-            "dpo": [c.loss.dpo_perturbation, c.loss.dpo_use_policy_proposals] if c.loss.name == "dpo" else None,
+            **self.objective.fingerprint_fields(),
             "seed": c.train.seed, "precision": self.rt.precision,
             **({"reference": c.reference.path} if c.reference.path else {}),
         }, sort_keys=True)
@@ -353,7 +304,7 @@ class Trainer:
                                                "new output_dir (or set train.resume=false)")
             return {k: v.to(self.rt.device) for k, v in load_file(str(path)).items()}
         n = len(self.dataset)
-        keys = ["chosen", "rejected"] if self.cfg.loss.name == "dpo" else ["chosen"]
+        keys = self.objective.reference_keys
         out = {k: torch.zeros(n, dtype=torch.float64, device=self.rt.device) for k in keys}
         filled = torch.zeros(n, dtype=torch.float64, device=self.rt.device)
         from torch.utils.data import DataLoader
@@ -367,9 +318,8 @@ class Trainer:
         reference = self._load_reference()
         for batch in loader:
             rows = batch["index"].to(self.rt.device)
-            out["chosen"][rows] = self._reference_forward(batch, batch["actions"], reference)
-            if "rejected" in out:
-                out["rejected"][rows] = self._reference_forward(batch, self._rejected(batch), reference)
+            for key, actions in self.objective.reference_actions(self, batch).items():
+                out[key][rows] = self._reference_forward(batch, actions, reference)
             filled[rows] = 1.0
         del reference
         out = {k: self.reducer.sum(v) for k, v in out.items()}
@@ -447,93 +397,13 @@ class Trainer:
         return final
 
     # --- one optimisation step ----------------------------------------------------------------
-    def _l1_for_weights(self, batch: dict, teacher_forced: torch.Tensor) -> torch.Tensor:
-        """The per-sample L1 the adaptive weights use (``loss.l1_mode``)."""
-        if self.cfg.loss.l1_mode != "free_running" or self.cfg.loss.name != "apo":
-            return teacher_forced
-        states = batch["states"] if self.dataset.state_dim else None
-        return free_running_l1(self.policy, batch["images"], batch["instructions"], batch["actions"],
-                               states).to(self.rt.device)
-
-    def _preference_inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """(reference log-probs, mismatched-pair policy / reference log-probs or None) of an apo/kto batch."""
-        ref = self.ref["chosen"][batch["index"].to(self.rt.device)] if self.ref is not None else \
-            self._reference_forward(batch, batch["actions"])
-        kl_pol = kl_ref = None
-        if self.cfg.loss.z0_source == "mismatched":
-            shifted = np.roll(batch["actions"], 1, axis=0)
-            with torch.no_grad():
-                kl_pol = self._forward(batch, shifted, self.model).logps.double()
-            kl_ref = self._reference_forward(batch, shifted)
-        return ref, kl_pol, kl_ref
-
     def batch_statistics(self, batches: list[dict]) -> list[dict]:
-        """First pass of an accumulated apo/kto step, without gradients: z0 and the adaptive weights'
-        scale over the whole batch (every micro-batch, every rank under ``weight_scope: global``), so
-        that the micro-batches' backward passes optimise the loss of the whole batch. Returns per
-        micro-batch what its backward pass reuses (L1, reference log-probs, z0, scale)."""
-        cfg = self.cfg.loss
-        per, ratios, l1s, des = [], [], [], []
-        with torch.no_grad():
-            for batch in batches:
-                m = self._forward(batch, batch["actions"], self.model)
-                ref, kl_pol, kl_ref = self._preference_inputs(batch)
-                l1 = self._l1_for_weights(batch, m.l1)
-                ratios.append(kl_pol - kl_ref if kl_pol is not None else m.logps.double() - ref)
-                l1s.append(l1)
-                des.append(batch["desirable"].to(self.rt.device))
-                per.append({"l1": l1, "ref": ref})
-        z0 = estimate_z0(torch.cat(ratios), z0_min=cfg.z0_min, z0_max=cfg.z0_max, reducer=self.loss_reducer)
-        scale = weight_scale(torch.cat(l1s), torch.cat(des), cfg.weight_norm, self.loss_reducer) \
-            if cfg.name == "apo" else None
-        for p in per:
-            p.update(z0=z0, scale=scale)
-        return per
+        """Whole-batch statistics of an accumulated step (the objective's; apo/kto only)."""
+        return self.objective.batch_statistics(self, batches)
 
     def compute_loss(self, batch: dict, stats: dict | None = None) -> tuple[LossResult, dict]:
         """Loss of one (micro-)batch; ``stats`` from :meth:`batch_statistics` when it is part of a larger batch."""
-        cfg, name = self.cfg, self.cfg.loss.name
-        if name == "dpo":
-            rejected = self._rejected(batch)
-            both = {k: (np.concatenate([v, v]) if isinstance(v, np.ndarray) else v) for k, v in batch.items()}
-            both["instructions"] = batch["instructions"] * 2
-            m = self._forward(both, np.concatenate([batch["actions"], rejected]), self.ddp_model)
-            b = len(batch["actions"])
-            if self.ref is not None:
-                idx = batch["index"].to(self.rt.device)
-                ref_c, ref_r = self.ref["chosen"][idx], self.ref["rejected"][idx]
-            else:
-                ref_c, ref_r = self._reference_forward(batch, batch["actions"]), self._reference_forward(batch, rejected)
-            res = dpo_loss(m.logps[:b], m.logps[b:], ref_c, ref_r, beta=cfg.loss.beta,
-                           label_smoothing=cfg.loss.dpo_label_smoothing, reduction=cfg.loss.reduction,
-                           reducer=self.loss_reducer)
-            return res, {"l1": m.l1[:b], "token_accuracy": m.token_accuracy[:b]}
-        if name == "bc" and cfg.data.image_shift:
-            # Seeded by (seed, rank, step, first sample): a resumed run draws the same shifts.
-            rng = np.random.default_rng([cfg.train.seed, self.rt.rank, self.step, int(batch["index"][0])])
-            batch = {**batch, "images": random_shift(batch["images"], cfg.data.image_shift, rng)}
-        m = self._forward(batch, batch["actions"], self.ddp_model)
-        extra = {"l1": m.l1, "token_accuracy": m.token_accuracy}
-        if name == "bc":
-            return bc_loss(m.logps, self.policy.action_dim, reducer=self.loss_reducer), extra
-        desirable = batch["desirable"].to(self.rt.device)
-        if stats is not None:
-            ref, l1, z0, scale = stats["ref"], stats["l1"], stats["z0"], stats["scale"]
-            kl_pol = kl_ref = None
-        else:
-            ref, kl_pol, kl_ref = self._preference_inputs(batch)
-            l1, z0, scale = self._l1_for_weights(batch, m.l1), None, None
-        if cfg.loss.l1_mode == "free_running" and name == "apo":
-            extra["l1_free_running"] = l1
-        res = apo_loss(
-            m.logps.double(), ref, l1, desirable, beta=cfg.loss.beta, beta_d=cfg.loss.beta_d,
-            beta_u=cfg.loss.beta_u, reweight=name == "apo", weight_norm=cfg.loss.weight_norm,
-            lambda_d_floor=cfg.loss.lambda_d_floor, desirable_weight=cfg.loss.desirable_weight,
-            undesirable_weight=cfg.loss.undesirable_weight, z0_source=cfg.loss.z0_source,
-            kl_policy_logps=kl_pol, kl_ref_logps=kl_ref, z0_min=cfg.loss.z0_min, z0_max=cfg.loss.z0_max,
-            reduction=cfg.loss.reduction, reducer=self.loss_reducer, z0=z0, scale=scale,
-            sft_weight=cfg.loss.sft_weight, n_tokens=self.policy.action_dim)
-        return res, extra
+        return self.objective.compute(self, batch, stats)
 
     def accumulate_gradients(self, batches: list[dict]) -> dict:
         """Forward and backward passes of one optimiser step's batches (gradients summed into ``.grad``).
@@ -547,7 +417,7 @@ class Trainer:
         accum = len(batches)
         metrics: dict[str, float] = {}
         sums = torch.zeros(4, dtype=torch.float64, device=self.rt.device)
-        stats = self.batch_statistics(batches) if accum > 1 and self.cfg.loss.name in ("apo", "kto") else None
+        stats = self.batch_statistics(batches) if accum > 1 and self.objective.batch_statistics_supported else None
         for i, batch in enumerate(batches):
             sync = i == accum - 1 or not self.rt.distributed
             ctx = self.ddp_model.no_sync() if not sync else _null()
@@ -565,7 +435,7 @@ class Trainer:
                                  free.double().sum() if free is not None else sums.new_zeros(())])
         tot = self.reducer.sum(sums)
         metrics.update(action_l1=float(tot[0] / tot[2]), token_accuracy=float(tot[1] / tot[2]))
-        if self.cfg.loss.l1_mode == "free_running" and self.cfg.loss.name == "apo":
+        if self.objective.reports_free_running_l1:
             metrics["action_l1_free_running"] = float(tot[3] / tot[2])
         return metrics
 
@@ -709,7 +579,7 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--output", help="output_dir")
     p.add_argument("--dataset", action="append", help="HDF5 dataset file (repeatable); sets data.paths")
     p.add_argument("--policy", help="starting policy directory (policy.path)")
-    p.add_argument("--loss", choices=["apo", "kto", "dpo", "bc"], help="loss.name")
+    p.add_argument("--loss", choices=LOSS_NAMES, help="loss.name")
     p.add_argument("--max-steps", type=int, help="train.max_steps")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any key, e.g. --set optim.lr=1e-4 (repeatable)")

@@ -1,0 +1,275 @@
+"""Loss families as objects: what each trains on, which reference it needs, and its loss of a batch.
+
+The trainer picks one objective at set-up from :data:`OBJECTIVES` (``loss.name`` -> class) and asks it
+instead of testing loss names. :data:`LOSS_NAMES`, the registry's keys, is the one list of loss names
+(the config, the retrain service and the command line take theirs from here).
+
+- :class:`PreferenceObjective` (``apo``): unpaired preference loss with adaptive weights from the
+  per-sample L1 (:func:`apo_trainer.losses.apo_loss`), z0 from the batch or from mismatched pairs, the
+  optional sft anchor ``loss.sft_weight``; with gradient accumulation it computes z0 and the weights'
+  scale over all micro-batches first (:meth:`PreferenceObjective.batch_statistics`).
+  :class:`KTOObjective` (``kto``) is the same with constant weights.
+- :class:`PairObjective` (``dpo``): each desirable step against a synthetic or proposal negative
+  (:mod:`apo_trainer.pairs`); reference log-probs of chosen and rejected actions.
+- :class:`LikelihoodObjective` (``bc``): NLL per action token; no reference; the only one that takes
+  ``data.image_shift`` augmentation (the others compare with a reference cached on unshifted images).
+
+The pure maths stays in :mod:`apo_trainer.losses`; an objective gathers its inputs through the
+trainer's forward functions (``tr._forward``, ``tr._reference_forward``) and its state (``tr.ref``,
+``tr.model`` / ``tr.ddp_model``, ``tr.loss_reducer``, ``tr.policy``, ``tr.rt``, ``tr.step``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+import torch
+
+from apo_core.errors import ConfigError
+from apo_trainer.augment import random_shift
+from apo_trainer.data import DESIRABLE_KINDS, KIND_NAMES
+from apo_trainer.losses import LossResult, apo_loss, bc_loss, dpo_loss, estimate_z0, weight_scale
+from apo_trainer.pairs import rejected_actions
+
+if TYPE_CHECKING:
+    from apo_trainer.config import TrainConfig
+
+
+def free_running_l1(policy, images, instructions, actions, states=None) -> torch.Tensor:
+    """Per-sample L1 of the policy's greedy autoregressive decode against the target, without gradients.
+
+    Normalised units, against the target's bin centre (as the teacher-forced L1 of
+    ``action_token_metrics``, so both are 0 for an exact decode): mean over action dimensions of
+    |decode(greedy tokens) - decode(tokens of the target)|. One greedy pass of ``action_dim`` tokens
+    with a KV cache (``predict_normalised_batch``); a policy without it is decoded sample by sample.
+    """
+    actions = np.asarray(actions)
+    target = policy.action_tokenizer.decode(policy.labels_from_actions(actions))
+    with torch.no_grad():
+        if hasattr(policy, "predict_normalised_batch"):
+            pred = policy.predict_normalised_batch(images, list(instructions), states)
+        else:
+            from apo_core.policy.base import Observation
+
+            pred = np.stack([policy.action_stats.normalise(policy.predict(Observation(
+                images[i], instructions[i], None if states is None else states[i]))) for i in range(len(actions))])
+    return torch.as_tensor(np.abs(np.asarray(pred, dtype=np.float64) - target).mean(axis=1), dtype=torch.float32)
+
+
+class Objective:
+    """One loss family. Class attributes say what the trainer must provide; :meth:`compute` is the loss."""
+
+    default_kinds: ClassVar[tuple[str, ...]] = KIND_NAMES  # step kinds trained on when data.kinds is null
+    reference_keys: ClassVar[tuple[str, ...]] = ()  # reference log-probs needed: "chosen", "rejected"
+    batch_statistics_supported: ClassVar[bool] = False  # whole-batch statistics under gradient accumulation
+    default_sampler: ClassVar[str] = "balanced"  # sampler.kind: auto
+    augments_images: ClassVar[bool] = False  # data.image_shift applies
+
+    def __init__(self, name: str, cfg: TrainConfig):
+        self.name = name
+        self.cfg = cfg
+        self.loss = cfg.loss
+
+    @property
+    def needs_reference(self) -> bool:
+        return bool(self.reference_keys)
+
+    @property
+    def reports_free_running_l1(self) -> bool:
+        return False
+
+    def fingerprint_fields(self) -> dict:
+        """Settings of the objective the reference cache depends on (beyond data, policy and seed)."""
+        return {"dpo": None}
+
+    def sampler_notes(self, groups: dict, kind: str) -> list[str]:
+        """Warnings about the sampled data for this objective."""
+        return []
+
+    def reference_actions(self, tr, batch: dict) -> dict[str, np.ndarray]:
+        """The actions whose reference log-probs are cached, per key of :attr:`reference_keys`."""
+        return {"chosen": batch["actions"]}
+
+    def batch_statistics(self, tr, batches: list[dict]) -> list[dict]:
+        raise NotImplementedError(f"loss {self.name!r} has no whole-batch statistics")
+
+    def compute(self, tr, batch: dict, stats: dict | None = None) -> tuple[LossResult, dict]:
+        """(loss, extra) of one (micro-)batch; extra holds per-sample ``l1`` and ``token_accuracy``."""
+        raise NotImplementedError
+
+
+class PreferenceObjective(Objective):
+    """``apo``: desirable / undesirable steps against the reference, adaptive weights from the L1."""
+
+    default_kinds = KIND_NAMES
+    reference_keys = ("chosen",)
+    batch_statistics_supported = True
+    adaptive = True  # weights from the per-sample L1 (False: constant desirable/undesirable weights)
+
+    @property
+    def reports_free_running_l1(self) -> bool:
+        return self.adaptive and self.loss.l1_mode == "free_running"
+
+    def sampler_notes(self, groups: dict, kind: str) -> list[str]:
+        if len(groups.get("undesirable", [])) == 0 and kind == "balanced":
+            return ["no undesirable steps: the preference loss only raises desirable actions relative to the "
+                    "reference"]
+        return []
+
+    def l1_for_weights(self, tr, batch: dict, teacher_forced: torch.Tensor) -> torch.Tensor:
+        """The per-sample L1 the adaptive weights use (``loss.l1_mode``)."""
+        if not self.reports_free_running_l1:
+            return teacher_forced
+        states = batch["states"] if tr.dataset.state_dim else None
+        return free_running_l1(tr.policy, batch["images"], batch["instructions"], batch["actions"],
+                               states).to(tr.rt.device)
+
+    def inputs(self, tr, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(reference log-probs, mismatched-pair policy / reference log-probs or None) of a batch."""
+        ref = tr.ref["chosen"][batch["index"].to(tr.rt.device)] if tr.ref is not None else \
+            tr._reference_forward(batch, batch["actions"])
+        kl_pol = kl_ref = None
+        if self.loss.z0_source == "mismatched":
+            shifted = np.roll(batch["actions"], 1, axis=0)
+            with torch.no_grad():
+                kl_pol = tr._forward(batch, shifted, tr.model).logps.double()
+            kl_ref = tr._reference_forward(batch, shifted)
+        return ref, kl_pol, kl_ref
+
+    def batch_statistics(self, tr, batches: list[dict]) -> list[dict]:
+        """First pass of an accumulated step, without gradients: z0 and the adaptive weights' scale over
+        the whole batch (every micro-batch, every rank under ``weight_scope: global``), so that the
+        micro-batches' backward passes optimise the loss of the whole batch. Returns per micro-batch
+        what its backward pass reuses (L1, reference log-probs, z0, scale)."""
+        cfg = self.loss
+        per, ratios, l1s, des = [], [], [], []
+        with torch.no_grad():
+            for batch in batches:
+                m = tr._forward(batch, batch["actions"], tr.model)
+                ref, kl_pol, kl_ref = self.inputs(tr, batch)
+                l1 = self.l1_for_weights(tr, batch, m.l1)
+                ratios.append(kl_pol - kl_ref if kl_pol is not None else m.logps.double() - ref)
+                l1s.append(l1)
+                des.append(batch["desirable"].to(tr.rt.device))
+                per.append({"l1": l1, "ref": ref})
+        z0 = estimate_z0(torch.cat(ratios), z0_min=cfg.z0_min, z0_max=cfg.z0_max, reducer=tr.loss_reducer)
+        scale = weight_scale(torch.cat(l1s), torch.cat(des), cfg.weight_norm, tr.loss_reducer) \
+            if self.adaptive else None
+        for p in per:
+            p.update(z0=z0, scale=scale)
+        return per
+
+    def loss_of(self, policy_logps, ref, l1, desirable, *, n_tokens: int, reducer, kl_pol=None, kl_ref=None,
+                z0=None, scale=None) -> LossResult:
+        """:func:`apo_loss` with this config's settings on given tensors."""
+        c = self.loss
+        return apo_loss(
+            policy_logps, ref, l1, desirable, beta=c.beta, beta_d=c.beta_d, beta_u=c.beta_u, reweight=self.adaptive,
+            weight_norm=c.weight_norm, lambda_d_floor=c.lambda_d_floor, desirable_weight=c.desirable_weight,
+            undesirable_weight=c.undesirable_weight, z0_source=c.z0_source, kl_policy_logps=kl_pol,
+            kl_ref_logps=kl_ref, z0_min=c.z0_min, z0_max=c.z0_max, reduction=c.reduction, reducer=reducer, z0=z0,
+            scale=scale, sft_weight=c.sft_weight, n_tokens=n_tokens)
+
+    def compute(self, tr, batch: dict, stats: dict | None = None) -> tuple[LossResult, dict]:
+        m = tr._forward(batch, batch["actions"], tr.ddp_model)
+        extra = {"l1": m.l1, "token_accuracy": m.token_accuracy}
+        desirable = batch["desirable"].to(tr.rt.device)
+        if stats is not None:
+            ref, l1, z0, scale = stats["ref"], stats["l1"], stats["z0"], stats["scale"]
+            kl_pol = kl_ref = None
+        else:
+            ref, kl_pol, kl_ref = self.inputs(tr, batch)
+            l1, z0, scale = self.l1_for_weights(tr, batch, m.l1), None, None
+        if self.reports_free_running_l1:
+            extra["l1_free_running"] = l1
+        res = self.loss_of(m.logps.double(), ref, l1, desirable, n_tokens=tr.policy.action_dim,
+                           reducer=tr.loss_reducer, kl_pol=kl_pol, kl_ref=kl_ref, z0=z0, scale=scale)
+        return res, extra
+
+
+class KTOObjective(PreferenceObjective):
+    """``kto``: :class:`PreferenceObjective` with constant weights (``loss.desirable_weight`` /
+    ``loss.undesirable_weight``)."""
+
+    adaptive = False
+
+
+class PairObjective(Objective):
+    """``dpo``: each desirable step (chosen) against a rejected action built for it."""
+
+    default_kinds = tuple(KIND_NAMES[k] for k in DESIRABLE_KINDS)  # each desirable step with its negative
+    reference_keys = ("chosen", "rejected")
+
+    def fingerprint_fields(self) -> dict:
+        return {"dpo": [self.loss.dpo_perturbation, self.loss.dpo_use_policy_proposals]}
+
+    def rejected(self, tr, batch: dict) -> np.ndarray:
+        rej, _ = rejected_actions(
+            batch["actions"], batch["policy_actions"], batch["index"].numpy(), tr.policy.action_stats,
+            perturbation=self.loss.dpo_perturbation, use_policy_proposals=self.loss.dpo_use_policy_proposals,
+            seed=self.cfg.train.seed)
+        return rej
+
+    def reference_actions(self, tr, batch: dict) -> dict[str, np.ndarray]:
+        return {"chosen": batch["actions"], "rejected": self.rejected(tr, batch)}
+
+    def loss_of(self, chosen, rejected, ref_chosen, ref_rejected, *, reducer) -> LossResult:
+        """:func:`dpo_loss` with this config's settings on given tensors."""
+        c = self.loss
+        return dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=c.beta,
+                        label_smoothing=c.dpo_label_smoothing, reduction=c.reduction, reducer=reducer)
+
+    def compute(self, tr, batch: dict, stats: dict | None = None) -> tuple[LossResult, dict]:
+        rejected = self.rejected(tr, batch)
+        both = {k: (np.concatenate([v, v]) if isinstance(v, np.ndarray) else v) for k, v in batch.items()}
+        both["instructions"] = batch["instructions"] * 2
+        m = tr._forward(both, np.concatenate([batch["actions"], rejected]), tr.ddp_model)
+        b = len(batch["actions"])
+        if tr.ref is not None:
+            idx = batch["index"].to(tr.rt.device)
+            ref_c, ref_r = tr.ref["chosen"][idx], tr.ref["rejected"][idx]
+        else:
+            ref_c, ref_r = tr._reference_forward(batch, batch["actions"]), tr._reference_forward(batch, rejected)
+        res = self.loss_of(m.logps[:b], m.logps[b:], ref_c, ref_r, reducer=tr.loss_reducer)
+        return res, {"l1": m.l1[:b], "token_accuracy": m.token_accuracy[:b]}
+
+
+class LikelihoodObjective(Objective):
+    """``bc``: negative log-likelihood per action token (DAgger on expert demonstrations + human corrections)."""
+
+    default_kinds = ("expert", "human")
+    default_sampler = "uniform"
+    augments_images = True
+
+    def compute(self, tr, batch: dict, stats: dict | None = None) -> tuple[LossResult, dict]:
+        shift = self.cfg.data.image_shift
+        if shift:
+            # Seeded by (seed, rank, step, first sample): a resumed run draws the same shifts.
+            rng = np.random.default_rng([self.cfg.train.seed, tr.rt.rank, tr.step, int(batch["index"][0])])
+            batch = {**batch, "images": random_shift(batch["images"], shift, rng)}
+        m = tr._forward(batch, batch["actions"], tr.ddp_model)
+        return bc_loss(m.logps, tr.policy.action_dim, reducer=tr.loss_reducer), \
+            {"l1": m.l1, "token_accuracy": m.token_accuracy}
+
+
+OBJECTIVES: dict[str, type[Objective]] = {
+    "apo": PreferenceObjective,
+    "kto": KTOObjective,
+    "dpo": PairObjective,
+    "bc": LikelihoodObjective,
+}
+LOSS_NAMES: tuple[str, ...] = tuple(OBJECTIVES)
+
+
+def objective_class(name: str) -> type[Objective]:
+    """The objective class of a loss name; ConfigError listing the valid names otherwise."""
+    try:
+        return OBJECTIVES[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown loss {name!r}; valid: {', '.join(LOSS_NAMES)}") from None
+
+
+def make_objective(cfg: TrainConfig) -> Objective:
+    """The objective of ``cfg.loss.name``, set up with the config."""
+    return objective_class(cfg.loss.name)(cfg.loss.name, cfg)
