@@ -13,8 +13,8 @@ from pathlib import Path
 
 from apo_core.errors import ApoError
 from apo_core.names import child_path
+from apo_trainer.objectives import LOSS_NAMES as LOSSES  # the objectives registry's keys
 
-LOSSES = ("apo", "kto", "dpo", "bc")
 MAX_STEPS = 1_000_000
 MAX_K = 1000
 MAX_EPISODES = 10_000

@@ -13,7 +13,7 @@ from apo_core.errors import ConfigError
 from apo_core.labels import DEFAULT_K
 from apo_core.names import VERSION_RE
 from apo_core.tasks import TASK_DEFAULTS
-from apo_trainer.retrain.requests import RetrainRequestError, check_k, check_steps
+from apo_trainer.retrain.requests import RetrainRequestError, check_k, check_loss, check_steps
 
 # What backend.command may name; the job fills them in (retrain/job.py).
 COMMAND_PLACEHOLDERS = ("config", "output_dir", "job_id", "work_dir", "python", "nproc")
@@ -38,7 +38,7 @@ class BackendSettings:
 
 @dataclass
 class DefaultsSettings:
-    loss: Literal["apo", "kto", "dpo", "bc"] = "apo"
+    loss: str = "apo"  # a loss name of apo_trainer.objectives.LOSS_NAMES
     steps: int = 300
     k: int = DEFAULT_K
 
@@ -98,6 +98,7 @@ class RetrainSettings:
         if not 1 <= self.backend.nproc <= MAX_NPROC:
             raise ConfigError(f"backend.nproc must be in [1, {MAX_NPROC}], got {self.backend.nproc}")
         try:
+            check_loss(self.defaults.loss, "defaults.loss")
             check_steps(self.defaults.steps, "defaults.steps", allow_default=False)
             check_k(self.defaults.k, "defaults.k", allow_default=False)
         except RetrainRequestError as exc:
