@@ -593,9 +593,6 @@ class _EpisodeSink:
             self.notes.append(f"step_index goes backwards {self.backwards} time(s) (kept in recorded order)")
 
     # -- results ----------------------------------------------------------------------------
-    def common_policy_version(self) -> str:
-        return self.versions.most_common(1)[0][0] if self.versions else ""
-
     def missing_ranges(self) -> list[list[int]]:
         if not self.index:
             return []
