@@ -10,7 +10,8 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),
     ],
-    install_requires=["numpy", "pyyaml", "torch", "transformers", "peft", "safetensors"],
+    # rosbags, zstandard, lz4: the bag library apo_core.bags (pinned in requirements/trainer.txt).
+    install_requires=["numpy", "pyyaml", "torch", "transformers", "peft", "safetensors", "rosbags", "zstandard", "lz4"],
     zip_safe=True,
     maintainer="APO-ROS maintainers",
     maintainer_email="apo-ros@example.com",
