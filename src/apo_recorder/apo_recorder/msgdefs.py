@@ -13,7 +13,7 @@ ship with ``rosbags`` (ROS 2 Kilted). The text layout is the one rosbag2 and ros
     <dep text>
     ...
 
-ROS-free: no rclpy import.
+ROS-free: no rclpy import. Type stores come from :mod:`apo_core.bags.typestore`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import sys
 import threading
 from functools import cache
 from pathlib import Path
+
+from apo_core.bags.typestore import typestore_from_definitions as _typestore_from_definitions
 
 SEPARATOR = "=" * 80
 
@@ -160,15 +162,12 @@ def message_definition(msgtype: str) -> tuple[str, str]:
 
 
 def typestore_from_definitions(definitions: dict[str, str]):
-    """A rosbags Typestore holding the given full ros2msg definitions (and their dependencies)."""
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+    """A rosbags Typestore holding the given full ros2msg definitions (and their dependencies).
 
-    typs: dict = {}
-    for msgtype, text in definitions.items():
-        typs.update(get_types_from_msg(text, normalize_msgtype(msgtype)))
-    store = get_typestore(Stores.EMPTY)
-    store.register(typs)
-    return store
+    Built by the bag library's one type store builder (:mod:`apo_core.bags.typestore`), the same
+    parse the readers use.
+    """
+    return _typestore_from_definitions({normalize_msgtype(t): text for t, text in definitions.items()})
 
 
 def build_typestore(msgtypes):

@@ -14,29 +14,27 @@ The rebuilt bag replaces the damaged one in place (same directory and file names
 original is deleted, or kept as ``<parent>/.<name>.partial/`` with ``keep_original=True``. The
 swap is done with renames so an interrupted recovery can simply be run again.
 
-ROS-free: needs only ``rosbags`` (and ``backports.zstd``/``lz4`` for compressed chunks).
+The scan is the bag library's (:func:`apo_core.bags.scan.scan_mcap`, stop-at-first-error mode);
+``scan_mcap`` and ``ScanState`` are re-exported here.
+
+ROS-free: needs only ``rosbags`` (and ``zstandard``/``lz4`` for compressed chunks).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import struct
-from binascii import crc32
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from apo_core.bags.scan import ScanError, ScanState, scan_mcap
 from apo_recorder import contract
 
-MAGIC = b"\x89MCAP0\r\n"
-OP_HEADER, OP_FOOTER, OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_CHUNK, OP_DATA_END = 1, 2, 3, 4, 5, 6, 0x0F
-_MAX_RECORD = 1 << 40  # anything larger is garbage, not a record
 
-
-class RecoveryError(RuntimeError):
+class RecoveryError(ScanError):
     """The bag cannot be recovered (not an MCAP bag, held by a live recorder, ...); says why."""
 
 
@@ -61,174 +59,17 @@ class RecoveryReport:
         return max(0, self.bytes_total - self.bytes_used)
 
 
-@dataclass
-class ScanState:
-    """What ``scan_mcap`` found besides messages: schemas, channels, readable prefix, why it stopped."""
-
-    schemas: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # id -> name, encoding, data
-    channels: dict[int, tuple[int, str, str, dict[str, str]]] = field(default_factory=dict)
-    bytes_used: int = 0
-    stop_reason: str = ""
-    chunks_dropped: list[str] = field(default_factory=list)
-
-
-class _BadChunk(ValueError):
-    """A complete chunk record whose content is damaged: skip it, the next record is still in place."""
-
-
-# ---------------------------------------------------------------------------------------- scanning
-def _u16(b, o):
-    return struct.unpack_from("<H", b, o)[0], o + 2
-
-
-def _u32(b, o):
-    return struct.unpack_from("<I", b, o)[0], o + 4
-
-
-def _u64(b, o):
-    return struct.unpack_from("<Q", b, o)[0], o + 8
-
-
-def _str(b, o):
-    n, o = _u32(b, o)
-    if o + n > len(b):
-        raise ValueError("string past end of record")
-    return bytes(b[o:o + n]).decode("utf-8"), o + n
-
-
-def _decompress(data: bytes, compression: str, size: int) -> bytes:
-    if compression == "":
-        return data
-    if compression == "zstd":
-        try:
-            from compression import zstd  # type: ignore[import-not-found]  # Python >= 3.14
-        except ImportError:
-            from backports import zstd
-        return zstd.decompress(data)
-    if compression == "lz4":
-        from lz4.frame import decompress
-
-        return decompress(data)
-    raise ValueError(f"unsupported chunk compression {compression!r}")
-
-
-def _inner_records(body: memoryview, scan: ScanState) -> Iterator[tuple[int, int, int, bytes]]:
-    """Parse schema/channel/message records of one buffer; yields messages (channel, seq, log_time, data)."""
-    off = 0
-    end = len(body)
-    while off < end:
-        if end - off < 9:
-            raise ValueError("record header past end of chunk")
-        op = body[off]
-        (length,) = struct.unpack_from("<Q", body, off + 1)
-        start = off + 9
-        if length > end - start:
-            raise ValueError("record past end of chunk")
-        rec = body[start:start + length]
-        off = start + length
-        if op == OP_SCHEMA:
-            sid, o = _u16(rec, 0)
-            name, o = _str(rec, o)
-            encoding, o = _str(rec, o)
-            data, o = _str(rec, o)
-            scan.schemas[sid] = (name, encoding, data)
-        elif op == OP_CHANNEL:
-            cid, o = _u16(rec, 0)
-            sid, o = _u16(rec, o)
-            topic, o = _str(rec, o)
-            encoding, o = _str(rec, o)
-            meta_len, o = _u32(rec, o)
-            meta: dict[str, str] = {}
-            mend = o + meta_len
-            while o < mend:
-                key, o = _str(rec, o)
-                value, o = _str(rec, o)
-                meta[key] = value
-            scan.channels[cid] = (sid, topic, encoding, meta)
-        elif op == OP_MESSAGE:
-            if length < 22:
-                raise ValueError("message record too short")
-            cid, seq, log_time, _pub = struct.unpack_from("<HIQQ", rec, 0)
-            yield cid, seq, log_time, bytes(rec[22:])
-
-
-def scan_mcap(path: str | os.PathLike, scan: ScanState | None = None) -> Iterator[tuple[int, int, bytes]]:
-    """Yield (channel id, log time ns, data) of every message readable in an MCAP file's data section.
-
-    Stops quietly at the first record that is truncated or corrupt (a killed writer's last chunk);
-    ``scan`` (if given) receives the schemas, channels, readable byte count and the stop reason.
-    Messages come in file order (chunk by chunk).
-    """
-    scan = scan if scan is not None else ScanState()
-    path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        magic = fh.read(8)
-        if magic != MAGIC:
-            if MAGIC.startswith(magic):  # killed right after creating the file
-                scan.stop_reason = "file ends before the end of the MCAP magic"
-                return
-            raise RecoveryError(f"{path} is not an MCAP file (bad magic)")
-        scan.bytes_used = 8
-        while True:
-            pos = fh.tell()
-            head = fh.read(9)
-            if len(head) == 0:
-                scan.stop_reason = "end of file (no summary/footer)"
-                return
-            if len(head) < 9:
-                scan.stop_reason = f"truncated record header at byte {pos}"
-                return
-            op = head[0]
-            (length,) = struct.unpack_from("<Q", head, 1)
-            if op == 0 or length > _MAX_RECORD or pos + 9 + length > size:
-                scan.stop_reason = (f"truncated record at byte {pos} (opcode 0x{op:02x}, {length} bytes, "
-                                    f"file has {size})")
-                return
-            if op in (OP_FOOTER, OP_DATA_END):
-                scan.bytes_used = pos + 9 + length
-                scan.stop_reason = "end of data section"
-                return
-            body = fh.read(length)
-            if len(body) < length:
-                scan.stop_reason = f"short read at byte {pos}"
-                return
-            try:
-                if op == OP_CHUNK:
-                    mv = memoryview(body)
-                    start_t, o = _u64(mv, 0)
-                    end_t, o = _u64(mv, o)
-                    usize, o = _u64(mv, o)
-                    crc, o = _u32(mv, o)
-                    compression, o = _str(mv, o)
-                    csize, o = _u64(mv, o)
-                    if o + csize > len(mv):
-                        raise ValueError("chunk data past end of record")
-                    try:
-                        raw = _decompress(bytes(mv[o:o + csize]), compression, usize)
-                    except Exception as exc:  # zstd/lz4 have their own error types
-                        raise _BadChunk(f"does not decompress ({exc})") from exc
-                    if len(raw) != usize:
-                        raise ValueError("chunk size mismatch")
-                    if crc and crc32(raw) != crc:
-                        raise _BadChunk(f"CRC mismatch (log time {start_t}..{end_t})")
-                    messages = list(_inner_records(memoryview(raw), scan))
-                elif op in (OP_SCHEMA, OP_CHANNEL, OP_MESSAGE):
-                    messages = list(_inner_records(memoryview(head + body), scan))
-                else:  # header, message index, chunk index, metadata, attachments, ...: nothing to keep
-                    messages = []
-            except _BadChunk as exc:
-                scan.chunks_dropped.append(f"chunk at byte {pos} left out: {exc}")
-                messages = []
-            except (ValueError, struct.error, UnicodeDecodeError) as exc:
-                scan.stop_reason = f"corrupt record at byte {pos}: {exc}"
-                return
-            scan.bytes_used = pos + 9 + length
-            for cid, _seq, log_time, data in messages:
-                yield cid, log_time, data
-
-
 # ---------------------------------------------------------------------------------------- recovery
+def _scan(mcap: Path, scan: ScanState) -> Iterator[tuple[int, int, bytes]]:
+    """The bag library's scan in stop-at-first-error mode; a file that is not MCAP is a RecoveryError."""
+    try:
+        yield from scan_mcap(mcap, scan, mode="stop")
+    except RecoveryError:
+        raise
+    except ScanError as exc:
+        raise RecoveryError(str(exc)) from exc
+
+
 def _load_yaml(path: Path) -> dict | None:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -357,7 +198,7 @@ def recover_bag(path: str | os.PathLike, *, keep_original: bool = False, force: 
             topic_of[cid] = topic
             return conns[cid]
 
-        for cid, log_time, data in scan_mcap(mcap, scan):
+        for cid, log_time, data in _scan(mcap, scan):
             conn = connection(cid)
             if conn is None:
                 continue
@@ -415,6 +256,6 @@ def count_messages_on_disk(mcap_path: str | os.PathLike) -> dict[str, int]:
     """Messages per topic readable in an MCAP file right now -- also one still being written."""
     scan = ScanState()
     counts: dict[int, int] = {}
-    for cid, _t, _d in scan_mcap(mcap_path, scan):
+    for cid, _t, _d in _scan(Path(mcap_path), scan):
         counts[cid] = counts.get(cid, 0) + 1
     return {scan.channels[cid][1]: n for cid, n in counts.items() if cid in scan.channels}

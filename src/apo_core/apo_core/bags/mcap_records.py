@@ -141,3 +141,57 @@ def footer_problem(files: list[Path]) -> str | None:
             return f"{path.name} has no footer (recording was probably interrupted)"
     return None
 
+
+
+# --------------------------------------------------------------------------------------------
+# Record bodies (the bytes after opcode and length); struct.error / ValueError / UnicodeDecodeError
+# on a damaged body.
+# --------------------------------------------------------------------------------------------
+def parse_schema(body) -> tuple[int, str, str, str]:
+    """(schema id, name, encoding, data) of a schema record."""
+    sid = U16.unpack_from(body, 0)[0]
+    name, pos = read_string(body, 2)
+    encoding, pos = read_string(body, pos)
+    text, pos = read_string(body, pos)
+    return sid, name, encoding, text
+
+
+def parse_channel(body, *, full: bool = True) -> tuple[int, int, str, str, dict[str, str]]:
+    """(channel id, schema id, topic, message encoding, metadata) of a channel record.
+
+    ``full=False`` reads only ids and topic (encoding "" and no metadata): what the resync scanner
+    needs, so damage after the topic does not cost it the channel.
+    """
+    cid, sid = struct.unpack_from("<HH", body, 0)
+    topic, pos = read_string(body, 4)
+    if not full:
+        return cid, sid, topic, "", {}
+    encoding, pos = read_string(body, pos)
+    meta_len = U32.unpack_from(body, pos)[0]
+    pos += 4
+    meta: dict[str, str] = {}
+    end = pos + meta_len
+    while pos < end:
+        key, pos = read_string(body, pos)
+        value, pos = read_string(body, pos)
+        meta[key] = value
+    return cid, sid, topic, encoding, meta
+
+
+def parse_message_head(body) -> tuple[int, int, int]:
+    """(channel id, sequence, log time) of a message record (ValueError if it is too short)."""
+    if len(body) < MSG_HEAD.size:
+        raise ValueError(f"message record of {len(body)} bytes")
+    cid, seq, log_time, _ = MSG_HEAD.unpack_from(body, 0)
+    return cid, seq, log_time
+
+
+def decompress_chunk(data: bytes, compression: str, size: int | None) -> bytes:
+    """A chunk's records from its stored bytes (``size``: the uncompressed size, None if torn)."""
+    if compression == "":
+        return data
+    if compression == "zstd":
+        return zstd_decompress(data, size)
+    if compression == "lz4":
+        return lz4_decompress(data)
+    raise ValueError(f"unsupported chunk compression {compression!r}")

@@ -1,18 +1,28 @@
-"""Scanning the data section of MCAP files record by record (ROS-free).
+"""Scanning the data section of MCAP files record by record (ROS-free): the one scanner, two modes.
 
-:class:`ResyncScanner` (resync mode): reads damaged bags; every record is checked for plausibility,
-a damaged stretch is skipped to the next record that parses as a chunk or a message of a known
-channel (also inside an uncompressed chunk), chunks failing their CRC are dropped and reported.
+:func:`scan_mcap` yields (channel id, log time, data) of the messages readable in one MCAP file and
+fills a :class:`ScanState` (schemas, channels, readable prefix, why it stopped, chunks dropped):
+
+- ``mode="stop"`` (recovery of a bag left by a killed recorder): walks the data section front to
+  back and stops at the first truncated or corrupt record; a complete chunk that fails its CRC (or
+  does not decompress) is left out and the walk goes on after it. Messages in file order.
+- ``mode="resync"`` (reading damaged bags): :class:`ResyncScanner`; every record is checked for
+  plausibility, a damaged stretch is skipped to the next record that parses as a chunk or a message
+  of a known channel (also inside an uncompressed chunk), chunks failing their CRC are dropped and
+  reported in a :class:`~apo_core.bags.report.ReadReport`. Messages in log-time order.
+
+Both modes parse records with :mod:`apo_core.bags.mcap_records`.
 """
 
 from __future__ import annotations
 
 import heapq
+import os
 import struct
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -44,12 +54,14 @@ from apo_core.bags.mcap_records import (
     U32,
     U64,
     ChunkInfo,
+    decompress_chunk,
     footer_problem,
     iter_records,
-    lz4_decompress,
+    parse_channel,
     parse_chunk_header,
+    parse_message_head,
+    parse_schema,
     read_string,
-    zstd_decompress,
 )
 from apo_core.bags.report import BagReadError, ReadReport, damage_text
 from apo_core.bags.typestore import TypeRegistry
@@ -73,6 +85,8 @@ class ResyncScanner:
         self.report.footer_present = footer_problem(files) is None
         self.schemas: dict[tuple[int, int], tuple[str, str, str]] = {}  # (file, id) -> name, encoding, text
         self.channels: dict[tuple[int, int], tuple[str, int]] = {}  # (file, id) -> topic, schema id
+        # (file, id) -> schema id, topic, message encoding, metadata (encoding "" when unreadable)
+        self.channel_info: dict[tuple[int, int], tuple[int, str, str, dict[str, str]]] = {}
         self.custom_data: dict[str, str] = {}
         self._handles: list[BinaryIO] = []
         self._valid_files: list[int] = []
@@ -156,17 +170,16 @@ class ResyncScanner:
         return info is not None and info.crc != 0
 
     def _add_schema(self, fidx: int, body) -> None:
-        sid = U16.unpack_from(body, 0)[0]
-        pos = 2
-        name, pos = read_string(body, pos)
-        encoding, pos = read_string(body, pos)
-        text, pos = read_string(body, pos)
+        sid, name, encoding, text = parse_schema(body)
         self.schemas[(fidx, sid)] = (name, encoding, text)
 
     def _add_channel(self, fidx: int, body) -> None:
-        cid, sid = struct.unpack_from("<HH", body, 0)
-        topic, _ = read_string(body, 4)
+        cid, sid, topic, _, _ = parse_channel(body, full=False)
         self.channels[(fidx, cid)] = (topic, sid)
+        try:  # encoding and metadata (QoS) when the record holds them intact
+            self.channel_info[(fidx, cid)] = parse_channel(body)[1:]
+        except (ValueError, struct.error, UnicodeDecodeError):
+            self.channel_info[(fidx, cid)] = (sid, topic, "", {})
 
     def _add_metadata(self, body) -> None:
         name, pos = read_string(body, 0)
@@ -190,7 +203,13 @@ class ResyncScanner:
 
     # -- messages --------------------------------------------------------------------------
     def raw_messages(self, wanted: set[str] | None) -> Iterator[Raw]:
-        """Merge units lazily: a unit is loaded only when its start time is due (bounded memory)."""
+        """(topic, msgtype, log time, data) of every message read, in log-time order (ties in file order)."""
+        for topic, msgtype, log_time, data, _cid in self.channel_messages(wanted):
+            yield topic, msgtype, log_time, data
+
+    def channel_messages(self, wanted: set[str] | None) -> Iterator[tuple[str, str, int, object, int]]:
+        """As :meth:`raw_messages`, plus the channel id. Merges units lazily: a unit is loaded only
+        when its start time is due (bounded memory)."""
         for key in ("bytes_lost", "bytes_missing", "chunks_read", "chunks_torn", "chunks_dropped",
                     "chunks_verified", "chunks_unverified", "messages_unverified", "messages_unknown_channel"):
             setattr(self.report, key, 0)
@@ -211,8 +230,8 @@ class ResyncScanner:
                 nxt = next(units, None)
             if not heap:
                 return
-            log_time, _, (topic, msgtype, data) = heapq.heappop(heap)
-            yield topic, msgtype, log_time, data
+            log_time, _, (topic, msgtype, data, cid) = heapq.heappop(heap)
+            yield topic, msgtype, log_time, data, cid
 
     def _units(self, fidx: int, wanted: set[str] | None) -> Iterator[_Unit]:
         """Walk the data section record by record, checking every record against the file.
@@ -328,12 +347,7 @@ class ResyncScanner:
             data = f.read(min(info.csize, max(0, size - info.data_offset)))
             torn = len(data) < info.csize
             try:
-                if info.compression == "":
-                    raw = data
-                elif info.compression == "zstd":
-                    raw = zstd_decompress(data, None if torn else info.usize)
-                else:
-                    raw = lz4_decompress(data)
+                raw = decompress_chunk(data, info.compression, None if torn else info.usize)
             except Exception as exc:  # zstd/lz4 raise their own error types
                 return self._drop_chunk(fidx, pos, info, f"does not decompress ({exc})")
             if not torn and len(raw) != info.usize:
@@ -485,7 +499,7 @@ class ResyncScanner:
             self.report.problem(f"{self.files[fidx].name}: channel {topic} has no schema; message dropped")
             return None
         self.types.add(name, encoding, text)
-        return log_time, (topic, name, body[MSG_HEAD.size:])
+        return log_time, (topic, name, body[MSG_HEAD.size:], cid)
 
     # -- damage bookkeeping ------------------------------------------------------------------
     def _lost(self, fidx: int, start: int, end: int, why: str) -> None:
@@ -528,3 +542,171 @@ class ResyncScanner:
         f.seek(end)
         nxt = f.read(9)
         return len(nxt) == 9 and nxt[0] in KNOWN_OPS and end + 9 + U64.unpack_from(nxt, 1)[0] <= size
+
+
+# --------------------------------------------------------------------------------------------
+# scan_mcap: both modes behind one interface
+# --------------------------------------------------------------------------------------------
+SCAN_MODES = ("stop", "resync")
+
+
+class ScanError(RuntimeError):
+    """The file cannot be scanned at all (not an MCAP file); says why."""
+
+
+@dataclass
+class ScanState:
+    """What :func:`scan_mcap` found besides messages: schemas, channels, readable prefix, why it stopped."""
+
+    schemas: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # id -> name, encoding, data
+    channels: dict[int, tuple[int, str, str, dict[str, str]]] = field(default_factory=dict)  # id -> sid, topic, ...
+    bytes_used: int = 0  # stop mode: the readable prefix; resync mode: the bytes not lost
+    stop_reason: str = ""
+    chunks_dropped: list[str] = field(default_factory=list)
+    report: ReadReport | None = None  # resync mode: the scanner's full account of the damage
+
+
+class _BadChunk(ValueError):
+    """A complete chunk record whose content is damaged: skip it, the next record is still in place."""
+
+
+def _chunk_records(body: memoryview, scan: ScanState) -> Iterator[tuple[int, int, int, bytes]]:
+    """Schema/channel/message records of one buffer (stop mode: any damage raises);
+    yields messages (channel, seq, log_time, data)."""
+    for op, rec, _end in _strict_records(body):
+        if op == OP_SCHEMA:
+            sid, name, encoding, text = parse_schema(rec)
+            scan.schemas[sid] = (name, encoding, text)
+        elif op == OP_CHANNEL:
+            cid, sid, topic, encoding, meta = parse_channel(rec)
+            scan.channels[cid] = (sid, topic, encoding, meta)
+        elif op == OP_MESSAGE:
+            if len(rec) < 22:
+                raise ValueError("message record too short")
+            cid, seq, log_time = parse_message_head(rec)
+            yield cid, seq, log_time, bytes(rec[MSG_HEAD.size:])
+
+
+def _strict_records(view: memoryview) -> Iterator[tuple[int, memoryview, int]]:
+    """Records of a buffer whose lengths must tile it exactly (ValueError otherwise)."""
+    off, end = 0, len(view)
+    while off < end:
+        if end - off < 9:
+            raise ValueError("record header past end of chunk")
+        op = view[off]
+        length = U64.unpack_from(view, off + 1)[0]
+        start = off + 9
+        if length > end - start:
+            raise ValueError("record past end of chunk")
+        off = start + length
+        yield op, view[start:off], off
+
+
+_MAX_RECORD = 1 << 40  # anything larger is garbage, not a record
+
+
+def scan_mcap(path: str | os.PathLike, scan: ScanState | None = None, *,
+              mode: str = "stop") -> Iterator[tuple[int, int, bytes]]:
+    """Yield (channel id, log time ns, data) of every message readable in an MCAP file's data section.
+
+    ``mode``: ``"stop"`` stops quietly at the first truncated or corrupt record (a killed writer's
+    last chunk), messages in file order; ``"resync"`` skips damaged stretches and reads on, messages
+    in log-time order. ``scan`` (if given) receives the schemas, channels, readable byte count, the
+    stop reason and the chunks left out. Raises :class:`ScanError` if the file is not MCAP at all.
+    """
+    if mode not in SCAN_MODES:
+        raise ValueError(f"mode must be one of {SCAN_MODES}, got {mode!r}")
+    scan = scan if scan is not None else ScanState()
+    if mode == "resync":
+        return _scan_resync(Path(path), scan)
+    return _scan_stop(Path(path), scan)
+
+
+def _scan_resync(path: Path, scan: ScanState) -> Iterator[tuple[int, int, bytes]]:
+    report = ReadReport(path=str(path), mode="recovered", files=[str(path)], bytes_total=path.stat().st_size)
+    scan.report = report
+    try:
+        scanner = ResyncScanner([path], report, TypeRegistry())
+    except BagReadError as exc:
+        raise ScanError(f"{path} is not an MCAP file (bad magic)") from exc
+    try:
+        for _topic, _msgtype, log_time, data, cid in scanner.channel_messages(None):
+            yield cid, log_time, bytes(data)
+    finally:
+        scanner.close()
+        for (_, sid), schema in scanner.schemas.items():
+            scan.schemas[sid] = schema
+        for (_, cid), info in scanner.channel_info.items():
+            scan.channels[cid] = info
+        scan.bytes_used = report.bytes_total - report.bytes_lost
+        scan.chunks_dropped = [damage_text(d) for d in report.damage]
+        scan.stop_reason = ("end of data section" if report.footer_present
+                            else "end of file (no summary/footer)")
+
+
+def _scan_stop(path: Path, scan: ScanState) -> Iterator[tuple[int, int, bytes]]:
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        magic = fh.read(8)
+        if magic != MCAP_MAGIC:
+            if MCAP_MAGIC.startswith(magic):  # killed right after creating the file
+                scan.stop_reason = "file ends before the end of the MCAP magic"
+                return
+            raise ScanError(f"{path} is not an MCAP file (bad magic)")
+        scan.bytes_used = 8
+        while True:
+            pos = fh.tell()
+            head = fh.read(9)
+            if len(head) == 0:
+                scan.stop_reason = "end of file (no summary/footer)"
+                return
+            if len(head) < 9:
+                scan.stop_reason = f"truncated record header at byte {pos}"
+                return
+            op = head[0]
+            length = U64.unpack_from(head, 1)[0]
+            if op == 0 or length > _MAX_RECORD or pos + 9 + length > size:
+                scan.stop_reason = (f"truncated record at byte {pos} (opcode 0x{op:02x}, {length} bytes, "
+                                    f"file has {size})")
+                return
+            if op in (OP_FOOTER, OP_DATA_END):
+                scan.bytes_used = pos + 9 + length
+                scan.stop_reason = "end of data section"
+                return
+            body = fh.read(length)
+            if len(body) < length:
+                scan.stop_reason = f"short read at byte {pos}"
+                return
+            try:
+                if op == OP_CHUNK:
+                    messages = list(_chunk_messages(head + body, pos, scan))
+                elif op in (OP_SCHEMA, OP_CHANNEL, OP_MESSAGE):
+                    messages = list(_chunk_records(memoryview(head + body), scan))
+                else:  # header, message index, chunk index, metadata, attachments, ...: nothing to keep
+                    messages = []
+            except _BadChunk as exc:
+                scan.chunks_dropped.append(f"chunk at byte {pos} left out: {exc}")
+                messages = []
+            except (ValueError, struct.error, UnicodeDecodeError) as exc:
+                scan.stop_reason = f"corrupt record at byte {pos}: {exc}"
+                return
+            scan.bytes_used = pos + 9 + length
+            for cid, _seq, log_time, data in messages:
+                yield cid, log_time, data
+
+
+def _chunk_messages(record: bytes, pos: int, scan: ScanState) -> list[tuple[int, int, int, bytes]]:
+    """Messages of one complete chunk record (stop mode): _BadChunk if its content is damaged,
+    ValueError if its header is."""
+    info = parse_chunk_header(record, 0, 0)
+    if info is None:
+        raise ValueError("inconsistent chunk header")
+    try:
+        raw = decompress_chunk(record[info.data_offset:info.data_offset + info.csize], info.compression, info.usize)
+    except Exception as exc:  # zstd/lz4 have their own error types
+        raise _BadChunk(f"does not decompress ({exc})") from exc
+    if len(raw) != info.usize:
+        raise ValueError("chunk size mismatch")
+    if info.crc and zlib.crc32(raw) != info.crc:
+        raise _BadChunk(f"CRC mismatch (log time {info.start}..{info.end})")
+    return list(_chunk_records(memoryview(raw), scan))
