@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from apo_core import topics as T
-from apo_core.bags.mcap_records import OP_CHUNK, parse_chunk_header
+from apo_core.bags.mcap_records import find_chunks
 from apo_core.bags.scan import ScanError, ScanState, scan_mcap
 
 apo_recorder = pytest.importorskip("apo_recorder")
@@ -57,15 +57,7 @@ def bag(tmp_path_factory):
             assert rec.uncompressed_crc != 0 and rec.compression == ""
             per_chunk.append({r.log_time for r in mcap_reader.breakup_chunk(rec, validate_crc=True)
                               if isinstance(r, records.Message)})
-    spans = []
-    i = raw.find(bytes([OP_CHUNK]), 8)
-    while i != -1:
-        info = parse_chunk_header(raw, i, i)
-        if info is not None:
-            spans.append((i, info.record_end))
-            i = raw.find(bytes([OP_CHUNK]), info.record_end)
-        else:
-            i = raw.find(bytes([OP_CHUNK]), i + 1)
+    spans = [(i, info.record_end) for i, info in find_chunks(raw)]
     assert len(spans) == len(per_chunk) >= 5
     assert set().union(*per_chunk) == set(data)
     return mcap, raw, data, per_chunk, spans

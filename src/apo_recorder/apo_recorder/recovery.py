@@ -28,9 +28,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from apo_core.bags.layout import read_journal
 from apo_core.bags.scan import ScanError, ScanState, scan_mcap
+from apo_core.bags.typestore import typestore_from_definitions
 from apo_recorder import contract
 
 
@@ -68,14 +68,6 @@ def _scan(mcap: Path, scan: ScanState) -> Iterator[tuple[int, int, bytes]]:
         raise
     except ScanError as exc:
         raise RecoveryError(str(exc)) from exc
-
-
-def _load_yaml(path: Path) -> dict | None:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -134,7 +126,6 @@ def recover_bag(path: str | os.PathLike, *, keep_original: bool = False, force: 
     from rosbags.rosbag2.metadata import parse_qos
 
     from apo_recorder.mcap_storage import open_writer
-    from apo_recorder.msgdefs import typestore_from_definitions
 
     path = Path(path)
     parent, name = path.parent, path.name
@@ -146,7 +137,7 @@ def recover_bag(path: str | os.PathLike, *, keep_original: bool = False, force: 
     if not path.is_dir():
         raise RecoveryError(f"bag directory {path} does not exist")
 
-    journal = _load_yaml(path / contract.JOURNAL_NAME)
+    journal = read_journal(path)  # the recorder's journal (contract.JOURNAL_NAME), None if absent/unreadable
     if (path / "metadata.yaml").is_file() and bag_is_readable(path):
         from apo_recorder.reader import read_bag_info
 

@@ -268,19 +268,9 @@ def write_sample_bag(bags_dir, ep: SampleEpisode, *, finish: bool = True, compre
 
 def chunk_offsets(mcap_path) -> list[tuple[int, int]]:
     """(offset, record length) of every chunk record in an MCAP file, to aim damage in tests."""
-    from apo_core.bags.mcap_records import parse_chunk_header
+    from apo_core.bags.mcap_records import find_chunks
 
-    data = Path(mcap_path).read_bytes()
-    out = []
-    i = data.find(b"\x06", 8)
-    while i != -1:
-        info = parse_chunk_header(data, i, i)
-        if info is not None:
-            out.append((i, info.record_end - i))
-            i = data.find(b"\x06", info.record_end)
-        else:
-            i = data.find(b"\x06", i + 1)
-    return out
+    return [(i, info.record_end - i) for i, info in find_chunks(Path(mcap_path).read_bytes())]
 
 
 def cut_file(path, keep_bytes: int) -> None:

@@ -195,3 +195,19 @@ def decompress_chunk(data: bytes, compression: str, size: int | None) -> bytes:
     if compression == "lz4":
         return lz4_decompress(data)
     raise ValueError(f"unsupported chunk compression {compression!r}")
+
+
+def find_chunks(buf: bytes, start: int = 8) -> list[tuple[int, ChunkInfo]]:
+    """(offset, header) of every consistent chunk record in the bytes of an MCAP file, in file order
+    (offsets in ``buf``; a chunk's ``record_end`` is where the next record starts)."""
+    out = []
+    marker = bytes([OP_CHUNK])
+    i = buf.find(marker, start)
+    while i != -1:
+        info = parse_chunk_header(buf, i, i)
+        if info is not None:
+            out.append((i, info))
+            i = buf.find(marker, info.record_end)
+        else:
+            i = buf.find(marker, i + 1)
+    return out
