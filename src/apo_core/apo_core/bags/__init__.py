@@ -61,10 +61,13 @@ from apo_core.bags.layout import (
 )
 from apo_core.bags.reader import EpisodeBag, open_episode_bag
 from apo_core.bags.report import BagMessage, BagReadError, ReadReport, damage_text, integrity_text
+from apo_core.bags.scan import ScanError, ScanState, scan_mcap
 from apo_core.bags.typestore import TypeRegistry, registry_for, typestore_from_definitions
 
 __all__ = [
-    "BagMessage", "BagReadError", "EpisodeBag", "ReadReport", "TypeRegistry", "bag_bytes", "damage_text",
+    "BagMessage", "BagReadError", "EpisodeBag", "ReadReport", "ScanError", "ScanState", "TypeRegistry", "bag_bytes",
+    "damage_text",
     "find_bags", "integrity_text", "is_bag_dir", "load_metadata", "mcap_files", "open_episode_bag",
-    "read_custom_data", "read_journal", "recording_in_progress", "registry_for", "typestore_from_definitions",
+    "read_custom_data", "read_journal", "recording_in_progress", "registry_for", "scan_mcap",
+    "typestore_from_definitions",
 ]

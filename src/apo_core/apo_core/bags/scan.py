@@ -581,8 +581,6 @@ def _chunk_records(body: memoryview, scan: ScanState) -> Iterator[tuple[int, int
             cid, sid, topic, encoding, meta = parse_channel(rec)
             scan.channels[cid] = (sid, topic, encoding, meta)
         elif op == OP_MESSAGE:
-            if len(rec) < 22:
-                raise ValueError("message record too short")
             cid, seq, log_time = parse_message_head(rec)
             yield cid, seq, log_time, bytes(rec[MSG_HEAD.size:])
 
