@@ -58,9 +58,9 @@ def group_cpu_seconds(pgid: int) -> float:
 
 
 def live(args, workdir: Path) -> dict:
+    from apo_ros.testing import RosGraph, start_node_process, stop_process
     from diagnostic_msgs.msg import DiagnosticArray
 
-    from apo_core.testing.ros import RosGraph, start_node_process, stop_process
     from apo_recorder.testing import EpisodeProbe
 
     out = workdir / "bags"

@@ -83,9 +83,10 @@ def bench_render(task: str, sizes: list[int], steps: int, block: int = 10) -> di
 
 
 def bench_lockstep(task: str, size: int, round_trips: int, step_ms: float | None) -> None:
+    from apo_ros.qos import topic_qos
+    from apo_ros.testing import RosGraph, start_node_process, stop_process
+
     from apo_core import topics
-    from apo_core.ros_qos import topic_qos
-    from apo_core.testing.ros import RosGraph, start_node_process, stop_process
     from apo_interfaces.msg import ActionCommand, RobotState
 
     print(f"== lockstep node round trip ({task}, {size} px, node in its own process, "

@@ -19,7 +19,7 @@ setup(
         (f"share/{package_name}/launch", sorted(glob.glob(os.path.join(top, "launch", "*.launch.py")))),
         (f"share/{package_name}/config", sorted(glob.glob(os.path.join(top, "config", "*.yaml")))),
     ],
-    install_requires=["apo_core", "pyyaml"],
+    install_requires=["apo_core", "apo_ros", "pyyaml"],
     zip_safe=True,
     maintainer="APO-ROS maintainers",
     maintainer_email="apo-ros@example.com",

@@ -13,7 +13,7 @@ setup(
         (f"share/{package_name}", ["package.xml"]),
         (f"share/{package_name}/config", sorted(glob("config/*.yaml"))),
     ],
-    install_requires=["numpy", "pyyaml"],
+    install_requires=["apo_ros", "numpy", "pyyaml"],
     zip_safe=True,
     maintainer="APO-ROS maintainers",
     maintainer_email="apo-ros@example.com",

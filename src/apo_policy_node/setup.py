@@ -10,7 +10,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),
     ],
-    install_requires=["apo_core"],
+    install_requires=["apo_core", "apo_ros"],
     zip_safe=True,
     maintainer="APO-ROS maintainers",
     maintainer_email="apo-ros@example.com",

@@ -13,7 +13,7 @@ setup(
         (f"share/{package_name}", ["package.xml", "README.md"]),
         (f"share/{package_name}/config", glob("config/*.yaml")),
     ],
-    install_requires=["rosbags", "pyyaml"],
+    install_requires=["apo_ros", "rosbags", "pyyaml"],
     zip_safe=True,
     maintainer="APO-ROS maintainers",
     maintainer_email="apo-ros@example.com",

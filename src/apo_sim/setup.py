@@ -11,7 +11,7 @@ setup(
         (f"share/{package_name}", ["package.xml"]),
     ],
     # robosuite/mujoco are pinned in requirements/base.txt (robosuite==1.5.2, mujoco==3.3.7).
-    install_requires=["apo_core", "numpy", "h5py", "tqdm", "robosuite", "mujoco"],
+    install_requires=["apo_core", "apo_ros", "numpy", "h5py", "tqdm", "robosuite", "mujoco"],
     zip_safe=True,
     maintainer="APO-ROS maintainers",
     maintainer_email="apo-ros@example.com",

@@ -10,7 +10,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),
     ],
-    install_requires=["apo_core", "numpy", "pyyaml", "torch", "h5py", "peft", "safetensors", "tqdm", "tensorboard"],
+    install_requires=["apo_core", "apo_ros", "numpy", "pyyaml", "torch", "h5py", "peft", "safetensors", "tqdm", "tensorboard"],
     zip_safe=True,
     maintainer="APO-ROS maintainers",
     maintainer_email="apo-ros@example.com",

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import rclpy
-from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from apo_ros.graph import RosGraph
+from apo_ros.qos import qos_profile, topic_qos
 
 from apo_core import topics
-from apo_core.ros_qos import qos_profile, topic_qos
 from apo_interfaces.msg import ActionCommand, EpisodeEvent, RetrainStatus
 from apo_interfaces.srv import EpisodeControl, Retrain
 
@@ -38,32 +37,40 @@ class EpisodeResult:
 
 
 class DeploySession:
+    """A console node in an :class:`apo_ros.graph.RosGraph` (own context, executor thread). An exception
+    raised in one of its callbacks is printed and kept in ``errors``, and ends the waits below with a
+    SessionError naming it, instead of being swallowed."""
+
     def __init__(self, bags_dir: str | Path | None = None, name: str = "apo_console"):
         self.bags_dir = Path(bags_dir) if bags_dir else None
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node(name, context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
-        self.executor.add_node(self.node)
+        self.graph = RosGraph(num_threads=2)
+        self.context = self.graph.context
         self._cond = threading.Condition()
         self._events: list[EpisodeEvent] = []
         self._retrain: RetrainStatus | None = None
         self.policy_version = ""
-        self.node.create_subscription(EpisodeEvent, topics.EPISODE, self._on_event, topic_qos(topics.EPISODE))
-        self.node.create_subscription(RetrainStatus, topics.RETRAIN_STATUS_TOPIC, self._on_retrain,
-                                      topic_qos(topics.RETRAIN_STATUS_TOPIC))
-        self.node.create_subscription(ActionCommand, topics.POLICY_ACTION, self._on_policy,
-                                      qos_profile("reliable", 10))
-        self._episode_client = self.node.create_client(EpisodeControl, topics.EPISODE_CONTROL)
-        self._retrain_client = self.node.create_client(Retrain, topics.RETRAIN)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self):
         try:
-            self.executor.spin()
-        except Exception:  # context shut down at close()
-            pass
+            self.node = self.graph.add(rclpy.create_node(name, context=self.context))
+            self.node.create_subscription(EpisodeEvent, topics.EPISODE, self._on_event, topic_qos(topics.EPISODE))
+            self.node.create_subscription(RetrainStatus, topics.RETRAIN_STATUS_TOPIC, self._on_retrain,
+                                          topic_qos(topics.RETRAIN_STATUS_TOPIC))
+            self.node.create_subscription(ActionCommand, topics.POLICY_ACTION, self._on_policy,
+                                          qos_profile("reliable", 10))
+            self._episode_client = self.node.create_client(EpisodeControl, topics.EPISODE_CONTROL)
+            self._retrain_client = self.node.create_client(Retrain, topics.RETRAIN)
+        except BaseException:
+            self.graph.close()
+            raise
+
+    @property
+    def errors(self) -> list[BaseException]:
+        """Exceptions raised in this session's callbacks (each also printed when it happened)."""
+        return self.graph.errors
+
+    def _check_errors(self) -> None:
+        if self.graph.errors:
+            exc = self.graph.errors[0]
+            raise SessionError(f"a console callback failed: {type(exc).__name__}: {exc}") from exc
 
     # --- subscriptions -----------------------------------------------------------------------
     def _on_event(self, msg):
@@ -82,20 +89,23 @@ class DeploySession:
             self._cond.notify_all()
 
     def _wait(self, predicate, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
         with self._cond:
-            if not self._cond.wait_for(predicate, timeout):
-                raise SessionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            while not predicate():
+                self._check_errors()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise SessionError(f"timed out after {timeout:.0f} s waiting for {what}")
+                self._cond.wait(min(left, 0.5))
 
     def _call(self, client, request, timeout: float):
         if not client.wait_for_service(timeout_sec=timeout):
             raise SessionError(f"service {client.srv_name} is not available (is the graph running?)")
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done():
-            if time.monotonic() > deadline:
-                raise SessionError(f"no answer from {client.srv_name} within {timeout:.0f} s")
-            time.sleep(0.02)
-        return future.result()
+        try:
+            return self.graph.call(client, request, timeout)
+        except TimeoutError:
+            self._check_errors()
+            raise SessionError(f"no answer from {client.srv_name} within {timeout:.0f} s") from None
 
     # --- episodes ----------------------------------------------------------------------------
     def wait_ready(self, timeout: float = 120.0) -> None:
@@ -158,6 +168,7 @@ class DeploySession:
                 last = status.progress
                 if status.state in RETRAIN_DONE:
                     return status
+            self._check_errors()
             if time.monotonic() > deadline:
                 raise SessionError(f"retrain job {job} did not finish within {timeout:.0f} s")
 
@@ -165,8 +176,4 @@ class DeploySession:
         self._wait(lambda: self.policy_version == version, timeout, f"the policy node to run {version}")
 
     def close(self):
-        self.executor.shutdown(timeout_sec=2.0)
-        self._thread.join(timeout=5.0)
-        self.node.destroy_node()
-        if self.context.ok():
-            rclpy.shutdown(context=self.context)
+        self.graph.close()

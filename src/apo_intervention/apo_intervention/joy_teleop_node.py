@@ -9,23 +9,19 @@ publishes true on ESTOP. Mapping and edge logic: :mod:`apo_intervention.joy_mapp
 
 from __future__ import annotations
 
+from apo_ros.node import run_node
+from apo_ros.params import CallbackGuard
+from apo_ros.qos import qos_for
 from rclpy.node import Node
 from sensor_msgs.msg import Joy
 from std_msgs.msg import Bool
 
 from apo_core import topics
-from apo_core.ros_params import CallbackGuard
 from apo_interfaces.msg import ActionCommand
 from apo_interfaces.srv import EpisodeControl
 from apo_intervention.config import JoyMappingConfig
 from apo_intervention.joy_mapping import JoyMapping, JoyTeleopLogic
-from apo_intervention.ros_common import (
-    destroy_on_error,
-    load_node_config,
-    publish_teleop_action,
-    qos_for,
-    run_node,
-)
+from apo_intervention.ros_common import destroy_on_error, load_node_config, publish_teleop_action
 
 EPISODE_REQUEST = {"start": EpisodeControl.Request.START, "success": EpisodeControl.Request.SUCCESS,
                    "failure": EpisodeControl.Request.FAILURE, "abort": EpisodeControl.Request.ABORT}

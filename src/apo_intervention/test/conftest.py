@@ -13,7 +13,7 @@ def graph():
     (the base class swallows it, which turns a node bug into a mysterious wait timeout)."""
     import traceback
 
-    from apo_core.testing.ros import RosGraph
+    from apo_ros.testing import RosGraph
 
     class CheckedGraph(RosGraph):
         error = None
@@ -84,10 +84,10 @@ class Recorder:
 @pytest.fixture
 def probe(graph):
     """A probe node subscribed to every arbiter output; ``probe.rec.get(topic)`` lists what arrived."""
+    from apo_ros.qos import qos_profile, topic_qos
     from diagnostic_msgs.msg import DiagnosticArray
 
     from apo_core import topics
-    from apo_core.ros_qos import qos_profile, topic_qos
     from apo_interfaces.msg import ActionCommand, EpisodeEvent, InterventionMode, LabelledStep
 
     node = graph.probe_node("apo_test_probe")

@@ -20,11 +20,11 @@ NAN = float("nan")
 
 
 def test_hostile_requests_are_refused_and_the_arbiter_keeps_serving(graph, probe, tmp_path):
+    from apo_ros.qos import topic_qos
+    from apo_ros.testing import start_node_process, stop_process
     from std_srvs.srv import SetBool
 
     from apo_core import topics
-    from apo_core.ros_qos import topic_qos
-    from apo_core.testing.ros import start_node_process, stop_process
     from apo_interfaces.msg import ActionCommand, EpisodeEvent, RobotState
     from apo_interfaces.srv import EpisodeControl
 

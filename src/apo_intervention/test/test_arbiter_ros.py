@@ -32,11 +32,11 @@ class Rig:
     """Probe-side publishers and clients for one arbiter, with discovery waited for."""
 
     def __init__(self, graph, probe, arbiter):
+        from apo_ros.qos import topic_qos
         from std_msgs.msg import Bool
         from std_srvs.srv import SetBool
 
         from apo_core import topics
-        from apo_core.ros_qos import topic_qos
         from apo_interfaces.msg import ActionCommand, RobotState
         from apo_interfaces.srv import EpisodeControl
 
@@ -139,8 +139,9 @@ def test_teleop_burst_is_labelled_2_exactly_and_hands_back(rig, graph):
         elif k == burst:
             r.teleop.publish(action_msg([]))  # deadman let go
 
+    from apo_ros.qos import topic_qos
+
     from apo_core import topics
-    from apo_core.ros_qos import topic_qos
     from apo_interfaces.msg import LabelledStep
 
     sub = r.probe.create_subscription(LabelledStep, topics.STEP, on_step, topic_qos(topics.STEP))
@@ -380,9 +381,10 @@ def test_bad_config_fails_at_start_naming_the_key(graph, tmp_path):
 def test_arbiter_process_leaves_the_robot_holding_on_shutdown(graph, probe, tmp_path):
     import signal
 
+    from apo_ros.qos import topic_qos
+    from apo_ros.testing import start_node_process, stop_process
+
     from apo_core import topics
-    from apo_core.ros_qos import topic_qos
-    from apo_core.testing.ros import start_node_process, stop_process
     from apo_interfaces.msg import ActionCommand
 
     proc = start_node_process("apo_intervention.arbiter_node", ["--ros-args", "-p", "control_rate_hz:=20.0"],

@@ -18,11 +18,11 @@ E = [0.3, -0.2, 0.1, 0.0, 0.05, -0.1, 1.0]
 
 
 def test_operator_starts_takes_over_on_stall_via_joy_and_hands_back(graph, probe, make_node):
+    from apo_ros.qos import topic_qos
     from sensor_msgs.msg import Joy
     from std_msgs.msg import Float64MultiArray
 
     from apo_core import topics
-    from apo_core.ros_qos import topic_qos
     from apo_interfaces.msg import ActionCommand
     from apo_intervention.arbiter_node import ArbiterNode
     from apo_intervention.joy_teleop_node import JoyTeleopNode

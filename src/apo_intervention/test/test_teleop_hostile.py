@@ -22,10 +22,10 @@ def _finite(actions):
 
 
 def test_joy_teleop_survives_hostile_joy_and_still_maps(graph, probe, make_node):
+    from apo_ros.qos import topic_qos
     from sensor_msgs.msg import Joy
 
     from apo_core import topics
-    from apo_core.ros_qos import topic_qos
     from apo_interfaces.msg import ActionCommand
     from apo_intervention.joy_teleop_node import JoyTeleopNode
 
@@ -51,8 +51,9 @@ def test_joy_teleop_survives_hostile_joy_and_still_maps(graph, probe, make_node)
 
 
 def test_keyboard_teleop_ignores_a_non_finite_executed_gripper(graph, probe):
+    from apo_ros.qos import topic_qos
+
     from apo_core import topics
-    from apo_core.ros_qos import topic_qos
     from apo_interfaces.msg import ActionCommand
     from apo_intervention.keyboard_teleop import KeyboardTeleopNode
 
@@ -77,11 +78,11 @@ def test_keyboard_teleop_ignores_a_non_finite_executed_gripper(graph, probe):
 
 
 def test_scripted_operator_survives_hostile_inputs_and_still_presses_start(graph, probe, make_node):
+    from apo_ros.qos import topic_qos
     from sensor_msgs.msg import Joy
     from std_msgs.msg import Float64MultiArray
 
     from apo_core import topics
-    from apo_core.ros_qos import topic_qos
     from apo_interfaces.msg import ActionCommand, EpisodeEvent, InterventionMode
     from apo_intervention.scripted_operator_node import ScriptedOperatorNode
 

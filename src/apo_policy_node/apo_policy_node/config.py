@@ -1,6 +1,6 @@
 """The policy node's parameters as one strict dataclass (ROS-free, so it is tested without a graph).
 
-Every parameter is read once at start (``apo_core.ros_params.load_parameters``): an unknown or
+Every parameter is read once at start (``apo_ros.params.load_parameters``): an unknown or
 mistyped one stops the node with a message naming it. Where a policy may come from is fixed here
 (``model_path``, ``trust_remote_code``) and never by a service request.
 """

@@ -17,21 +17,19 @@ import threading
 import time
 
 import numpy as np
-import rclpy
+from apo_ros.node import run_node
+from apo_ros.params import CallbackGuard, fill_failure, load_parameters, parameter_names
+from apo_ros.qos import topic_qos
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.task import Future
 from sensor_msgs.msg import Image
 
 from apo_core import topics
-from apo_core.errors import ApoError
 from apo_core.image_codec import ImageEncodingError, image_to_rgb
 from apo_core.policy import Observation
-from apo_core.ros_params import CallbackGuard, fill_failure, load_parameters, parameter_names
-from apo_core.ros_qos import topic_qos
 from apo_interfaces.msg import ActionCommand, EpisodeEvent, RobotState
 from apo_interfaces.srv import LoadPolicy
 from apo_policy_node.config import PolicyNodeConfig
@@ -262,38 +260,11 @@ def _stamp_s(stamp) -> float:
 
 def main(args=None) -> int:
     """Entry point: a bad parameter or model -> one line on stderr and exit code 2; SIGINT/SIGTERM -> 0."""
-    try:
-        rclpy.init(args=args)  # rclpy's signal handlers turn SIGINT/SIGTERM into a context shutdown
-    except Exception as exc:  # malformed --ros-args (e.g. "-p name:=" without a value)
-        print(f"{PROGRAM}: error: invalid ROS arguments: {exc}", file=sys.stderr, flush=True)
-        return 2
-    try:
-        node = PolicyNode()
-    except ApoError as exc:
-        print(f"{PROGRAM}: error: {exc}", file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        rclpy.try_shutdown()
-        return 0
-    except Exception:
-        if not rclpy.ok():  # interrupted while loading: the context is gone, not an error
-            return 0
-        rclpy.try_shutdown()
-        raise
     # One single-threaded executor: measured lower and steadier frame-to-action latency than a
     # multi-threaded executor sharing the GIL with the inference thread (bench/bench_control_loop.py).
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown(timeout_sec=2.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # A signal while the model loads interrupts the load.
+    return run_node(PolicyNode, PROGRAM, args)
+
 
 
 if __name__ == "__main__":

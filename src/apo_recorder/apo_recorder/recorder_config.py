@@ -1,7 +1,7 @@
 """Parameters of the recorder node as a strict config dataclass (ROS-free).
 
 ``recorder_node`` loads its ROS parameters into :class:`RecorderConfig` with
-:func:`apo_core.ros_params.load_parameters`: an unknown parameter (a typo in a launch file or
+:func:`apo_ros.params.load_parameters`: an unknown parameter (a typo in a launch file or
 ``-p``), a wrong type or a value out of range stops the node at start with the parameter named,
 instead of being ignored. It lives outside the node module so that the deploy graph loader and
 tests can check parameter names without rclpy.

@@ -13,7 +13,7 @@ up to ``preroll_s`` before a START are put at the beginning of the new bag (the 
 for the first step is usually older than the START event).
 
 Hardened against its inputs: parameters are strict (``recorder_config.RecorderConfig`` via
-``apo_core.ros_params.load_parameters``: an unknown or out-of-range parameter ends the start with
+``apo_ros.params.load_parameters``: an unknown or out-of-range parameter ends the start with
 exit code 2 and a message naming it); every subscription, service and timer callback is guarded (a
 malformed message or request is dropped and logged, never ends the spin). ``/diagnostics`` says ERROR,
 naming the path, whenever the recorder cannot write: output_dir missing or unwritable (re-checked
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import signal
 import socket
 import sys
 import threading
@@ -37,14 +36,13 @@ import time
 from collections import deque
 from pathlib import Path
 
-import rclpy
+from apo_ros.node import run_node
+from apo_ros.params import CallbackGuard, load_parameters
+from apo_ros.qos import qos_profile, topic_qos
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message
 
 from apo_core import topics as T
-from apo_core.errors import ApoError
-from apo_core.ros_params import CallbackGuard, load_parameters
-from apo_core.ros_qos import qos_profile, topic_qos
 from apo_recorder import __version__, contract
 from apo_recorder.bag_writer import EpisodeBagWriter, TopicSpec, qos_dict
 from apo_recorder.cdr_peek import peek_header_then_string
@@ -600,37 +598,18 @@ class RecorderNode(Node):
         return super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> int:
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-    from rclpy.signals import SignalHandlerOptions
-
-    rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-
-    def on_signal(signum, _frame):
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        node = RecorderNode()
-    except (ApoError, ValueError, OSError) as exc:  # a bad parameter: say which, exit 2 (no traceback)
-        print(f"apo_recorder: error: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+def _close_bags(node) -> None:
     node.get_logger().info("shutting down: closing the open bag")
     node.close_all()
-    executor.shutdown()
-    node.destroy_node()
-    rclpy.try_shutdown()
-    return 0
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point: a bad parameter -> its message and exit code 2; a signal closes the open bag, exit 0.
+
+    A signal while the node starts lets the start finish, then shuts down (the bag is closed).
+    """
+    return run_node(RecorderNode, "apo_recorder", args, shutdown=_close_bags, interrupt_build=False)
+
 
 
 if __name__ == "__main__":

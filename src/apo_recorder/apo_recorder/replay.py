@@ -17,7 +17,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from apo_core.ros_qos import qos_profile, topic_qos
+from apo_ros.qos import qos_profile, topic_qos
+
 from apo_recorder.reader import iter_messages, list_episode_bags
 
 

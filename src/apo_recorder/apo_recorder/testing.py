@@ -1,6 +1,6 @@
 """Test helper: a probe that plays the rest of the graph for the recorder (rclpy imported lazily).
 
-``EpisodeProbe(graph)`` creates a node in an ``apo_core.testing.ros.RosGraph`` with publishers on
+``EpisodeProbe(graph)`` creates a node in an ``apo_ros.testing.RosGraph`` with publishers on
 the recorded topics (DESIGN QoS) and publishes episode events, steps, images, states and actions.
 Used by the recorder's tests and benchmark; usable by integration tests of other packages.
 """
@@ -12,9 +12,9 @@ from apo_core import topics as T
 
 class EpisodeProbe:
     def __init__(self, graph, name: str = "recorder_probe", image_size: tuple[int, int] = (8, 8)):
+        from apo_ros.qos import topic_qos
         from sensor_msgs.msg import Image
 
-        from apo_core.ros_qos import topic_qos
         from apo_interfaces.msg import ActionCommand, EpisodeEvent, LabelledStep, RobotState
 
         self.graph = graph

@@ -1,7 +1,7 @@
 """Parameters of the simulator node as a strict config dataclass (ROS-free).
 
 ``sim_node`` loads its ROS parameters into :class:`SimNodeConfig` with
-:func:`apo_core.ros_params.load_parameters`, so an unknown parameter, a wrong type or a value out of
+:func:`apo_ros.params.load_parameters`, so an unknown parameter, a wrong type or a value out of
 range stops the node at start with the parameter named. The deploy graph loader
 (``apo_bringup.graph``) checks the parameter names of ``config/deploy.yaml`` against the same class,
 which is why it lives here and not in the node module (no rclpy, no robosuite import).

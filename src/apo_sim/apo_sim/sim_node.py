@@ -1,6 +1,6 @@
 """ROS 2 driver node for the simulated arm: the same topics a real robot driver would offer.
 
-Publishes (names from :mod:`apo_core.topics`, QoS from :func:`apo_core.ros_qos.topic_qos`):
+Publishes (names from :mod:`apo_core.topics`, QoS from :func:`apo_ros.qos.topic_qos`):
   IMAGE               sensor_msgs/Image, rgb8, upright (sensor-data QoS: newest frame wins)
   ROBOT_STATE         apo_interfaces/RobotState (joint positions, eef pose, fingers, 9-D proprio,
                       task_success)
@@ -31,32 +31,29 @@ waits for the simulator.
 Parameters: :class:`apo_sim.node_config.SimNodeConfig` (names, defaults, ranges, help texts). An unknown
 parameter, a wrong type or value (unknown task, mode, ...) makes the constructor raise
 :class:`apo_core.errors.ConfigError` naming it (a camera the scene lacks: :class:`apo_sim.env.SimConfigError`);
-``main`` prints it and exits 2. Both subscriptions go through a :class:`~apo_core.ros_params.CallbackGuard`:
+``main`` prints it and exits 2. Both subscriptions go through a :class:`~apo_ros.params.CallbackGuard`:
 a message that makes a callback raise is dropped and logged, and the simulator keeps running.
 """
 
 from __future__ import annotations
 
 import queue
-import signal
 import sys
 import threading
 import time
 
 import numpy as np
-import rclpy
+from apo_ros.node import run_node
+from apo_ros.params import CallbackGuard, load_parameters
+from apo_ros.qos import topic_qos
 from geometry_msgs.msg import Pose
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray, Header
 
 from apo_core import topics
 from apo_core.errors import ApoError, InvalidActionError
-from apo_core.ros_params import CallbackGuard, load_parameters
-from apo_core.ros_qos import topic_qos
 from apo_interfaces.msg import ActionCommand, EpisodeEvent, RobotState
 from apo_sim.env import ACTION_DIM, Observation, SimEnv, validate_action
 from apo_sim.expert import ScriptedExpert
@@ -244,36 +241,13 @@ class SimNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    # Our own SIGINT/SIGTERM handling: stop spinning, stop the simulator worker, then shut down
-    # (rclpy's handlers would shut the context down underneath a publishing worker).
-    stop = threading.Event()
+    """Entry point: a bad parameter -> its message and exit code 2; SIGINT/SIGTERM -> 0.
 
-    def _on_signal(signum, _frame):
-        stop.set()
+    A signal during the (slow) simulator start lets it finish, then shuts down: stop spinning, stop the
+    simulator worker (``destroy_node``), then the context.
+    """
+    return run_node(SimNode, "apo_sim_node", args, num_threads=2, interrupt_build=False)
 
-    # Installed before the (slow) simulator start so an early signal still ends in a clean exit.
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
-    rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
-    try:
-        node = SimNode()
-    except ApoError as exc:  # an unknown parameter, a wrong value or type, a camera the scene lacks
-        print(f"apo_sim_node: error: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    try:
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except ExternalShutdownException:
-        pass
-    finally:
-        node.get_logger().info("shutting down")
-        executor.shutdown(timeout_sec=2.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
 
 
 if __name__ == "__main__":

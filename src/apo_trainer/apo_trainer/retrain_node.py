@@ -17,16 +17,14 @@ import sys
 import threading
 import time
 
-import rclpy
+from apo_ros.node import run_node
+from apo_ros.params import CallbackGuard, load_parameters
+from apo_ros.qos import topic_qos
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
 from apo_core import topics
-from apo_core.errors import ApoError
 from apo_core.names import InvalidNameError
-from apo_core.ros_params import CallbackGuard, load_parameters
-from apo_core.ros_qos import topic_qos
 from apo_interfaces.msg import EpisodeEvent, RetrainStatus
 from apo_interfaces.srv import CancelRetrain, GetRetrainStatus, LoadPolicy, Retrain, Rollback
 from apo_trainer.retrain.job import JobStatus, RetrainManager, RetrainRequest
@@ -173,45 +171,11 @@ class RetrainNode(Node):
 
 
 def main(args=None) -> int:
-    """Entry point: a configuration error exits with code 2 and its message; Ctrl-C / SIGTERM stop cleanly."""
-    import signal
-
-    from rclpy.signals import SignalHandlerOptions
-
-    # Our own handling: rclpy's would shut the context down before on_shutdown() can cancel the job.
-    rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
-
-    def _interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        node = RetrainNode()
-    except (ApoError, OSError) as exc:  # bad parameter, settings file or directory: the message names it
-        print(f"apo_retrain: error: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    except KeyboardInterrupt:
-        rclpy.try_shutdown()
-        return 0
+    """Entry point: a configuration error exits with code 2 and its message; Ctrl-C / SIGTERM stop cleanly
+    (``RetrainNode.on_shutdown`` cancels the job first)."""
     # several threads: a rollback waits for the policy node's answer while other services keep answering
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    try:
-        # spin_once with a timeout: with rclpy's signal handlers off, a blocking spin would not see SIGINT
-        while rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        try:
-            node.on_shutdown()
-        except Exception:
-            pass
-        executor.shutdown(timeout_sec=2.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(RetrainNode, "apo_retrain", args, num_threads=4)
+
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The retrain node's ROS parameters as a strict config (ROS-free, so it is checked without a node).
 
 The node is created with ``automatically_declare_parameters_from_overrides`` and loads these with
-:func:`apo_core.ros_params.load_parameters`: a misspelt parameter fails the start naming it, instead
+:func:`apo_ros.params.load_parameters`: a misspelt parameter fails the start naming it, instead
 of being ignored. The parameters only point at the settings file and override a few of its values.
 """
 

@@ -3,15 +3,15 @@
 from dataclasses import dataclass, field
 
 import pytest
-
-from apo_core.errors import ConfigError
-from apo_core.ros_params import (
+from apo_ros.params import (
     CallbackGuard,
     check_parameter_names,
     fill_failure,
     load_parameters,
     parameter_names,
 )
+
+from apo_core.errors import ConfigError
 
 pytestmark = pytest.mark.ros
 

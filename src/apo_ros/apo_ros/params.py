@@ -1,7 +1,6 @@
 """Node parameters -> a strict config dataclass, and guards that keep a node serving after a bad request.
 
-rclpy is never imported at module level (apo_core stays importable without ROS); the functions take
-a node and use only its public API.
+rclpy is imported lazily; the functions take a node and use only its public API.
 
 Strict parameters: a node is created with ``automatically_declare_parameters_from_overrides=True``
 so that every parameter given at start (``-p``, ``--params-file``, launch) is visible, including a
@@ -51,19 +50,25 @@ def check_parameter_names(cls, names, where: str) -> None:
             raise ConfigError(f"{where}: unknown parameter {name!r}{hint} (known: {', '.join(known)})")
 
 
-def load_parameters(node, cls, base: dict | None = None):
+def load_parameters(node, cls, base: dict | None = None, *, ignore=(), source: str | None = None):
     """The node's parameters as a validated ``cls``; an unknown or mistyped parameter raises ConfigError.
 
-    ``base`` (e.g. read from a config file) is applied first, parameters on top.
+    The one parameter loader of every node. ``base`` (e.g. read from a config file, named by ``source``
+    in error messages) is applied first, parameters on top; names in ``ignore`` (e.g. ``config_file``)
+    are node parameters that are not config keys. The effective values are declared read-only.
     """
+    skip = set(ignore)
     given = {name: p.value for name, p in node.get_parameters_by_prefix("").items()
-             if name not in ROS_PARAMETERS and not name.startswith("qos_overrides.")}
+             if name not in ROS_PARAMETERS and name not in skip and not name.startswith("qos_overrides.")}
     check_parameter_names(cls, given, f"node {node.get_name()}")
     data = merge_overrides(base or {}, nest_dotted(given))
     try:
         cfg = load_config(cls, data)
     except ConfigError as exc:
-        raise ConfigError(f"node {node.get_name()}: parameter {exc}") from exc
+        if source is None:
+            raise ConfigError(f"node {node.get_name()}: parameter {exc}") from exc
+        with_params = f" with parameter overrides {sorted(given)}" if given else ""
+        raise ConfigError(f"node {node.get_name()}: {source}{with_params}: {exc}") from exc
     declare_effective(node, cfg)
     return cfg
 

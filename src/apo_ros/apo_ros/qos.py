@@ -1,4 +1,4 @@
-"""rclpy QoS profiles for the graph's topics (rclpy imported lazily: apo_core stays ROS-free)."""
+"""rclpy QoS profiles for the graph's topics (as DESIGN.md and apo_core.topics.QOS give them)."""
 
 from __future__ import annotations
 
@@ -26,3 +26,11 @@ def topic_qos(topic: str, depth: int | None = None):
         raise KeyError(f"no QoS defined for topic {topic!r}")
     kind, default_depth = QOS[topic]
     return qos_profile(kind, default_depth if depth is None else depth)
+
+
+def qos_for(topic: str):
+    """:func:`topic_qos` of ``topic``; reliable depth 10 for a topic without an entry."""
+    try:
+        return topic_qos(topic)
+    except KeyError:
+        return qos_profile("reliable", 10)

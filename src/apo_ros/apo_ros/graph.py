@@ -1,4 +1,7 @@
-"""Run real rclpy nodes in-process for tests: an isolated context, an executor thread, waiting helpers.
+"""Real rclpy nodes in-process: an isolated context, an executor thread, waiting helpers.
+
+Used by tests and benchmarks, and by clients of a running graph (``apo_bringup.session.DeploySession``).
+An exception raised in a callback is printed and kept in ``RosGraph.errors``; it is never swallowed.
 
 Usage::
 
@@ -14,10 +17,6 @@ context, otherwise rclpy aborts the process.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import traceback
@@ -105,24 +104,3 @@ class RosGraph:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def start_node_process(module: str, args: list[str] | None = None, env: dict | None = None,
-                       log_path: str | None = None) -> subprocess.Popen:
-    """Start ``python -m module args...`` as its own process group (for kill tests)."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    out = open(log_path, "w") if log_path else subprocess.DEVNULL
-    return subprocess.Popen([sys.executable, "-m", module, *(args or [])], env=full_env, stdout=out,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop_process(proc: subprocess.Popen, sig=signal.SIGINT, timeout: float = 10.0) -> int:
-    if proc.poll() is None:
-        os.killpg(proc.pid, sig)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            return proc.wait(5)
-    return proc.returncode

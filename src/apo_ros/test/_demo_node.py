@@ -1,0 +1,37 @@
+"""A minimal node run through apo_ros.run_node, for test_run_node.py (started as a subprocess)."""
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+from apo_ros.node import run_node
+from apo_ros.params import load_parameters
+from rclpy.node import Node
+
+
+@dataclass
+class DemoConfig:
+    rate_hz: float = field(default=20.0, metadata={"help": "timer rate"})
+    shutdown_seconds: float = field(default=1.5, metadata={"help": "how long on_shutdown takes"})
+
+
+class DemoNode(Node):
+    def __init__(self):
+        super().__init__("apo_ros_demo", automatically_declare_parameters_from_overrides=True)
+        self.cfg = load_parameters(self, DemoConfig)
+        self._said = False
+        self.create_timer(1.0 / self.cfg.rate_hz, self._tick)
+
+    def _tick(self):
+        if not self._said:
+            self._said = True
+            print("spinning", flush=True)
+
+    def on_shutdown(self):
+        print("shutting down", flush=True)
+        time.sleep(self.cfg.shutdown_seconds)  # a second SIGINT arrives here
+        print("shutdown done", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(run_node(DemoNode, "apo_ros_demo"))
