@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -110,27 +111,51 @@ def main(argv=None) -> int:
     except FileNotFoundError as exc:
         print(f"apo_replay: error: {exc}", file=sys.stderr)
         return 2
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
+    # A node like every other (apo_ros.run_node: signals, exit codes); the bags play in a worker thread
+    # and the node stops when they are done, or at Ctrl-C / SIGTERM.
+    from apo_ros.node import run_node
 
-    rclpy.init(args=ros_args)
-    node = rclpy.create_node("apo_replay")
-    replayer = BagReplayer(node, args.rate, args.topics)
-    try:
-        while True:
-            for bag in bags:
-                replayer.prepare(bag)
-                time.sleep(args.wait_subscribers)
-                n = replayer.play(bag, should_stop=lambda: not rclpy.ok())
-                node.get_logger().info(f"{bag.name}: {n} messages")
-            if not args.loop or not rclpy.ok():
-                break
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    stop, done = threading.Event(), threading.Event()
+    worker: dict = {}
+
+    def play_all(node, replayer):
+        try:
+            while not stop.is_set():
+                for bag in bags:
+                    replayer.prepare(bag)
+                    if stop.wait(args.wait_subscribers):
+                        return
+                    n = replayer.play(bag, should_stop=stop.is_set)
+                    node.get_logger().info(f"{bag.name}: {n} messages")
+                    if stop.is_set():
+                        return
+                if not args.loop:
+                    return
+        except Exception as exc:
+            worker["error"] = exc
+        finally:
+            done.set()
+
+    def make_node():
+        import rclpy
+
+        node = rclpy.create_node("apo_replay")
+        replayer = BagReplayer(node, args.rate, args.topics)
+        worker["thread"] = threading.Thread(target=play_all, args=(node, replayer), name="apo_replay", daemon=True)
+        worker["thread"].start()
+        return node
+
+    def shutdown(node):
+        stop.set()
+        if "thread" in worker:
+            worker["thread"].join(timeout=10.0)
+
+    rc = run_node(make_node, "apo_replay", ros_args, should_stop=lambda node: done.is_set(), shutdown=shutdown)
+    if "error" in worker:
+        exc = worker["error"]
+        print(f"apo_replay: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return rc
 
 
 if __name__ == "__main__":
