@@ -30,10 +30,10 @@ os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="apo-bench-roslog-"
 os.environ.setdefault("AMENT_PREFIX_PATH", os.environ.get("VIRTUAL_ENV", sys.prefix))
 
 import numpy as np
-from apo_ros.qos import topic_qos
-from apo_ros.testing import RosGraph, start_node_process, stop_process
 
 from apo_core import topics
+from apo_ros.qos import topic_qos
+from apo_ros.testing import RosGraph, start_node_process, stop_process
 
 
 def _pct(values, q):

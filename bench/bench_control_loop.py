@@ -39,11 +39,11 @@ def main() -> None:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
     import torch
-    from apo_ros.testing import start_node_process, stop_process
 
     from apo_core.model_store import ModelStore
     from apo_core.policy import Observation, load_policy
     from apo_core.policy.small_vla import SmallVLAPolicy
+    from apo_ros.testing import start_node_process, stop_process
 
     tmp = Path(tempfile.mkdtemp(prefix="apo-bench-loop-"))
     store = ModelStore(tmp / "models")
@@ -111,13 +111,13 @@ waits: list[float] = []  # frame arrival in the node -> start of its inference
 
 def measure(args, image, proprio):
     import rclpy
-    from apo_ros.qos import topic_qos
-    from apo_ros.testing import RosGraph
     from sensor_msgs.msg import Image
 
     from apo_core import topics
     from apo_core.image_codec import rgb_to_image_fields
     from apo_interfaces.msg import ActionCommand, RobotState
+    from apo_ros.qos import topic_qos
+    from apo_ros.testing import RosGraph
 
     sent: dict[tuple[int, int], float] = {}
     to_policy, to_command = [], []
@@ -152,8 +152,9 @@ def measure(args, image, proprio):
                         if kv.key == "last_wait_ms":
                             waits.append(float(kv.value))
 
-        from apo_ros.qos import qos_profile
         from diagnostic_msgs.msg import DiagnosticArray
+
+        from apo_ros.qos import qos_profile
 
         node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, on_diag, qos_profile("reliable", 10))
         node.create_subscription(ActionCommand, topics.POLICY_ACTION, on_policy, topic_qos(topics.POLICY_ACTION))

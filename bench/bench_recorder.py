@@ -58,10 +58,10 @@ def group_cpu_seconds(pgid: int) -> float:
 
 
 def live(args, workdir: Path) -> dict:
-    from apo_ros.testing import RosGraph, start_node_process, stop_process
     from diagnostic_msgs.msg import DiagnosticArray
 
     from apo_recorder.testing import EpisodeProbe
+    from apo_ros.testing import RosGraph, start_node_process, stop_process
 
     out = workdir / "bags"
     log = workdir / "recorder.log"

@@ -83,11 +83,10 @@ def bench_render(task: str, sizes: list[int], steps: int, block: int = 10) -> di
 
 
 def bench_lockstep(task: str, size: int, round_trips: int, step_ms: float | None) -> None:
-    from apo_ros.qos import topic_qos
-    from apo_ros.testing import RosGraph, start_node_process, stop_process
-
     from apo_core import topics
     from apo_interfaces.msg import ActionCommand, RobotState
+    from apo_ros.qos import topic_qos
+    from apo_ros.testing import RosGraph, start_node_process, stop_process
 
     print(f"== lockstep node round trip ({task}, {size} px, node in its own process, "
           f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']})")

@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from apo_ros.params import check_parameter_names, parameter_names
 
 from apo_core.config import find_shared_config, read_yaml
 from apo_core.errors import ConfigError
+from apo_ros.params import check_parameter_names, parameter_names
 
 _SUB = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 ARGUMENT_KEYS = {"default", "choices", "description"}

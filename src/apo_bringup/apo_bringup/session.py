@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import rclpy
-from apo_ros.graph import RosGraph
-from apo_ros.qos import qos_profile, topic_qos
 
 from apo_core import topics
 from apo_interfaces.msg import ActionCommand, EpisodeEvent, RetrainStatus
 from apo_interfaces.srv import EpisodeControl, Retrain
+from apo_ros.graph import RosGraph
+from apo_ros.qos import qos_profile, topic_qos
 
 TERMINAL_EVENTS = {EpisodeEvent.EVENT_SUCCESS: "success", EpisodeEvent.EVENT_FAILURE: "failure",
                    EpisodeEvent.EVENT_ABORT: "abort"}

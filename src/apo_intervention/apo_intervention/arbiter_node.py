@@ -23,9 +23,6 @@ from __future__ import annotations
 import threading
 import time
 
-from apo_ros.node import run_node
-from apo_ros.params import CallbackGuard
-from apo_ros.qos import qos_for
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from std_msgs.msg import Bool
@@ -39,6 +36,9 @@ from apo_intervention.config import ArbiterConfig
 from apo_intervention.episodes import Event
 from apo_intervention.mux import Mode
 from apo_intervention.ros_common import destroy_on_error, load_node_config, send_last
+from apo_ros.node import run_node
+from apo_ros.params import CallbackGuard
+from apo_ros.qos import qos_for
 
 _SOURCE = {POLICY: ActionCommand.SOURCE_POLICY, TELEOP: ActionCommand.SOURCE_TELEOP, None: ActionCommand.SOURCE_HOLD}
 _OUTCOME_OF_REQUEST = {EpisodeControl.Request.SUCCESS: Event.SUCCESS, EpisodeControl.Request.FAILURE: Event.FAILURE,

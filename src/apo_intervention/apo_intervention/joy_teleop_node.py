@@ -9,9 +9,6 @@ publishes true on ESTOP. Mapping and edge logic: :mod:`apo_intervention.joy_mapp
 
 from __future__ import annotations
 
-from apo_ros.node import run_node
-from apo_ros.params import CallbackGuard
-from apo_ros.qos import qos_for
 from rclpy.node import Node
 from sensor_msgs.msg import Joy
 from std_msgs.msg import Bool
@@ -22,6 +19,9 @@ from apo_interfaces.srv import EpisodeControl
 from apo_intervention.config import JoyMappingConfig
 from apo_intervention.joy_mapping import JoyMapping, JoyTeleopLogic
 from apo_intervention.ros_common import destroy_on_error, load_node_config, publish_teleop_action
+from apo_ros.node import run_node
+from apo_ros.params import CallbackGuard
+from apo_ros.qos import qos_for
 
 EPISODE_REQUEST = {"start": EpisodeControl.Request.START, "success": EpisodeControl.Request.SUCCESS,
                    "failure": EpisodeControl.Request.FAILURE, "abort": EpisodeControl.Request.ABORT}

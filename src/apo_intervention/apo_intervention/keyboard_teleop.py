@@ -15,9 +15,6 @@ import sys
 import threading
 import time
 
-from apo_ros.node import run_node
-from apo_ros.params import CallbackGuard
-from apo_ros.qos import qos_for
 from rclpy.node import Node
 from std_msgs.msg import Bool
 
@@ -27,6 +24,9 @@ from apo_intervention.config import KeyboardConfig
 from apo_intervention.joy_teleop_node import EpisodeCaller
 from apo_intervention.keyboard import EPISODE_COMMANDS, HELP, KeyboardMapping
 from apo_intervention.ros_common import destroy_on_error, load_node_config, publish_teleop_action
+from apo_ros.node import run_node
+from apo_ros.params import CallbackGuard
+from apo_ros.qos import qos_for
 
 
 class KeyboardTeleopNode(Node):

@@ -14,11 +14,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from apo_ros.params import load_parameters
-
 from apo_core.config import merge_overrides
 from apo_core.errors import ConfigError
 from apo_intervention.config import default_config_path, read_config_file
+from apo_ros.params import load_parameters
 
 
 def load_node_config(node, cls):

@@ -16,9 +16,6 @@ import threading
 import time
 
 import numpy as np
-from apo_ros.node import run_node
-from apo_ros.params import CallbackGuard
-from apo_ros.qos import qos_for
 from rclpy.node import Node
 from sensor_msgs.msg import Joy
 from std_msgs.msg import Float64MultiArray
@@ -29,6 +26,9 @@ from apo_intervention.config import JoyMappingConfig, OperatorConfig, assemble_c
 from apo_intervention.joy_mapping import JoyMapping
 from apo_intervention.operator_logic import EpisodeScheduler, Observation, SupervisorLogic
 from apo_intervention.ros_common import destroy_on_error, load_node_config, send_last
+from apo_ros.node import run_node
+from apo_ros.params import CallbackGuard
+from apo_ros.qos import qos_for
 
 
 class ScriptedOperatorNode(Node):

@@ -84,11 +84,11 @@ class Recorder:
 @pytest.fixture
 def probe(graph):
     """A probe node subscribed to every arbiter output; ``probe.rec.get(topic)`` lists what arrived."""
-    from apo_ros.qos import qos_profile, topic_qos
     from diagnostic_msgs.msg import DiagnosticArray
 
     from apo_core import topics
     from apo_interfaces.msg import ActionCommand, EpisodeEvent, InterventionMode, LabelledStep
+    from apo_ros.qos import qos_profile, topic_qos
 
     node = graph.probe_node("apo_test_probe")
     node.rec = Recorder()

@@ -20,13 +20,13 @@ NAN = float("nan")
 
 
 def test_hostile_requests_are_refused_and_the_arbiter_keeps_serving(graph, probe, tmp_path):
-    from apo_ros.qos import topic_qos
-    from apo_ros.testing import start_node_process, stop_process
     from std_srvs.srv import SetBool
 
     from apo_core import topics
     from apo_interfaces.msg import ActionCommand, EpisodeEvent, RobotState
     from apo_interfaces.srv import EpisodeControl
+    from apo_ros.qos import topic_qos
+    from apo_ros.testing import start_node_process, stop_process
 
     Req = EpisodeControl.Request
     log = tmp_path / "arbiter.log"

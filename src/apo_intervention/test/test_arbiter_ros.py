@@ -32,13 +32,13 @@ class Rig:
     """Probe-side publishers and clients for one arbiter, with discovery waited for."""
 
     def __init__(self, graph, probe, arbiter):
-        from apo_ros.qos import topic_qos
         from std_msgs.msg import Bool
         from std_srvs.srv import SetBool
 
         from apo_core import topics
         from apo_interfaces.msg import ActionCommand, RobotState
         from apo_interfaces.srv import EpisodeControl
+        from apo_ros.qos import topic_qos
 
         self.g, self.probe, self.arbiter, self.topics = graph, probe, arbiter, topics
         self.policy = probe.create_publisher(ActionCommand, topics.POLICY_ACTION, topic_qos(topics.POLICY_ACTION))
@@ -139,10 +139,9 @@ def test_teleop_burst_is_labelled_2_exactly_and_hands_back(rig, graph):
         elif k == burst:
             r.teleop.publish(action_msg([]))  # deadman let go
 
-    from apo_ros.qos import topic_qos
-
     from apo_core import topics
     from apo_interfaces.msg import LabelledStep
+    from apo_ros.qos import topic_qos
 
     sub = r.probe.create_subscription(LabelledStep, topics.STEP, on_step, topic_qos(topics.STEP))
     graph.wait_until(lambda: sub.get_publisher_count() >= 1, what="step subscription matched")
@@ -381,11 +380,10 @@ def test_bad_config_fails_at_start_naming_the_key(graph, tmp_path):
 def test_arbiter_process_leaves_the_robot_holding_on_shutdown(graph, probe, tmp_path):
     import signal
 
-    from apo_ros.qos import topic_qos
-    from apo_ros.testing import start_node_process, stop_process
-
     from apo_core import topics
     from apo_interfaces.msg import ActionCommand
+    from apo_ros.qos import topic_qos
+    from apo_ros.testing import start_node_process, stop_process
 
     proc = start_node_process("apo_intervention.arbiter_node", ["--ros-args", "-p", "control_rate_hz:=20.0"],
                               log_path=str(tmp_path / "arbiter.log"))

@@ -18,7 +18,6 @@ E = [0.3, -0.2, 0.1, 0.0, 0.05, -0.1, 1.0]
 
 
 def test_operator_starts_takes_over_on_stall_via_joy_and_hands_back(graph, probe, make_node):
-    from apo_ros.qos import topic_qos
     from sensor_msgs.msg import Joy
     from std_msgs.msg import Float64MultiArray
 
@@ -28,6 +27,7 @@ def test_operator_starts_takes_over_on_stall_via_joy_and_hands_back(graph, probe
     from apo_intervention.joy_teleop_node import JoyTeleopNode
     from apo_intervention.mux import Mode
     from apo_intervention.scripted_operator_node import ScriptedOperatorNode
+    from apo_ros.qos import topic_qos
 
     make_node(ArbiterNode, control_rate_hz=20.0, max_episode_steps=70, timeout_outcome="abort")
     make_node(JoyTeleopNode)

@@ -22,12 +22,12 @@ def _finite(actions):
 
 
 def test_joy_teleop_survives_hostile_joy_and_still_maps(graph, probe, make_node):
-    from apo_ros.qos import topic_qos
     from sensor_msgs.msg import Joy
 
     from apo_core import topics
     from apo_interfaces.msg import ActionCommand
     from apo_intervention.joy_teleop_node import JoyTeleopNode
+    from apo_ros.qos import topic_qos
 
     node = make_node(JoyTeleopNode)
     probe.create_subscription(ActionCommand, topics.TELEOP_ACTION, probe.rec.callback(topics.TELEOP_ACTION),
@@ -51,11 +51,10 @@ def test_joy_teleop_survives_hostile_joy_and_still_maps(graph, probe, make_node)
 
 
 def test_keyboard_teleop_ignores_a_non_finite_executed_gripper(graph, probe):
-    from apo_ros.qos import topic_qos
-
     from apo_core import topics
     from apo_interfaces.msg import ActionCommand
     from apo_intervention.keyboard_teleop import KeyboardTeleopNode
+    from apo_ros.qos import topic_qos
 
     node = graph.add(KeyboardTeleopNode(read_terminal=False, context=graph.context))
     probe.create_subscription(ActionCommand, topics.TELEOP_ACTION, probe.rec.callback(topics.TELEOP_ACTION),
@@ -78,13 +77,13 @@ def test_keyboard_teleop_ignores_a_non_finite_executed_gripper(graph, probe):
 
 
 def test_scripted_operator_survives_hostile_inputs_and_still_presses_start(graph, probe, make_node):
-    from apo_ros.qos import topic_qos
     from sensor_msgs.msg import Joy
     from std_msgs.msg import Float64MultiArray
 
     from apo_core import topics
     from apo_interfaces.msg import ActionCommand, EpisodeEvent, InterventionMode
     from apo_intervention.scripted_operator_node import ScriptedOperatorNode
+    from apo_ros.qos import topic_qos
 
     operator = make_node(ScriptedOperatorNode, num_episodes=1, pause_between_episodes=0.0)
     pubs = {topic: probe.create_publisher(t, topic, topic_qos(topic)) for t, topic in (

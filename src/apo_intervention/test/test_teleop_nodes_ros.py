@@ -11,13 +11,13 @@ class TeleopProbe:
     """Records TELEOP_ACTION and ESTOP, and serves a stand-in EPISODE_CONTROL that records requests."""
 
     def __init__(self, graph, probe):
-        from apo_ros.qos import topic_qos
         from sensor_msgs.msg import Joy
         from std_msgs.msg import Bool
 
         from apo_core import topics
         from apo_interfaces.msg import ActionCommand
         from apo_interfaces.srv import EpisodeControl
+        from apo_ros.qos import topic_qos
 
         self.g, self.probe, self.topics = graph, probe, topics
         self.requests = []

@@ -17,9 +17,6 @@ import threading
 import time
 
 import numpy as np
-from apo_ros.node import run_node
-from apo_ros.params import CallbackGuard, fill_failure, load_parameters, parameter_names
-from apo_ros.qos import topic_qos
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -35,6 +32,9 @@ from apo_interfaces.srv import LoadPolicy
 from apo_policy_node.config import PolicyNodeConfig
 from apo_policy_node.latest import LatestSlot
 from apo_policy_node.policy_source import PolicySource
+from apo_ros.node import run_node
+from apo_ros.params import CallbackGuard, fill_failure, load_parameters, parameter_names
+from apo_ros.qos import topic_qos
 
 PROGRAM = "apo_policy_node"
 CONFIG_PARAMETERS = frozenset(parameter_names(PolicyNodeConfig))

@@ -4,13 +4,13 @@ import time
 
 import numpy as np
 import pytest
-from apo_ros.qos import topic_qos
-from apo_ros.testing import RosGraph
 
 from apo_core import topics
 from apo_core.image_codec import rgb_to_image_fields
 from apo_core.model_store import ModelStore
 from apo_core.policy.small_vla import SmallVLAPolicy
+from apo_ros.qos import topic_qos
+from apo_ros.testing import RosGraph
 
 pytestmark = pytest.mark.ros
 

@@ -13,11 +13,11 @@ import subprocess
 import sys
 
 import pytest
-from apo_ros.testing import RosGraph, start_node_process, stop_process
 
 from apo_core import topics
 from apo_core.model_store import ModelStore
 from apo_core.policy.small_vla import SmallVLAPolicy
+from apo_ros.testing import RosGraph, start_node_process, stop_process
 
 pytestmark = pytest.mark.ros
 MODULE = "apo_policy_node.policy_node"

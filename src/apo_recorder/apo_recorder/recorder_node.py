@@ -36,9 +36,6 @@ import time
 from collections import deque
 from pathlib import Path
 
-from apo_ros.node import run_node
-from apo_ros.params import CallbackGuard, load_parameters
-from apo_ros.qos import qos_profile, topic_qos
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message
 
@@ -49,6 +46,9 @@ from apo_recorder.cdr_peek import peek_header_then_string
 from apo_recorder.episode import Decision, EpisodeInfo, EpisodeTracker
 from apo_recorder.msgdefs import MessageDefinitionError, message_definition
 from apo_recorder.recorder_config import RANGES, RecorderConfig, parse_topics
+from apo_ros.node import run_node
+from apo_ros.params import CallbackGuard, load_parameters
+from apo_ros.qos import qos_profile, topic_qos
 
 __all__ = ["NODE_NAME", "RecorderNode", "main", "parse_topics"]
 

@@ -18,9 +18,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from apo_ros.qos import qos_profile, topic_qos
-
 from apo_recorder.reader import iter_messages, list_episode_bags
+from apo_ros.qos import qos_profile, topic_qos
 
 
 def message_class(msgtype: str):

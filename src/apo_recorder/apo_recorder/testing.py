@@ -12,10 +12,10 @@ from apo_core import topics as T
 
 class EpisodeProbe:
     def __init__(self, graph, name: str = "recorder_probe", image_size: tuple[int, int] = (8, 8)):
-        from apo_ros.qos import topic_qos
         from sensor_msgs.msg import Image
 
         from apo_interfaces.msg import ActionCommand, EpisodeEvent, LabelledStep, RobotState
+        from apo_ros.qos import topic_qos
 
         self.graph = graph
         self.node = graph.probe_node(name)

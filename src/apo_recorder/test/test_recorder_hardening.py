@@ -17,7 +17,6 @@ pytestmark = pytest.mark.ros
 
 rclpy = pytest.importorskip("rclpy")
 
-from apo_ros.testing import RosGraph, start_node_process, stop_process  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from apo_core import topics as T  # noqa: E402
@@ -25,6 +24,7 @@ from apo_core.names import check_name  # noqa: E402
 from apo_recorder import iter_messages, list_episode_bags, read_bag_info  # noqa: E402
 from apo_recorder.recorder_node import RecorderNode  # noqa: E402
 from apo_recorder.testing import EpisodeProbe  # noqa: E402
+from apo_ros.testing import RosGraph, start_node_process, stop_process  # noqa: E402
 
 MODULE = "apo_recorder.recorder_node"
 
@@ -54,8 +54,9 @@ def test_a_bad_parameter_stops_the_start_with_exit_code_2_and_names_it(tmp_path,
 
 
 def test_hostile_messages_do_not_kill_the_recorder(tmp_path):
-    from apo_ros.qos import topic_qos
     from std_srvs.srv import SetBool, Trigger
+
+    from apo_ros.qos import topic_qos
 
     out = tmp_path / "bags"
     proc = start_node_process(MODULE, ["--ros-args", "-p", f"output_dir:={out}", "-p", "grace_period_s:=0.2",

@@ -8,13 +8,13 @@ pytestmark = pytest.mark.ros
 
 rclpy = pytest.importorskip("rclpy")
 
-from apo_ros.testing import RosGraph  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from apo_core import topics as T  # noqa: E402
 from apo_recorder import contract, iter_messages, list_episode_bags, read_bag_info  # noqa: E402
 from apo_recorder.recorder_node import RecorderNode  # noqa: E402
 from apo_recorder.testing import EpisodeProbe  # noqa: E402
+from apo_ros.testing import RosGraph  # noqa: E402
 
 
 def make_recorder(graph, output_dir, **params):

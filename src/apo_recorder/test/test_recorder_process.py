@@ -11,12 +11,11 @@ pytestmark = pytest.mark.ros
 
 rclpy = pytest.importorskip("rclpy")
 
-from apo_ros.testing import RosGraph, start_node_process, stop_process  # noqa: E402
-
 from apo_core import topics as T  # noqa: E402
 from apo_recorder import contract, iter_messages, list_episode_bags, read_bag_info, recover_bag  # noqa: E402
 from apo_recorder.recovery import count_messages_on_disk  # noqa: E402
 from apo_recorder.testing import EpisodeProbe  # noqa: E402
+from apo_ros.testing import RosGraph, start_node_process, stop_process  # noqa: E402
 
 MODULE = "apo_recorder.recorder_node"
 

@@ -4,9 +4,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from rclpy.node import Node
+
 from apo_ros.node import run_node
 from apo_ros.params import load_parameters
-from rclpy.node import Node
 
 
 @dataclass

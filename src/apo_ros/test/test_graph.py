@@ -1,14 +1,16 @@
 """The in-process test graph keeps spinning after a callback raises, and reports the exception."""
 
 import pytest
+
 from apo_ros.graph import RosGraph
 
 pytestmark = pytest.mark.ros
 
 
 def test_callback_exception_is_reported_and_graph_keeps_running():
-    from apo_ros.qos import qos_profile
     from std_msgs.msg import Int32
+
+    from apo_ros.qos import qos_profile
 
     got = []
 

@@ -3,6 +3,8 @@
 from dataclasses import dataclass, field
 
 import pytest
+
+from apo_core.errors import ConfigError
 from apo_ros.params import (
     CallbackGuard,
     check_parameter_names,
@@ -10,8 +12,6 @@ from apo_ros.params import (
     load_parameters,
     parameter_names,
 )
-
-from apo_core.errors import ConfigError
 
 pytestmark = pytest.mark.ros
 

@@ -43,9 +43,6 @@ import threading
 import time
 
 import numpy as np
-from apo_ros.node import run_node
-from apo_ros.params import CallbackGuard, load_parameters
-from apo_ros.qos import topic_qos
 from geometry_msgs.msg import Pose
 from rclpy.node import Node
 from rclpy.time import Time
@@ -55,6 +52,9 @@ from std_msgs.msg import Float64MultiArray, Header
 from apo_core import topics
 from apo_core.errors import ApoError, InvalidActionError
 from apo_interfaces.msg import ActionCommand, EpisodeEvent, RobotState
+from apo_ros.node import run_node
+from apo_ros.params import CallbackGuard, load_parameters
+from apo_ros.qos import topic_qos
 from apo_sim.env import ACTION_DIM, Observation, SimEnv, validate_action
 from apo_sim.expert import ScriptedExpert
 from apo_sim.node_config import SimNodeConfig

@@ -5,8 +5,6 @@ import signal
 
 import numpy as np
 import pytest
-from apo_ros.qos import topic_qos
-from apo_ros.testing import RosGraph, start_node_process, stop_process
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray
@@ -14,6 +12,8 @@ from std_msgs.msg import Float64MultiArray
 from apo_core import topics
 from apo_core.errors import ConfigError
 from apo_interfaces.msg import ActionCommand, EpisodeEvent, RobotState
+from apo_ros.qos import topic_qos
+from apo_ros.testing import RosGraph, start_node_process, stop_process
 from apo_sim.env import SimConfigError
 from apo_sim.sim_node import SimNode
 

@@ -9,13 +9,13 @@ import math
 import signal
 
 import pytest
-from apo_ros.qos import topic_qos
-from apo_ros.testing import RosGraph, start_node_process, stop_process
 from builtin_interfaces.msg import Time as TimeMsg
 from rclpy.parameter import Parameter
 
 from apo_core import topics
 from apo_interfaces.msg import ActionCommand, EpisodeEvent, RobotState
+from apo_ros.qos import topic_qos
+from apo_ros.testing import RosGraph, start_node_process, stop_process
 from apo_sim.sim_node import SimNode
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim]

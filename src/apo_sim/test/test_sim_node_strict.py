@@ -1,11 +1,11 @@
 """Strict parameters of the simulator node: an unknown name stops it at start, naming the known ones."""
 
 import pytest
-from apo_ros.params import parameter_names
-from apo_ros.testing import RosGraph, start_node_process
 from rclpy.parameter import Parameter
 
 from apo_core.errors import ConfigError
+from apo_ros.params import parameter_names
+from apo_ros.testing import RosGraph, start_node_process
 from apo_sim.node_config import SimNodeConfig
 from apo_sim.sim_node import SimNode
 

@@ -17,9 +17,6 @@ import sys
 import threading
 import time
 
-from apo_ros.node import run_node
-from apo_ros.params import CallbackGuard, load_parameters
-from apo_ros.qos import topic_qos
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 
@@ -27,6 +24,9 @@ from apo_core import topics
 from apo_core.names import InvalidNameError
 from apo_interfaces.msg import EpisodeEvent, RetrainStatus
 from apo_interfaces.srv import CancelRetrain, GetRetrainStatus, LoadPolicy, Retrain, Rollback
+from apo_ros.node import run_node
+from apo_ros.params import CallbackGuard, load_parameters
+from apo_ros.qos import topic_qos
 from apo_trainer.retrain.job import JobStatus, RetrainManager, RetrainRequest
 from apo_trainer.retrain.node_config import RetrainNodeConfig
 from apo_trainer.retrain.settings import load_retrain_settings

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 import yaml
-from apo_ros.testing import RosGraph, start_node_process, stop_process
 
 from apo_core import topics
+from apo_ros.testing import RosGraph, start_node_process, stop_process
 
 pytestmark = pytest.mark.ros
 MODULE = "apo_trainer.retrain_node"

@@ -131,13 +131,13 @@ def _config(tmp_path):
 
 @pytest.mark.ros
 def test_hostile_requests_to_every_retrain_service(tmp_path):
-    from apo_ros.qos import topic_qos
-    from apo_ros.testing import RosGraph
     from rclpy.parameter import Parameter
 
     from apo_core import topics
     from apo_interfaces.msg import EpisodeEvent, RetrainStatus
     from apo_interfaces.srv import CancelRetrain, GetRetrainStatus, Retrain, Rollback
+    from apo_ros.qos import topic_qos
+    from apo_ros.testing import RosGraph
     from apo_trainer.retrain_node import RetrainNode
 
     store, cfg = _config(tmp_path)

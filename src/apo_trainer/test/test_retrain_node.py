@@ -6,12 +6,12 @@ import time
 import numpy as np
 import pytest
 import yaml
-from apo_ros.qos import topic_qos
-from apo_ros.testing import RosGraph, start_node_process, stop_process
 
 from apo_core import topics
 from apo_core.model_store import ModelStore
 from apo_core.normalization import ActionStats
+from apo_ros.qos import topic_qos
+from apo_ros.testing import RosGraph, start_node_process, stop_process
 from apo_trainer.bag_reader_samples import SampleEpisode, sample_action, write_sample_bag
 from apo_trainer.testing import tiny_policy
 

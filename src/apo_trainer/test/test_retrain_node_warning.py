@@ -4,12 +4,12 @@ RetrainStatus on /apo/retrain/status and in /apo/retrain/get_status."""
 import numpy as np
 import pytest
 import yaml
-from apo_ros.qos import topic_qos
-from apo_ros.testing import RosGraph
 
 from apo_core import topics
 from apo_core.model_store import ModelStore
 from apo_core.normalization import ActionStats
+from apo_ros.qos import topic_qos
+from apo_ros.testing import RosGraph
 from apo_trainer.bag_reader_samples import SampleEpisode, sample_action, write_sample_bag
 from apo_trainer.testing import tiny_policy
 
