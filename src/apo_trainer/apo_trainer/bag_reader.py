@@ -44,7 +44,3 @@ from apo_core.bags.report import (  # noqa: F401 (re-exported)
     integrity_text,
 )
 from apo_core.bags.typestore import TypeRegistry, registry_for  # noqa: F401 (re-exported)
-
-# Old private names (bag_reader_samples and older callers imported them).
-_parse_chunk_header = parse_chunk_header
-_ChunkInfo = ChunkInfo

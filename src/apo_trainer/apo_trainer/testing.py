@@ -143,3 +143,20 @@ def tiny_train_config(output_dir, paths, *, policy_path=None, loss="apo", max_st
                   "torch_threads": 1, "checkpoint_every": 1000},
     }
     return merge_overrides(cfg, sections)
+
+
+def tiny_training_data(root, n_expert: int = 4, n_interactive: int = 3):
+    """Expert + interactive datasets (32 px) under ``root`` and a tiny starting policy saved beside them.
+
+    Returns a namespace with ``root``, ``expert``, ``inter`` (dataset paths), ``stats`` (the expert's
+    action statistics) and ``start`` (the saved policy directory): the set-up of the training tests.
+    """
+    from types import SimpleNamespace
+
+    root = Path(root)
+    expert = write_expert_dataset(root / "expert" / "demos.hdf5", n_episodes=n_expert, length=12, image_size=32)
+    inter = write_interactive_dataset(root / "inter" / "inter.hdf5", n_episodes=n_interactive, length=30,
+                                      image_size=32)
+    stats = ActionStats.load(root / "expert" / "action_stats.json")
+    start = tiny_policy(stats).save(root / "start")
+    return SimpleNamespace(root=root, expert=expert, inter=inter, start=start, stats=stats)

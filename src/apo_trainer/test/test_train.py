@@ -2,7 +2,6 @@
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,20 +18,16 @@ from apo_trainer.testing import (
     synthetic_episode,
     tiny_policy,
     tiny_train_config,
+    tiny_training_data,
     write_expert_dataset,
-    write_interactive_dataset,
 )
 from apo_trainer.train import Trainer, main, main_bc, train
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    expert = write_expert_dataset(root / "expert" / "demos.hdf5", n_episodes=4, length=12, image_size=32)
-    inter = write_interactive_dataset(root / "inter" / "inter.hdf5", n_episodes=3, length=30, image_size=32)
-    stats = ActionStats.load(root / "expert" / "action_stats.json")
-    start = tiny_policy(stats).save(root / "start")
-    return SimpleNamespace(root=root, expert=expert, inter=inter, start=start, stats=stats)
+    data = tiny_training_data(tmp_path_factory.mktemp("train"), n_expert=4, n_interactive=3)
+    return data
 
 
 def test_defaults_are_the_papers():

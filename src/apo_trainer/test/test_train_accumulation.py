@@ -1,34 +1,27 @@
 """Gradient accumulation optimises the whole batch's loss; free-running L1; batch sizes the split cannot honour."""
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from apo_core.errors import ConfigError
-from apo_core.normalization import ActionStats
 from apo_core.policy.base import Observation
 from apo_trainer.config import load_train_config
 from apo_trainer.data import StepDataset, collate_steps
 from apo_trainer.testing import (
     tiny_policy,
     tiny_train_config,
-    write_expert_dataset,
-    write_interactive_dataset,
+    tiny_training_data,
 )
 from apo_trainer.train import Trainer, free_running_l1, train
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("accum")
-    expert = write_expert_dataset(root / "expert" / "demos.hdf5", n_episodes=2, length=12, image_size=32)
-    inter = write_interactive_dataset(root / "inter" / "inter.hdf5", n_episodes=3, length=30, image_size=32)
-    stats = ActionStats.load(root / "expert" / "action_stats.json")
-    start = tiny_policy(stats).save(root / "start")
-    return SimpleNamespace(root=root, expert=expert, inter=inter, start=start, stats=stats)
+    data = tiny_training_data(tmp_path_factory.mktemp("accum"), n_expert=2, n_interactive=3)
+    return data
 
 
 def _grads(model) -> dict[str, torch.Tensor]:

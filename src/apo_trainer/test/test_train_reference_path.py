@@ -1,6 +1,5 @@
 """reference.path: the cached reference log-probs come from the named policy, not the starting one."""
 
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,21 +12,16 @@ from apo_trainer.data import collate_steps
 from apo_trainer.testing import (
     tiny_policy,
     tiny_train_config,
-    write_expert_dataset,
-    write_interactive_dataset,
+    tiny_training_data,
 )
 from apo_trainer.train import Trainer, TrainingError
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("refpath")
-    expert = write_expert_dataset(root / "expert" / "demos.hdf5", n_episodes=2, length=12, image_size=32)
-    inter = write_interactive_dataset(root / "inter" / "inter.hdf5", n_episodes=2, length=30, image_size=32)
-    stats = ActionStats.load(root / "expert" / "action_stats.json")
-    start = tiny_policy(stats, seed=0).save(root / "start")
-    other = tiny_policy(stats, seed=1).save(root / "other")  # same action statistics, other weights
-    return SimpleNamespace(root=root, expert=expert, inter=inter, start=start, other=other, stats=stats)
+    data = tiny_training_data(tmp_path_factory.mktemp("refpath"), n_expert=2, n_interactive=2)
+    data.other = tiny_policy(data.stats, seed=1).save(data.root / "other")  # same action statistics, other weights
+    return data
 
 
 def _logps(policy_dir, batch) -> torch.Tensor:
