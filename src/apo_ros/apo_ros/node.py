@@ -12,7 +12,8 @@ What it does, the same for every node:
   the clean-up short.
 * A configuration error while building the node (:class:`apo_core.errors.ApoError`, and ``OSError``
   / ``ValueError`` from a settings file or directory) -> ``"<program>: error: <message>"`` on stderr,
-  exit code 2, no traceback. Any other exception is a bug and keeps its traceback (exit code 1).
+  exit code 2, no traceback. Any other exception is a bug and keeps its traceback (exit code 1),
+  unless a stop signal arrived during the build: then it is reported in one line and the exit code is 0.
 * Spins a single-threaded executor (or a multi-threaded one with ``num_threads`` > 1) with
   ``spin_once`` and a timeout, never a blocking ``spin()``, so a node without timers still sees the
   signal; ``should_stop(node)`` ends the spin when true (the keyboard teleop's quit key).
@@ -77,9 +78,16 @@ def run_node(make_node, program: str, args=None, *, num_threads: int = 1, should
             print(f"{program}: error: {exc}", file=sys.stderr, flush=True)
             rclpy.try_shutdown()
             return 2
-        except BaseException:
+        except BaseException as exc:
             phase["name"] = "shutdown"
             if not rclpy.ok():  # the context went away while building: not an error
+                return 0
+            if stop.is_set():
+                # A signal to the process group (Ctrl-C, launch's SIGTERM) also reaches helpers the
+                # build waits on; their failure is the stop that was asked for, not a bug.
+                print(f"{program}: stopped while starting ({type(exc).__name__}: {exc})", file=sys.stderr,
+                      flush=True)
+                rclpy.try_shutdown()
                 return 0
             rclpy.try_shutdown()
             raise

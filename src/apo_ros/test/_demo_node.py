@@ -1,5 +1,7 @@
 """A minimal node run through apo_ros.run_node, for test_run_node.py (started as a subprocess)."""
 
+import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -14,12 +16,18 @@ from apo_ros.params import load_parameters
 class DemoConfig:
     rate_hz: float = field(default=20.0, metadata={"help": "timer rate"})
     shutdown_seconds: float = field(default=1.5, metadata={"help": "how long on_shutdown takes"})
+    fail_after_signal: bool = field(default=False, metadata={
+        "help": "SIGTERM this process while building, then fail as a child killed by that signal would"})
 
 
 class DemoNode(Node):
     def __init__(self):
         super().__init__("apo_ros_demo", automatically_declare_parameters_from_overrides=True)
         self.cfg = load_parameters(self, DemoConfig)
+        if self.cfg.fail_after_signal:
+            if not os.environ.get("APO_DEMO_NO_SIGNAL"):
+                os.kill(os.getpid(), signal.SIGTERM)
+            raise RuntimeError("helper process died")
         self._said = False
         self.create_timer(1.0 / self.cfg.rate_hz, self._tick)
 
@@ -35,4 +43,4 @@ class DemoNode(Node):
 
 
 if __name__ == "__main__":
-    sys.exit(run_node(DemoNode, "apo_ros_demo"))
+    sys.exit(run_node(DemoNode, "apo_ros_demo", interrupt_build="--no-interrupt-build" not in sys.argv))

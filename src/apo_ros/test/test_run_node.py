@@ -42,6 +42,24 @@ def test_malformed_ros_arguments_exit_2():
     assert "apo_ros_demo: error:" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_build_failure_after_a_stop_signal_is_a_clean_stop():
+    """A signal to the process group while a node starts can kill a helper the build waits on (a
+    simulator's subprocess); that failure is the stop the user asked for, not a crash."""
+    proc = subprocess.run([sys.executable, str(DEMO), "--no-interrupt-build", "--ros-args",
+                           "-p", "fail_after_signal:=true"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "stopped while starting" in proc.stderr and "helper process died" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_build_failure_without_a_signal_keeps_its_traceback():
+    proc = subprocess.run([sys.executable, str(DEMO), "--no-interrupt-build", "--ros-args",
+                           "-p", "fail_after_signal:=true", "-p", "rate_hz:=10.0"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "APO_DEMO_NO_SIGNAL": "1"})
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "helper process died" in proc.stderr
+
+
 def _wait_line(lines: queue.Queue, want: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

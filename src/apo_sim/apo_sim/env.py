@@ -154,6 +154,27 @@ def _setup_gl_env() -> None:
     # robosuite forces egl unless MUJOCO_GL is set before it is imported (ENVIRONMENT.md).
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+    # robosuite imports mujoco.viewer, which imports glfw, and glfw checks each candidate library by
+    # running a Python subprocess. A signal to the process group (Ctrl-C, launch's SIGTERM) while a
+    # node starts kills that subprocess and the import fails. Naming the wheel's own library skips it.
+    if not os.environ.get("PYGLFW_LIBRARY"):
+        bundled = _bundled_glfw_library()
+        if bundled is not None:
+            os.environ["PYGLFW_LIBRARY"] = bundled
+
+
+def _bundled_glfw_library() -> str | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("glfw")  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    variant = "wayland" if os.environ.get("XDG_SESSION_TYPE") == "wayland" else "x11"
+    for folder in spec.submodule_search_locations:
+        for candidate in (os.path.join(folder, variant, "libglfw.so"), os.path.join(folder, "libglfw.so")):
+            if os.path.isfile(candidate):
+                return candidate
+    return None
 
 
 def _mat2quat_xyzw(mat: np.ndarray) -> np.ndarray:
