@@ -41,6 +41,7 @@ from pathlib import Path
 import yaml
 
 from apo_recorder import contract
+from apo_recorder.bag_metadata import QosProfileError, complete_offered_qos
 from apo_recorder.mcap_storage import open_writer
 from apo_recorder.msgdefs import message_definition
 
@@ -103,7 +104,9 @@ class TopicSpec:
 
     ``offered_qos`` entries use the keys of rosbag2 metadata version 9 (``history``, ``depth``,
     ``reliability``, ``durability``, ``deadline``, ``lifespan``, ``liveliness``,
-    ``liveliness_lease_duration``, ``avoid_ros_namespace_conventions``); see ``qos_dict``.
+    ``liveliness_lease_duration``, ``avoid_ros_namespace_conventions``); see ``qos_dict``. They are
+    checked when the bag opens; a history that discovery reports as ``unknown`` is filled in from
+    the topic's designed profile (``bag_metadata.complete_offered_qos``).
     """
 
     topic: str
@@ -183,6 +186,12 @@ class EpisodeBagWriter:
         for key, value in custom_data.items():
             if not isinstance(value, str):
                 raise TypeError(f"custom_data[{key!r}] must be a string, got {type(value).__name__}")
+        self._offered: dict[str, tuple[dict, ...]] = {}  # topic -> offered QoS, checked and completed
+        for t in topics:
+            try:
+                self._offered[t.topic] = complete_offered_qos(t.topic, t.offered_qos)
+            except QosProfileError as exc:
+                raise QosProfileError(f"offered QoS of {t.topic}: {exc}") from None
         self.path = Path(path)
         self.topics = list(topics)
         self._index = {t.topic: i for i, t in enumerate(self.topics)}
@@ -360,11 +369,12 @@ class EpisodeBagWriter:
         try:
             for spec in self.topics:
                 msgdef, digest = message_definition(spec.msgtype)
+                offered = self._offered[spec.topic]
                 conns.append(bag.add_connection(spec.topic, spec.msgtype, msgdef=msgdef, rihs01=digest,
-                                                offered_qos_profiles=parse_qos(list(spec.offered_qos))))
+                                                offered_qos_profiles=parse_qos(list(offered))))
                 journal_topics.append({"topic": spec.topic, "type": spec.msgtype,
                                        "type_description_hash": digest,
-                                       "offered_qos_profiles": list(spec.offered_qos)})
+                                       "offered_qos_profiles": list(offered)})
             self._journal_topics = journal_topics
             # The schemas and channels sit in the first chunk: put them on disk now, so even a bag
             # killed before its first flush can be recovered with all its connections.

@@ -12,10 +12,16 @@ image would reach the training set unnoticed. This one writes, following the MCA
 It also gives the episode writer direct control of chunking and flushing (``close_chunk``,
 ``chunk_bytes``, ``flush``), which crash tolerance depends on: a chunk is on disk only once closed.
 The rest of rosbag2 (connections, ``metadata.yaml``, custom data, QoS) stays with rosbags' ``Writer``;
-:func:`open_writer` returns one that uses this storage. The file layout is what rosbags and rosbag2
-write: profile ``ros2``, schemas and channels at the start of the first chunk and in the summary,
-channel metadata ``offered_qos_profiles``, a ``rosbag2`` metadata record, message indexes after each
-chunk, chunk indexes, statistics and summary offsets. ROS-free.
+:func:`open_writer` returns one that uses this storage. The file layout is what rosbag2's MCAP storage
+writes: profile ``ros2``, schemas and channels at the start of the first chunk and in the summary,
+channel metadata ``offered_qos_profiles`` and ``topic_type_hash``, a ``rosbag2`` metadata record,
+message indexes after each chunk, chunk indexes, statistics and summary offsets. The header's
+``library`` names the recorder (``apo_recorder <version>; rosbags <version>``: rosbags lays out the
+rosbag2 side, this module the MCAP file).
+
+The rosbag2 metadata (the MCAP record and ``metadata.yaml``) is rosbags' with the fixes of
+:mod:`apo_recorder.bag_metadata`: the real ``ros_distro`` instead of ``rosbags``, and rosbag2's key
+order and QoS layout. ROS-free.
 """
 
 from __future__ import annotations
@@ -27,11 +33,16 @@ from functools import lru_cache
 from importlib.metadata import version
 from pathlib import Path
 
+import yaml
+
+from apo_recorder import bag_metadata
+
 MAGIC = b"\x89MCAP0\r\n"
 OP_HEADER, OP_FOOTER, OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_CHUNK = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06
 OP_MESSAGE_INDEX, OP_CHUNK_INDEX, OP_STATISTICS, OP_METADATA, OP_METADATA_INDEX = 0x07, 0x08, 0x0B, 0x0C, 0x0D
 OP_SUMMARY_OFFSET, OP_DATA_END = 0x0E, 0x0F
 DEFAULT_CHUNK_BYTES = 1024 * 1024
+PROFILE = "ros2"  # the MCAP profile of rosbag2 bags (https://mcap.dev/spec/registry#ros2)
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -111,7 +122,8 @@ class CrcMcapStorage:
         self._new_chunk()
         self.bio = _CrcFile(self.path)
         self.bio.write(MAGIC)
-        self.bio.write(_record(OP_HEADER, _string("ros2") + _string(f"apo_recorder+rosbags-{version('rosbags')}")))
+        self.bio.write(_record(OP_HEADER, _string(PROFILE) + _string(library_name())))
+        self.bag_info: dict | None = None  # the rosbag2 metadata written at close
 
     # -- rosbags StorageWriter protocol ----------------------------------------------------------
     def add_msgtype(self, connection) -> None:
@@ -126,9 +138,13 @@ class CrcMcapStorage:
         self._chunk += record
 
     def add_connection(self, connection, offered_qos_profiles: str) -> None:
+        from rosbags.rosbag2.metadata import dump_qos_v9
+
+        del offered_qos_profiles  # rosbags' text: re-rendered below in rosbag2's key order
+        qos_text = bag_metadata.qos_profiles_yaml(dump_qos_v9(list(connection.ext.offered_qos_profiles)))
         record = _record(OP_CHANNEL, _U16.pack(connection.id) + _U16.pack(self._schema_ids[connection.msgtype])
                          + _string(connection.topic) + _string(connection.ext.serialization_format)
-                         + _string_map({"offered_qos_profiles": offered_qos_profiles}))
+                         + _string_map({"offered_qos_profiles": qos_text, "topic_type_hash": connection.digest}))
         self._channels.append(record)
         self._counts[connection.id] = 0
         self._chunk += record
@@ -150,6 +166,8 @@ class CrcMcapStorage:
     def close(self, version: int, metadata: str) -> None:
         """Last chunk, the rosbag2 metadata record, DataEnd (with the data CRC), summary and footer."""
         del version  # the rosbag2 version is in ``metadata``
+        self.bag_info = bag_metadata.rosbag2_bag_info(yaml.safe_load(metadata), bag_metadata.ros_distro())
+        metadata = bag_metadata.dump_yaml(self.bag_info).rstrip("\n")
         self.close_chunk()
         bio = self.bio
         meta_offset = bio.pos
@@ -238,12 +256,30 @@ class CrcMcapStorage:
         self._chunk_end: int | None = None
 
 
+def library_name() -> str:
+    """The MCAP header's ``library``: the recorder that wrote the file, and the rosbag2 layer it uses."""
+    from apo_recorder import __version__  # here: the package imports this module while it loads
+
+    return f"apo_recorder {__version__}; rosbags {version('rosbags')}"
+
+
 @lru_cache(maxsize=1)
 def _writer_class():
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     class CrcWriter(Writer):
         STORAGE_PLUGINS = {**Writer.STORAGE_PLUGINS, StoragePlugin.MCAP: CrcMcapStorage}
+
+        def close(self) -> None:
+            """rosbags' close, then ``metadata.yaml`` again with what the storage put in the MCAP
+            file (real ros_distro, rosbag2 layout): the two copies of the metadata agree."""
+            storage = self.storage
+            super().close()
+            info = getattr(storage, "bag_info", None)
+            if info is not None:
+                tmp = self.metapath.with_suffix(".yaml.tmp")
+                tmp.write_text(bag_metadata.metadata_yaml(info), encoding="utf-8")
+                tmp.replace(self.metapath)
 
     return CrcWriter
 
