@@ -23,7 +23,8 @@ passing flipped bytes on as an image.
 
 ROS-free: usable by the trainer, tests and benchmarks with no ROS install. The file layout follows
 ``apo_recorder.contract``; rosbag2 metadata is written with the ``rosbags`` library (rosbag2_py is not
-available here), the MCAP file by ``apo_recorder.mcap_storage``.
+available here) and put in rosbag2's own form by ``apo_recorder.bag_metadata`` (real ``ros_distro``,
+offered QoS), the MCAP file by ``apo_recorder.mcap_storage``.
 """
 
 from __future__ import annotations
