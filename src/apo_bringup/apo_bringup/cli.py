@@ -4,6 +4,7 @@
     apo graph [name:=value ...]    print the nodes and parameters the graph would start
     apo demo [--quick]             the whole deploy-optimize loop on the simulated default
     apo bench [--preset quick]     the benchmark: base / DAgger / KTO / DPO / APO in simulation (apo_bench)
+    apo models import|list|set-current   fill and inspect the model store the policy node loads from
 """
 
 from __future__ import annotations
@@ -98,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description=bench_doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     bench_arguments(p)
     p.set_defaults(func=_bench)
+
+    from apo_bringup import models_cli
+
+    p = sub.add_parser("models", help="import a trained policy or checkpoint into the model store, list, set current",
+                       description=models_cli.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    models_cli.add_arguments(p)
 
     p = sub.add_parser("graph", help="print the resolved graph")
     graph_args(p)

@@ -90,24 +90,39 @@ class ModelStore:
         existing = self.versions()
         return format_version(int(existing[-1][1:]) + 1 if existing else 1)
 
-    def add(self, policy_dir, make_current: bool = True, note: dict | None = None) -> str:
-        """Copy a saved policy directory in as the next version; optionally make it current."""
+    def add(self, policy_dir, make_current: bool = True, note: dict | None = None, version: str | None = None,
+            prepare=None, ignore=None) -> str:
+        """Copy a saved policy directory in as the next version (or as ``version``, which must be new);
+        optionally make it current. ``prepare(tmp_dir)`` may complete the copy (e.g. write metadata)
+        before it becomes visible; ``ignore`` is a shutil.copytree ignore callable."""
         src = Path(policy_dir)
         if not src.is_dir():
             raise MissingPathError(f"policy directory to promote not found: {src}")
         self.versions_dir.mkdir(parents=True, exist_ok=True)
-        version = self.next_version()
+        if version is None:
+            version = self.next_version()
+        else:
+            target = child_path(self.versions_dir, version, "model version", VERSION_RE)
+            if target.exists():
+                raise ModelStoreError(f"model version {version} already exists in {self.root}: choose another "
+                                      f"name (next free: {self.next_version()})")
         tmp = self.versions_dir / f".tmp-{version}-{os.getpid()}"
         if tmp.exists():
             shutil.rmtree(tmp)
-        shutil.copytree(src, tmp)
-        meta_path = tmp / "apo_policy.json"
-        if meta_path.is_file():
-            meta = json.loads(meta_path.read_text())
-            meta["version"] = version
-            meta_path.write_text(json.dumps(meta, indent=2))
-        _fsync_tree(tmp)
-        os.rename(tmp, self.versions_dir / version)
+        try:
+            shutil.copytree(src, tmp, ignore=ignore)
+            if prepare is not None:
+                prepare(tmp)
+            meta_path = tmp / "apo_policy.json"
+            if meta_path.is_file():
+                meta = json.loads(meta_path.read_text())
+                meta["version"] = version
+                meta_path.write_text(json.dumps(meta, indent=2))
+            _fsync_tree(tmp)
+            os.rename(tmp, self.versions_dir / version)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a half copy never stays behind
+            raise
         self._log("add", version, note)
         if make_current:
             self.set_current(version, action="promote", note=note)
@@ -133,6 +148,20 @@ class ModelStore:
             version = versions[versions.index(cur) - 1]
         self.set_current(version, action="rollback")
         return version
+
+    def version_records(self) -> list[dict]:
+        """One record per version: name, whether it is current, when it was added and its note
+        (where it came from), from history.jsonl; versions without an "add" line get None."""
+        added = {}
+        for entry in self.history():
+            if entry.get("action") == "add" and entry.get("version") not in added:
+                added[entry.get("version")] = entry
+        try:
+            current = self.current_version()
+        except ModelStoreError:
+            current = None  # a broken pointer: nothing is current until set_current repairs it
+        return [{"version": v, "current": v == current, "added": added.get(v, {}).get("time"),
+                 "note": added.get(v, {}).get("note") or {}} for v in self.versions()]
 
     def history(self) -> list[dict]:
         if not self.history_path.is_file():

@@ -29,6 +29,8 @@ class PolicyNodeConfig:
         "help": "Robot state topic (apo_interfaces/RobotState)."})
     max_state_age_s: float = field(default=1.0, metadata={
         "help": "A robot state older than this (vs. the image) is not used."})
+    store_poll_s: float = field(default=1.0, metadata={
+        "help": "While no policy is loaded (empty or missing store), how often to check for a current version."})
     trust_remote_code: bool = field(default=False, metadata={
         "help": "Allow a checkpoint under model_path to run its own Python code (transformers auto_map). "
                 "Off by default: set it only for a model directory whose code you trust."})
@@ -39,6 +41,8 @@ class PolicyNodeConfig:
                               "(-p model_path:=DIR)")
         if self.num_threads < 1:
             raise ConfigError(f"num_threads: must be >= 1, got {self.num_threads}")
+        if self.store_poll_s <= 0:
+            raise ConfigError(f"store_poll_s: must be > 0, got {self.store_poll_s}")
         if self.max_state_age_s <= 0:
             raise ConfigError(f"max_state_age_s: must be > 0, got {self.max_state_age_s}")
         if not self.device.strip():

@@ -3,7 +3,10 @@
 - Inference runs on a worker thread, never on the executor: callbacks only drop the newest frame in
   a one-slot mailbox (stale frames are replaced and counted, never queued).
 - Policies come only from the ``model_path`` parameter set at start (a model store or one policy
-  directory, see policy_source.py). ``/apo/policy/load`` names a version inside it, never a path; the
+  directory, see policy_source.py). A store that is missing, empty or has no current version is
+  waited for: the node runs without a policy, publishes no action (the arbiter holds), reports
+  "no policy loaded" (WARN) on /diagnostics, and loads the store's current version as soon as there
+  is one (``apo models import``), checking the pointer every ``store_poll_s``. ``/apo/policy/load`` names a version inside it, never a path; the
   new version loads on a loader thread while the old one keeps driving, then swaps under a lock.
 - The instruction comes from the ``instruction`` parameter or, when empty, from the latest episode
   START event.
@@ -65,12 +68,20 @@ class PolicyNode(Node):
         torch.set_num_threads(cfg.num_threads)
 
         self._policy_lock = threading.Lock()
-        self._policy = self._source.load(cfg.model_version)
+        self._policy = None
+        self._waiting_reason = ""  # why no policy is loaded (diagnostics), "" once one is
+        self._background_load: threading.Thread | None = None
+        self._failed_version: str | None = None  # not retried until the store's pointer changes
+        if cfg.model_version or self._source.current_version() is not None:
+            self._policy = self._source.load(cfg.model_version)  # a bad model still stops the start (exit 2)
+        else:
+            self._waiting_reason = (f"model store {self._source.root} has no current version yet; import one with "
+                                    f"`apo models import DIR --store {self._source.root}`")
         self._instruction = cfg.instruction
         self._state: RobotState | None = None
         self._state_lock = threading.Lock()
         self._stats = {"published": 0, "rejected_nonfinite": 0, "bad_images": 0, "no_instruction": 0,
-                       "no_state": 0, "last_inference_ms": 0.0, "last_wait_ms": 0.0}
+                       "no_state": 0, "no_policy": 0, "last_inference_ms": 0.0, "last_wait_ms": 0.0}
         self._guard = CallbackGuard(self)
 
         self._pub = self.create_publisher(ActionCommand, topics.POLICY_ACTION, topic_qos(topics.POLICY_ACTION))
@@ -88,17 +99,57 @@ class PolicyNode(Node):
         self.create_service(LoadPolicy, topics.LOAD_POLICY, self._on_load,
                             callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(1.0, self._publish_diagnostics)
+        self.create_timer(cfg.store_poll_s, self._load_when_store_filled)
         self._running = True
         self._worker = threading.Thread(target=self._inference_loop, name="policy-inference", daemon=True)
         self._worker.start()
-        self.get_logger().info(f"policy {self._policy.version!r} from {self._source.root} ready on {cfg.device}"
-                               + (" (trust_remote_code on)" if cfg.trust_remote_code else ""))
+        if self._policy is None:
+            self.get_logger().warning(f"no policy loaded: {self._waiting_reason}; holding (no actions) until then")
+        else:
+            self.get_logger().info(f"policy {self._policy.version!r} from {self._source.root} ready on {cfg.device}"
+                                   + (" (trust_remote_code on)" if cfg.trust_remote_code else ""))
 
     # --- loading -----------------------------------------------------------------------------
     @property
     def policy_version(self) -> str:
+        """The running version, "" while no policy is loaded."""
         with self._policy_lock:
-            return self._policy.version
+            return self._policy.version if self._policy is not None else ""
+
+    def _running_text(self) -> str:
+        version = self.policy_version
+        return f"still running {version!r}" if version else "still no policy loaded"
+
+    def _load_when_store_filled(self):
+        """Timer: while no policy is loaded, load the store's current version once there is one."""
+        if self._policy is not None or (self._background_load is not None and self._background_load.is_alive()):
+            return
+        try:
+            version = self._source.current_version()
+        except Exception as exc:  # e.g. a broken `current` link: reported, checked again next tick
+            self._waiting_reason = _short(f"model store {self._source.root} unusable: {exc}")
+            return
+        if version is None or version == self._failed_version:
+            return
+        self._waiting_reason = f"loading {version!r} from {self._source.root}"
+        self._background_load = threading.Thread(target=self._load_first, args=(version,), name="policy-first-load",
+                                                 daemon=True)
+        self._background_load.start()
+
+    def _load_first(self, version: str) -> None:
+        try:
+            policy = self._source.load(version)
+        except Exception as exc:
+            self._failed_version = version
+            self._waiting_reason = _short(f"{version!r} failed to load ({type(exc).__name__}: {exc}); waiting for "
+                                          "another current version")
+            self.get_logger().error(f"no policy loaded: {self._waiting_reason}")
+            return
+        with self._policy_lock:
+            if self._policy is None:  # a LoadPolicy request may have been faster
+                self._policy = policy
+                self._waiting_reason = ""
+        self.get_logger().info(f"policy {self.policy_version!r} from {self._source.root} loaded; proposing actions")
 
     async def _on_load(self, request, response):
         # CallbackGuard wraps plain functions only; this coroutine keeps the same contract itself:
@@ -107,8 +158,7 @@ class PolicyNode(Node):
             return await self._load_and_swap(request, response)
         except Exception as exc:
             self._guard.errors += 1
-            fill_failure(response, _short(f"load refused, still running {self.policy_version!r}: "
-                                          f"{type(exc).__name__}: {exc}"))
+            fill_failure(response, _short(f"load refused, {self._running_text()}: {type(exc).__name__}: {exc}"))
             response.loaded_version = self.policy_version
             self.get_logger().error(response.message)
             return response
@@ -132,15 +182,17 @@ class PolicyNode(Node):
             new_policy = await done
         except Exception as exc:  # a load error: refused explicitly, the running version stays
             response.success = False
-            response.message = _short(f"load failed, still running {self.policy_version!r}: {exc}")
+            response.message = _short(f"load failed, {self._running_text()}: {exc}")
             response.loaded_version = self.policy_version
             self.get_logger().error(response.message)
             return response
         with self._policy_lock:
-            old, self._policy = self._policy.version, new_policy
+            old, self._policy = self._policy, new_policy
+            self._waiting_reason = ""
         response.success = True
         response.loaded_version = new_policy.version
-        response.message = f"switched from {old!r} to {new_policy.version!r}"
+        response.message = (f"switched from {old.version!r} to {new_policy.version!r}" if old is not None
+                            else f"loaded {new_policy.version!r} (no policy before)")
         self.get_logger().info(response.message)
         return response
 
@@ -172,6 +224,11 @@ class PolicyNode(Node):
                 self.get_logger().error(f"inference failed: {exc}", throttle_duration_sec=5.0)
 
     def _infer_and_publish(self, msg: Image):
+        with self._policy_lock:
+            policy = self._policy
+        if policy is None:  # waiting for a model: no proposal, so the arbiter holds
+            self._stats["no_policy"] += 1
+            return
         if not self._instruction:
             self._stats["no_instruction"] += 1
             self.get_logger().warning("no instruction yet (parameter or episode START)", throttle_duration_sec=5.0)
@@ -182,8 +239,6 @@ class PolicyNode(Node):
             self._stats["bad_images"] += 1
             self.get_logger().error(f"dropping image: {exc}", throttle_duration_sec=5.0)
             return
-        with self._policy_lock:
-            policy = self._policy
         state = None
         if getattr(getattr(policy, "config", None), "state_dim", 0):
             state = self._current_state(msg)
@@ -218,10 +273,14 @@ class PolicyNode(Node):
 
     # --- diagnostics / shutdown -------------------------------------------------------------
     def _publish_diagnostics(self):
-        status = DiagnosticStatus(name="apo_policy", hardware_id="policy")
-        status.level = DiagnosticStatus.OK
-        status.message = f"version {self.policy_version}"
-        values = {**self.stats, "version": self.policy_version, "instruction": self._instruction}
+        status = DiagnosticStatus(name=self.get_name(), hardware_id="policy")
+        version = self.policy_version
+        if version:
+            status.level, status.message = DiagnosticStatus.OK, f"version {version}"
+        else:
+            status.level, status.message = DiagnosticStatus.WARN, f"no policy loaded: {self._waiting_reason}"
+        values = {**self.stats, "version": version, "instruction": self._instruction,
+                  "model_path": str(self._source.root)}
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()

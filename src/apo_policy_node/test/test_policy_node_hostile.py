@@ -135,6 +135,9 @@ def bad_model_paths(tmp_path_factory):
     (root / "empty").mkdir()
     (root / "corrupt").mkdir()
     (root / "corrupt" / "apo_policy.json").write_text("{not json")
+    (root / "afile").write_text("not a directory")
+    (root / "junk").mkdir()
+    (root / "junk" / "notes.txt").write_text("neither a store nor a policy")
     make_evil_checkpoint(root / "evil", root / "marker")
     return root
 
@@ -142,7 +145,10 @@ def bad_model_paths(tmp_path_factory):
 @pytest.mark.parametrize("params, words", [
     ([], ["model_path", "empty"]),
     (["model_path:="], ["invalid ROS arguments", "model_path"]),
-    (["model_path:={root}/nowhere"], ["{root}/nowhere", "does not exist"]),
+    # (a missing or empty model_path is a store not filled yet: the node waits, see test_policy_node_waits.py)
+    (["model_path:={root}/afile"], ["{root}/afile", "is not a directory"]),
+    (["model_path:={root}/junk"], ["{root}/junk", "holds no APO policy"]),
+    (["model_path:={root}/empty", "store_poll_s:=0.0"], ["store_poll_s", "> 0"]),
     (["model_path:={root}/corrupt"], ["{root}/corrupt/apo_policy.json", "JSON"]),
     (["model_path:={root}/evil"], ["needs remote code", "trust_remote_code"]),
     (["modle_path:={root}/empty"], ["'modle_path'", "did you mean 'model_path'", "trust_remote_code"]),

@@ -48,15 +48,29 @@ def test_store_versions_only(tmp_path, policy_dir):
         source.resolve("v9999")
 
 
-def test_missing_empty_and_corrupt_model_path(tmp_path, policy_dir):
-    with pytest.raises(MissingPathError, match="nowhere"):
-        PolicySource(tmp_path / "nowhere")
+def test_missing_or_empty_model_path_is_a_store_waiting_for_its_first_version(tmp_path, policy_dir):
+    for root in (tmp_path / "nowhere", tmp_path / "empty"):
+        if root.name == "empty":
+            root.mkdir()
+        source = PolicySource(root)
+        assert source.is_store and source.current_version() is None
+        with pytest.raises(MissingPathError, match="no current version"):
+            source.load()
+        with pytest.raises(MissingPathError, match="v0001"):
+            source.load("v0001")
+        # filled later (what `apo models import` does): the same source now finds and loads it
+        ModelStore(root).add(policy_dir)
+        assert source.current_version() == "v0001" and source.load().version == "v0001"
+
+
+def test_unusable_model_path(tmp_path, policy_dir):
     (tmp_path / "file").write_text("x")
     with pytest.raises(MissingPathError, match="not a directory"):
         PolicySource(tmp_path / "file")
-    (tmp_path / "empty").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("not a policy")
     with pytest.raises(MissingPathError, match="holds no APO policy"):
-        PolicySource(tmp_path / "empty").load()
+        PolicySource(tmp_path / "other").load()
     bad = tmp_path / "corrupt"
     bad.mkdir()
     (bad / "apo_policy.json").write_text("{not json")
@@ -82,6 +96,8 @@ def test_config_is_strict():
         load_config(PolicyNodeConfig, {"model_path": "/m", "num_threads": 0})
     with pytest.raises(ConfigError, match="max_state_age_s"):
         load_config(PolicyNodeConfig, {"model_path": "/m", "max_state_age_s": -1.0})
+    with pytest.raises(ConfigError, match="store_poll_s"):
+        load_config(PolicyNodeConfig, {"model_path": "/m", "store_poll_s": 0.0})
     with pytest.raises(ConfigError, match="trust_remote_code"):
         load_config(PolicyNodeConfig, {"model_path": "/m", "trust_remote_code": "yes"})
     assert load_config(PolicyNodeConfig, {"model_path": "/m", "max_state_age_s": 2}).max_state_age_s == 2.0
