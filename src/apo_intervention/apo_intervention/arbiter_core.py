@@ -1,10 +1,22 @@
-"""The arbiter's decisions without ROS: mux + episodes + the labelled step of each control tick.
+"""The arbiter's decisions without ROS: mux + episodes + the labelled step of each executed command.
 
 :class:`ArbiterCore` is what the arbiter node and the in-process (lockstep) deployment of the
 benchmark both run, so a step is labelled, an episode is started and ended, and a takeover is
 decided by one piece of code whether messages arrive over DDS or in a loop. Callers pass ``now``
-(any monotonic clock: the node's, or simulated time), and publish what :meth:`ArbiterCore.tick`
-returns.
+(any monotonic clock: the node's, or simulated time), and publish every :class:`Tick` they get back:
+one command each, plus its labelled step inside an episode.
+
+When a command is executed (``cfg.publish_mode``):
+
+- ``tick``: :meth:`ArbiterCore.control_tick` executes one every control period (fixed rate);
+- ``event``: :meth:`ArbiterCore.on_input` executes one as soon as a new action of the input that wins
+  the mux arrives, unless the previous command is younger than ``1 / max_rate``: then it is pending,
+  and :meth:`ArbiterCore.flush` (called at :meth:`ArbiterCore.pending_due`) executes the newest action
+  then. :meth:`ArbiterCore.control_tick` is the watchdog: hold and e-stop commands every period (a
+  stale input, a released deadman, an e-stop), and an overdue pending command.
+
+Either way a command and its step come out of the same :meth:`ArbiterCore.tick`, so labels, step
+indices, the K-window and the recorder's alignment do not depend on the mode.
 """
 
 from __future__ import annotations
@@ -70,7 +82,11 @@ class ArbiterCore:
             end_on_success=cfg.end_on_success, timeout_outcome=Event[cfg.timeout_outcome.upper()],
             id_factory=id_factory or make_id_factory(cfg.episode_id_prefix))
         self.policy_version = ""
-        self.ticks = 0
+        self.ticks = 0  # commands executed (a step each inside an episode), whatever the mode
+        self.event_driven = cfg.publish_mode == "event"
+        self.min_interval = 1.0 / cfg.effective_max_rate_hz()
+        self._last_command_at: float | None = None
+        self._pending = False  # event mode: a new winning action waits for the rate limit
 
     # --- inputs -----------------------------------------------------------------------------------
     def submit_policy(self, action, now: float, version: str = "") -> Checked:
@@ -96,11 +112,55 @@ class ArbiterCore:
     def finish_episode(self, outcome: Event, reason: str = "") -> tuple[bool, str, list[EpisodeEventData]]:
         return self.episodes.finish(outcome, reason)
 
-    # --- the control tick -------------------------------------------------------------------------
+    # --- when a command is executed ---------------------------------------------------------------
+    def on_input(self, name: str, checked: Checked, now: float) -> Tick | None:
+        """Event mode, after ``submit_*`` of ``name``: the command this new action causes, if any.
+
+        None when the action was not accepted, another input wins (a policy action under a takeover, any
+        action in e-stop), the mode is ``tick``, or the rate limit makes it wait (see :meth:`pending_due`).
+        """
+        if not self.event_driven or not checked.verdict.accepted or self.mux.winner(now) != name:
+            return None
+        if self._last_command_at is not None and now - self._last_command_at < self.min_interval:
+            self._pending = True  # newest wins: the mux keeps only the latest action per input
+            return None
+        return self.tick(now)
+
+    def pending_due(self) -> float | None:
+        """When the waiting command may be executed (None if nothing waits)."""
+        if not self._pending:
+            return None
+        return (self._last_command_at or 0.0) + self.min_interval
+
+    def flush(self, now: float) -> Tick | None:
+        """Execute the waiting command if it is due and its input still drives (else it is dropped:
+        e-stop or staleness is the watchdog's to handle)."""
+        due = self.pending_due()
+        if due is None or now < due:
+            return None
+        self._pending = False
+        return self.tick(now) if self.mux.winner(now) is not None else None
+
+    def control_tick(self, now: float) -> Tick | None:
+        """The fixed-rate timer: every period a command in ``tick`` mode; in ``event`` mode the watchdog
+        (an overdue waiting command, else hold / e-stop when no input drives, else nothing)."""
+        if not self.event_driven:
+            return self.tick(now)
+        flushed = self.flush(now)
+        if flushed is not None:
+            return flushed
+        if self.mux.winner(now) is None:
+            self._pending = False
+            return self.tick(now)
+        return None
+
     def tick(self, now: float) -> Tick:
-        """Decide what executes now; inside an episode also the labelled step and limit events."""
+        """Execute one command now: the mux's decision and, inside an episode, its labelled step and the
+        limit events (the lockstep deployment calls this directly, once per simulator step)."""
         decision = self.mux.tick(now)
         self.ticks += 1
+        self._last_command_at = now
+        self._pending = False  # whatever waited is superseded by this command (newest action wins)
         index = self.episodes.step()
         if index is None:
             return Tick(decision)

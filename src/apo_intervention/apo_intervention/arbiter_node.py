@@ -1,9 +1,13 @@
-"""The arbiter: decides every control period what the robot executes, labels it, and runs episodes.
+"""The arbiter: decides what the robot executes, labels it, and runs episodes.
 
 Inputs: POLICY_ACTION and TELEOP_ACTION (apo_interfaces/ActionCommand), ESTOP (std_msgs/Bool, true
-latches), ROBOT_STATE (task_success may end the episode). Each tick at ``control_rate_hz`` publishes
-COMMAND (always; the source is POLICY, TELEOP or HOLD) and, during an episode, STEP with the live
+latches), ROBOT_STATE (task_success may end the episode). Every executed command is published on
+COMMAND (the source is POLICY, TELEOP or HOLD) and, during an episode, with one STEP carrying the live
 label (2 when the human's action was executed, else 1; hold and e-stop steps are 1 with their mode).
+When commands are executed (``publish_mode``): ``event`` (default) as soon as a new action of the
+winning input arrives, at most ``max_rate_hz`` (a sooner one waits on a one-shot timer, newest wins),
+with the ``control_rate_hz`` timer as watchdog publishing hold / e-stop commands; ``tick``: every
+``control_rate_hz`` period, the newest action re-executed until it goes stale.
 MODE is latched and republished on every change; EPISODE carries start/outcome/end events.
 Services: EPISODE_CONTROL and ESTOP_SERVICE (SetBool: true engages, false is the only release).
 A START's instruction must be at most MAX_INSTRUCTION_CHARS characters without control characters
@@ -72,11 +76,15 @@ class ArbiterNode(Node):
                             guard.service(topics.EPISODE_CONTROL, self._on_episode_control))
         self.create_service(SetBool, topics.ESTOP_SERVICE, guard.service(topics.ESTOP_SERVICE, self._on_estop_service))
         self.create_timer(1.0 / cfg.control_rate_hz, self._tick)
+        # event mode: fires once when a command held back by max_rate_hz is due (re-armed each time)
+        self._flush_timer = self.create_timer(self.core.min_interval, self._flush)
+        self._flush_timer.cancel()
         self.create_timer(cfg.diagnostics_period, self._publish_diagnostics)
         with self._lock:
-            self._publish_mode(self.mux.tick(time.monotonic()), force=True)
+            self._publish_mode(self.mux.decide(time.monotonic()), force=True)
         self.get_logger().info(
-            f"arbiter up: {cfg.control_rate_hz} Hz, policy prio {cfg.policy.priority} timeout {cfg.policy.timeout} s, "
+            f"arbiter up: {cfg.publish_mode} mode, control tick {cfg.control_rate_hz} Hz, at most "
+            f"{cfg.effective_max_rate_hz()} commands/s, policy prio {cfg.policy.priority} timeout {cfg.policy.timeout} s, "
             f"teleop prio {cfg.teleop.priority} timeout {cfg.teleop.timeout} s, hold gripper {cfg.hold_gripper}; "
             f"task {cfg.task}, instruction {self.episodes.default_instruction!r}, "
             f"max episode steps {self.episodes.max_steps or 'unlimited'}")
@@ -92,11 +100,37 @@ class ArbiterNode(Node):
 
     def _on_policy(self, msg: ActionCommand) -> None:
         with self._lock:
-            self._report(POLICY, self.core.submit_policy(msg.action, time.monotonic(), msg.policy_version))
+            now = time.monotonic()
+            checked = self.core.submit_policy(msg.action, now, msg.policy_version)
+            self._report(POLICY, checked)
+            self._after_input(self.core.on_input(POLICY, checked, now), now)
 
     def _on_teleop(self, msg: ActionCommand) -> None:
         with self._lock:
-            self._report(TELEOP, self.core.submit_teleop(msg.action, time.monotonic()))
+            now = time.monotonic()
+            checked = self.core.submit_teleop(msg.action, now)
+            self._report(TELEOP, checked)
+            self._after_input(self.core.on_input(TELEOP, checked, now), now)
+
+    def _after_input(self, tick, now: float) -> None:
+        """Event mode: publish the command an input caused, or arm the timer for one held back."""
+        if tick is not None:
+            self._publish_tick(tick)
+            return
+        due = self.core.pending_due()
+        if due is not None and self._flush_timer.is_canceled():
+            self._flush_timer.timer_period_ns = max(int((due - now) * 1e9), 100_000)
+            self._flush_timer.reset()
+
+    def _flush(self) -> None:
+        self._flush_timer.cancel()
+        with self._lock:
+            now = time.monotonic()
+            tick = self.core.flush(now)
+            if tick is not None:
+                self._publish_tick(tick)
+            elif self.core.pending_due() is not None:  # woke up early: wait for the rest
+                self._after_input(None, now)
 
     def _report(self, name: str, checked) -> None:
         if checked.verdict.rejected:
@@ -112,7 +146,7 @@ class ArbiterNode(Node):
         with self._lock:
             if self.mux.engage_estop(f"engaged on {topics.ESTOP}"):
                 self.get_logger().error(f"E-STOP engaged on {topics.ESTOP}")
-                self._publish_mode(self.mux.tick(time.monotonic()))
+                self._publish_mode(self.mux.decide(time.monotonic()))
 
     def _on_robot_state(self, msg: RobotState) -> None:
         with self._lock:
@@ -132,7 +166,7 @@ class ArbiterNode(Node):
                 if changed:
                     self.get_logger().warning("e-stop released")
             response.success = True
-            self._publish_mode(self.mux.tick(time.monotonic()))
+            self._publish_mode(self.mux.decide(time.monotonic()))
         return response
 
     def _on_episode_control(self, request, response):
@@ -153,33 +187,42 @@ class ArbiterNode(Node):
             self.get_logger().warning(f"episode control refused: {message}")
         return response
 
-    # --- the control tick -------------------------------------------------------------------------
+    # --- the control tick (tick mode: every command; event mode: the watchdog) ---------------------
     def _tick(self) -> None:
         with self._lock:
-            tick = self.core.tick(time.monotonic())
-            decision = self._last_decision = tick.decision
-            stamp = self.get_clock().now().to_msg()
-            action = [float(v) for v in decision.action]
-            cmd = ActionCommand()
-            cmd.header.stamp = stamp
-            cmd.action = action
-            cmd.source = _SOURCE[decision.source]
-            cmd.policy_version = self.policy_version if decision.source == POLICY else ""
-            self.command_pub.publish(cmd)
-            self._publish_mode(decision)
-            if tick.step is not None:
-                s = tick.step
-                step = LabelledStep()
-                step.header.stamp = stamp
-                step.episode_id = s.episode_id
-                step.step_index = s.step_index
-                step.executed_action = action
-                step.policy_action = [] if s.policy_action is None else [float(v) for v in s.policy_action]
-                step.policy_version = s.policy_version
-                step.label = s.label
-                step.mode = s.mode
-                self.step_pub.publish(step)
-                self._publish_events(tick.events)
+            now = time.monotonic()
+            tick = self.core.control_tick(now)
+            if tick is not None:
+                self._publish_tick(tick)
+            else:  # event mode, an input drives: its commands come with its actions
+                self._last_decision = decision = self.mux.decide(now)
+                self._publish_mode(decision)
+
+    def _publish_tick(self, tick) -> None:
+        """One executed command: COMMAND, the mode if it changed, and inside an episode its STEP."""
+        decision = self._last_decision = tick.decision
+        stamp = self.get_clock().now().to_msg()
+        action = [float(v) for v in decision.action]
+        cmd = ActionCommand()
+        cmd.header.stamp = stamp
+        cmd.action = action
+        cmd.source = _SOURCE[decision.source]
+        cmd.policy_version = self.policy_version if decision.source == POLICY else ""
+        self.command_pub.publish(cmd)
+        self._publish_mode(decision)
+        if tick.step is not None:
+            s = tick.step
+            step = LabelledStep()
+            step.header.stamp = stamp
+            step.episode_id = s.episode_id
+            step.step_index = s.step_index
+            step.executed_action = action
+            step.policy_action = [] if s.policy_action is None else [float(v) for v in s.policy_action]
+            step.policy_version = s.policy_version
+            step.label = s.label
+            step.mode = s.mode
+            self.step_pub.publish(step)
+            self._publish_events(tick.events)
 
     def _publish_mode(self, decision, force: bool = False) -> None:
         key = (decision.mode, decision.source, decision.reason)
@@ -215,7 +258,7 @@ class ArbiterNode(Node):
     def _publish_diagnostics(self) -> None:
         with self._lock:
             now = time.monotonic()
-            decision = self._last_decision or self.mux.tick(now)
+            decision = self._last_decision or self.mux.decide(now)
             masked = self.mux.masked_reasons(now, decision.source)
             status = DiagnosticStatus()
             status.name = "apo_arbiter: mux"

@@ -45,7 +45,14 @@ class InputConfig:
 
 @dataclass
 class ArbiterConfig:
+    # tick: a command (and, in an episode, a step) every 1/control_rate_hz s, the newest action re-executed
+    # until it goes stale. event: a command as soon as a new action of the winning input arrives, at most
+    # max_rate_hz; the control tick is then the watchdog (hold, e-stop, deadman, episode limits).
+    publish_mode: Literal["event", "tick"] = "event"
     control_rate_hz: float = 20.0
+    # event mode's ceiling on commands per second (0 = control_rate_hz, so an episode never has more
+    # steps per second than in tick mode); an action arriving sooner waits, and the newest one wins.
+    max_rate_hz: float = 0.0
     action_dim: int = ACTION_DIM
     # Per-dimension limits; anything outside is clamped (and counted) before it can reach /apo/command.
     action_low: list[float] = field(default_factory=lambda: _unit(-1.0))
@@ -75,6 +82,8 @@ class ArbiterConfig:
     def validate(self) -> None:
         if self.control_rate_hz <= 0:
             raise ConfigError(f"control_rate_hz: must be > 0, got {self.control_rate_hz}")
+        if self.max_rate_hz < 0:
+            raise ConfigError(f"max_rate_hz: must be > 0, or 0 for control_rate_hz, got {self.max_rate_hz}")
         if self.action_dim <= 0:
             raise ConfigError(f"action_dim: must be > 0, got {self.action_dim}")
         for key in ("action_low", "action_high"):
@@ -107,6 +116,10 @@ class ArbiterConfig:
             raise ConfigError(f"diagnostics_period: must be > 0 s, got {self.diagnostics_period}")
         if not self.episode_id_prefix or not all(c.isalnum() or c in "-_" for c in self.episode_id_prefix):
             raise ConfigError(f"episode_id_prefix: use letters, digits, '-' or '_', got {self.episode_id_prefix!r}")
+
+    def effective_max_rate_hz(self) -> float:
+        """``max_rate_hz``, or ``control_rate_hz`` when it is 0."""
+        return self.max_rate_hz or self.control_rate_hz
 
     def effective_instruction(self) -> str:
         """``instruction``, or the task's own when it is empty."""

@@ -84,12 +84,14 @@ class Rig:
         self.g.wait_until(lambda: sum(pred(c) for c in self.rec("COMMAND")[start:]) >= n, timeout=20, what=what)
 
 
-@pytest.fixture
-def rig(graph, probe, make_node):
+@pytest.fixture(params=["event", "tick"])
+def rig(request, graph, probe, make_node):
+    """The tests below hold in both publish modes (tick: the fixed-rate behaviour of before)."""
+
     def build(**params):
         from apo_intervention.arbiter_node import ArbiterNode
 
-        base = dict(control_rate_hz=20.0, diagnostics_period=0.2)
+        base = dict(control_rate_hz=20.0, diagnostics_period=0.2, publish_mode=request.param)
         base.update(params)
         return Rig(graph, probe, make_node(ArbiterNode, **base))
 
@@ -399,3 +401,122 @@ def test_arbiter_process_leaves_the_robot_holding_on_shutdown(graph, probe, tmp_
     assert code == 0, (tmp_path / "arbiter.log").read_text()
     last = probe.rec.get(topics.COMMAND)[-1]
     assert last.source == last.SOURCE_HOLD and list(last.action) == [0, 0, 0, 0, 0, 0, 0.5]  # gripper kept
+
+
+# --------------------------------------------------------------------------------------------------
+# Event-driven commands (publish_mode: event): one command and one labelled step per new action of the
+# winning input, hold from the watchdog, nothing through an e-stop, the rate limit. Counts and order
+# only. The watchdog tick is slow (2 Hz) where a test counts commands, so its holds are few and told
+# apart by their source.
+
+def _event_policy(k):
+    return [0.001 * k, -0.001 * k, 0.0, 0.0, 0.0, 0.0, 0.5]
+
+
+@pytest.fixture
+def event_rig(graph, probe, make_node):
+    def build(**params):
+        from apo_intervention.arbiter_node import ArbiterNode
+
+        base = dict(publish_mode="event", control_rate_hz=2.0, diagnostics_period=0.5)
+        base.update(params)
+        return Rig(graph, probe, make_node(ArbiterNode, **base))
+
+    return build
+
+
+def _send_paced(r, graph, pub_name, actions, input_name):
+    """Publish one at a time, each after the arbiter counted the previous one (no queue drops)."""
+    stats = r.arbiter.mux.stats(input_name)
+    base = stats.received
+    for i, values in enumerate(actions):
+        getattr(r, pub_name).publish(action_msg(values, "v3"))
+        graph.wait_until(lambda i=i: r.arbiter.mux.stats(input_name).received > base + i,
+                         what=f"{input_name} action {i}")
+
+
+def test_every_policy_action_is_one_command_and_one_step_labelled_1(event_rig, graph):
+    r = event_rig(max_rate_hz=1000.0, policy__timeout=30.0)  # nothing goes stale: no watchdog holds
+    res = r.episode("start")
+    graph.wait_until(lambda: len(r.rec("STEP")) >= 1, what="the watchdog's first hold step")
+    mark_cmd, mark_step = len(r.rec("COMMAND")), len(r.rec("STEP"))
+    actions = [_event_policy(k) for k in range(1, 21)]
+    _send_paced(r, graph, "policy", actions, "policy")
+    graph.wait_until(lambda: len(r.rec("COMMAND")) - mark_cmd >= 20, what="20 commands")
+    r.episode("abort")
+    cmds = [c for c in r.rec("COMMAND")[mark_cmd:] if c.source == c.SOURCE_POLICY]
+    assert [list(c.action) for c in cmds] == actions  # each once, in order
+    steps = [s for s in r.rec("STEP")[mark_step:] if s.episode_id == res.episode_id]
+    assert [list(s.executed_action) for s in steps] == actions
+    assert all(s.label == s.LABEL_AUTONOMOUS and s.mode == Mode.AUTONOMOUS for s in steps)
+    assert all(list(s.policy_action) == list(s.executed_action) and s.policy_version == "v3" for s in steps)
+    all_steps = [s for s in r.rec("STEP") if s.episode_id == res.episode_id]
+    assert [s.step_index for s in all_steps] == list(range(len(all_steps)))
+    assert r.arbiter.ticks == len(r.rec("COMMAND"))  # every executed command was published
+
+
+def test_teleop_actions_are_one_command_each_labelled_2_and_mask_the_policy(event_rig, graph):
+    r = event_rig(max_rate_hz=1000.0, policy__timeout=30.0, teleop__timeout=30.0)
+    res = r.episode("start")
+    _send_paced(r, graph, "policy", [_event_policy(1)], "policy")
+    graph.wait_until(lambda: any(c.source == c.SOURCE_POLICY for c in r.rec("COMMAND")), what="policy command")
+    mark = len(r.rec("COMMAND"))
+    human = [[0.5, 0.01 * k, 0, 0, 0, 0, -0.5] for k in range(8)]
+    _send_paced(r, graph, "teleop", human, "teleop")
+    _send_paced(r, graph, "policy", [_event_policy(k) for k in range(2, 6)], "policy")  # masked: no command
+    _send_paced(r, graph, "teleop", [[]], "teleop")  # deadman let go
+    _send_paced(r, graph, "policy", [_event_policy(9)], "policy")  # the policy drives again
+    graph.wait_until(lambda: any(list(c.action) == _event_policy(9) for c in r.rec("COMMAND")), what="handback")
+    r.episode("abort")
+    after = [c for c in r.rec("COMMAND")[mark:] if c.source != c.SOURCE_HOLD]
+    assert [list(c.action) for c in after] == human + [_event_policy(9)]
+    assert [c.source for c in after] == [after[0].SOURCE_TELEOP] * 8 + [after[0].SOURCE_POLICY]
+    steps = [s for s in r.rec("STEP") if s.episode_id == res.episode_id and s.mode != Mode.HOLD]
+    assert [s.label for s in steps] == [1] + [2] * 8 + [1]
+    assert [list(s.policy_action) for s in steps[1:9]] == [_event_policy(1)] * 8  # the proposal next to the fix
+
+
+def test_stale_policy_holds_from_the_watchdog_and_estop_lets_nothing_through(event_rig, graph):
+    from std_msgs.msg import Bool
+
+    r = event_rig(control_rate_hz=20.0, max_rate_hz=1000.0, policy__timeout=0.2)
+    res = r.episode("start")
+    _send_paced(r, graph, "policy", [_event_policy(k) for k in range(1, 4)], "policy")
+    r.wait_commands(lambda c: c.source == c.SOURCE_HOLD, 3, "hold after the policy went stale")
+    hold = [c for c in r.rec("COMMAND") if c.source == c.SOURCE_HOLD][-1]
+    assert list(hold.action) == [0, 0, 0, 0, 0, 0, 0.5]  # zero motion, gripper kept
+    r.estop.publish(Bool(data=True))
+    graph.wait_until(lambda: r.arbiter.mux.estop_engaged, what="e-stop engaged")
+    mark = len(r.rec("COMMAND"))
+    _send_paced(r, graph, "policy", [_event_policy(k) for k in range(10, 20)], "policy")
+    _send_paced(r, graph, "teleop", [[0.9] * 7], "teleop")
+    r.wait_steps(len(r.rec("STEP")) + 3, "e-stop steps")
+    assert all(c.source == c.SOURCE_HOLD for c in r.rec("COMMAND")[mark:])  # only the watchdog's holds
+    r.episode("abort")
+    steps = [s for s in r.rec("STEP") if s.episode_id == res.episode_id]
+    assert [s.step_index for s in steps] == list(range(len(steps)))
+    assert sum(s.mode == Mode.AUTONOMOUS for s in steps) == 3  # the three policy actions, once each
+    assert all(s.label == 1 for s in steps)
+    assert any(s.mode == Mode.ESTOP for s in steps) and any(s.mode == Mode.HOLD for s in steps)
+    assert not any(s.mode == Mode.AUTONOMOUS for s in steps[[s.mode for s in steps].index(Mode.ESTOP):])
+
+
+def test_a_burst_above_max_rate_gives_fewer_commands_and_the_newest_action_last(event_rig, graph):
+    r = event_rig(max_rate_hz=2.0, policy__timeout=30.0)  # 0.5 s between commands at most
+    res = r.episode("start")
+    graph.wait_until(lambda: len(r.rec("STEP")) >= 1, what="the watchdog's first hold step")
+    burst = [_event_policy(k) for k in range(1, 31)]
+    for values in burst:  # back to back
+        r.policy.publish(action_msg(values, "v3"))
+    # a reliable keep-last queue may drop older ones, never the newest: it is executed, last
+    graph.wait_until(lambda: any(list(c.action) == burst[-1] for c in r.rec("COMMAND")), timeout=30,
+                     what="the newest action executed")
+    received = r.arbiter.mux.stats("policy").received
+    r.episode("abort")
+    cmds = [c for c in r.rec("COMMAND") if c.source == c.SOURCE_POLICY]
+    assert 1 <= len(cmds) < received, (len(cmds), received)  # rate-limited: most of the burst not executed
+    assert list(cmds[-1].action) == burst[-1] and len(cmds) <= 10
+    order = [burst.index(list(c.action)) for c in cmds]
+    assert order == sorted(order) and len(set(order)) == len(order)  # newer each time, none twice
+    steps = [s for s in r.rec("STEP") if s.episode_id == res.episode_id and s.mode == Mode.AUTONOMOUS]
+    assert [list(s.executed_action) for s in steps] == [list(c.action) for c in cmds]  # one step each
