@@ -120,14 +120,16 @@ def test_proposals_hot_swap_and_bad_input(store):
         g.wait_until(lambda: len(got) > n, what="proposal after a bad image")
 
 
-def test_missing_model_path_fails_clearly(tmp_path):
+def test_unusable_model_path_fails_clearly(tmp_path):
+    # (a missing one is a model store not filled yet: the node waits, test_policy_node_waits.py)
     from rclpy.parameter import Parameter
 
     from apo_core.errors import ApoError, MissingPathError
     from apo_policy_node.policy_node import PolicyNode
 
+    (tmp_path / "afile").write_text("x")
     with RosGraph() as g:
         with pytest.raises(ApoError, match="model_path"):
             PolicyNode(context=g.context)
-        with pytest.raises(MissingPathError, match=str(tmp_path / "nowhere")):
-            PolicyNode(context=g.context, parameter_overrides=[Parameter("model_path", value=str(tmp_path / "nowhere"))])
+        with pytest.raises(MissingPathError, match=str(tmp_path / "afile")):
+            PolicyNode(context=g.context, parameter_overrides=[Parameter("model_path", value=str(tmp_path / "afile"))])
