@@ -11,7 +11,8 @@ setup(
         (f"share/{package_name}", ["package.xml"]),
     ],
     # rosbags, zstandard, lz4: the bag library apo_core.bags (pinned in requirements/trainer.txt).
-    install_requires=["numpy", "pyyaml", "torch", "transformers", "peft", "safetensors", "rosbags", "zstandard", "lz4"],
+    install_requires=["numpy", "pyyaml", "torch", "transformers", "peft", "safetensors", "rosbags", "zstandard", "lz4",
+                      "h5py", "tokenizers", "pillow"],
     zip_safe=True,
     maintainer="APO-ROS maintainers",
     maintainer_email="apo-ros@example.com",

@@ -13,7 +13,7 @@ setup(
         (f"share/{package_name}", ["package.xml", "README.md"]),
         (f"share/{package_name}/config", glob("config/*.yaml")),
     ],
-    install_requires=["apo_ros", "rosbags", "pyyaml"],
+    install_requires=["apo_ros", "rosbags", "pyyaml", "backports.zstd; python_version < '3.14'"],
     zip_safe=True,
     maintainer="APO-ROS maintainers",
     maintainer_email="apo-ros@example.com",

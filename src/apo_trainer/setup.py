@@ -10,7 +10,8 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),
     ],
-    install_requires=["apo_core", "apo_ros", "numpy", "pyyaml", "torch", "h5py", "peft", "safetensors", "tqdm", "tensorboard"],
+    install_requires=["apo_core", "numpy", "pyyaml", "torch", "h5py", "peft", "safetensors", "tqdm", "tensorboard",
+                      "matplotlib", "opencv-python", "pyarrow", "rosbags"],
     zip_safe=True,
     maintainer="APO-ROS maintainers",
     maintainer_email="apo-ros@example.com",
@@ -24,7 +25,6 @@ setup(
             "apo-convert = apo_trainer.convert:main",
             "apo-report = apo_trainer.analysis:main",
             "apo-export-lerobot = apo_trainer.lerobot_export:main",
-            "apo_retrain_node = apo_trainer.retrain_node:main",
         ],
     },
 )

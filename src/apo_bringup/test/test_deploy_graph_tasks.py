@@ -9,9 +9,9 @@ from apo_bringup.graph import default_graph_path, load_graph_file, resolve_graph
 from apo_core.config import load_config
 from apo_core.tasks import TASK_DEFAULTS
 from apo_intervention.config import ArbiterConfig, assemble_config
+from apo_retrain.node_config import RetrainNodeConfig
 from apo_sim.env import TASKS
 from apo_sim.node_config import SimNodeConfig
-from apo_trainer.retrain.node_config import RetrainNodeConfig
 from apo_trainer.retrain.settings import load_retrain_settings
 
 

@@ -44,12 +44,12 @@ def _world(tmp_path, versions=1):
     return store
 
 
-def _manager(tmp_path, **settings):
+def _manager(tmp_path, sim_evaluator=None, **settings):
     cfg = {"work_dir": str(tmp_path / "work"), "bags_dir": str(tmp_path / "bags"),
            "model_store": str(tmp_path / "models"), "defaults": {"steps": 3}, "train_overrides": TRAIN}
     for key, value in settings.items():
         cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
-    return RetrainManager(load_retrain_settings(cfg))
+    return RetrainManager(load_retrain_settings(cfg), sim_evaluator=sim_evaluator)
 
 
 def _run(m, request=None):
@@ -67,6 +67,8 @@ SIM = {"sim_episodes": 2, "sim_max_steps": 5, "sim_task": "Lift"}
 @pytest.mark.sim
 @pytest.mark.slow
 def test_sim_robot_gates_on_success_rate_and_real_robot_on_heldout_l1(tmp_path):
+    from apo_retrain.sim_gate import sim_success_rate  # the simulator evaluator the retrain node hands in
+
     store = _world(tmp_path)
     # real robot (the settings' default): the held-out action L1 decides, and it rejects the candidate
     reason, status = _run(_manager(tmp_path, eval={**STRICT_L1, **SIM}))
@@ -80,13 +82,58 @@ def test_sim_robot_gates_on_success_rate_and_real_robot_on_heldout_l1(tmp_path):
 
     # the same episodes, the same failed L1 criterion, in the sim graph (robot sim, eval.gate auto): the
     # simulated success rate decides; random tiny policies tie at 0 %, and a tie promotes
-    m = _manager(tmp_path, robot="sim", eval={**STRICT_L1, **SIM})
+    m = _manager(tmp_path, sim_success_rate, robot="sim", eval={**STRICT_L1, **SIM})
     _, status = _run(m)
     assert status.state == "succeeded", status.message
     assert store.current_version() == "v0002" and status.metrics["promotion_gate"] == "sim_success_rate"
     assert status.metrics["heldout_l1_candidate"] > 1e-9 * status.metrics["heldout_l1_base"]  # L1 said no
     assert status.metrics["success_rate_candidate"] >= status.metrics["success_rate_base"]
     assert "gate sim_success_rate" in status.message and "WARNING: no expert demonstrations" in status.message
+
+
+def test_injected_evaluator_decides_the_sim_gate(tmp_path):
+    """The success rates come from the caller's evaluator (here plain Python, the node passes the
+    simulator's): both versions on the same task, episodes, seed and step limit."""
+    store = _world(tmp_path)
+    calls = []
+
+    def evaluator(policy_dir, *, task, episodes, seed, max_steps):
+        calls.append((policy_dir, task, episodes, seed, max_steps))
+        return 0.25 if policy_dir == store.path("v0001") else 0.5
+
+    m = _manager(tmp_path, evaluator, eval={"gate": "sim_success_rate", "heldout_every": 0, **SIM, "sim_seed": 7})
+    _, status = _run(m)
+    assert status.state == "succeeded", status.message
+    assert status.metrics["success_rate_base"] == 0.25 and status.metrics["success_rate_candidate"] == 0.5
+    assert [c[1:] for c in calls] == [("Lift", 2, 7, 5)] * 2 and calls[0][0] == store.path("v0001")
+    assert "simulated success rate 0.50 >= 1.0 x deployed 0.25" in status.message
+
+
+def test_without_an_evaluator_the_sim_gate_is_a_config_error_and_auto_uses_the_l1(tmp_path):
+    _world(tmp_path)
+    for gate in ("sim_success_rate", "both"):
+        with pytest.raises(ConfigError, match=f"eval.gate {gate} .* no sim_evaluator"):
+            _manager(tmp_path, eval={"gate": gate})
+    with pytest.raises(ConfigError, match="sim_evaluator must be a callable"):
+        _manager(tmp_path, "apo_sim.rollout:success_rate", eval={"gate": "sim_success_rate"})
+    # auto on a sim robot with no simulator here (a trainer-only install): the held-out L1 decides
+    assert EvalSettings().effective_gate("sim", simulator=False) == "heldout_l1"
+    m = _manager(tmp_path, robot="sim", eval={"heldout_every": EVERY})
+    _, status = _run(m)
+    assert status.state == "succeeded" and status.metrics["promotion_gate"] == "heldout_l1", status.message
+    assert "success_rate_candidate" not in status.metrics
+
+
+def test_an_evaluator_returning_no_rate_is_named():
+    from apo_trainer.retrain.evaluate import checked_rate
+
+    def broken(policy_dir, **kwargs):
+        return None
+
+    assert checked_rate(1, broken) == 1.0
+    for bad in (None, 1.5, -0.1, float("nan"), "0.5", True):
+        with pytest.raises(ValueError, match=r"evaluator .*broken returned .* not a success rate in \[0, 1\]"):
+            checked_rate(bad, broken)
 
 
 def test_promotion_decision_per_gate():

@@ -1,1 +1,1 @@
-"""Retraining jobs of the deploy-optimize loop (ROS-free); the ROS service lives in ``retrain_node``."""
+"""Retraining jobs of the deploy-optimize loop (ROS-free); the ROS service is ``apo_retrain.retrain_node``."""

@@ -1,8 +1,15 @@
-"""Candidate evaluation for promotion: held-out action L1 and (optionally) simulated success rate."""
+"""Candidate evaluation for promotion: held-out action L1 and (optionally) simulated success rate.
+
+The simulated success rate comes from an evaluator the caller hands to :class:`RetrainManager`
+(the retrain node passes ``apo_retrain.sim_gate.sim_success_rate``): the trainer installs on a GPU box
+with no simulator, so it never imports one.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -99,11 +106,24 @@ def compare_heldout_l1(base_dir: Path, candidate_dir: Path, heldout: Path, k: in
     return mean_l1(base_dir, samples), mean_l1(candidate_dir, samples)
 
 
-def compare_success_rates(base_dir: Path, candidate_dir: Path, ev) -> tuple[float, float]:
-    from apo_sim.rollout import success_rate
+# evaluator(policy_dir, *, task, episodes, seed, max_steps) -> success rate in [0, 1]: both versions are
+# rolled out on the same seeds (max_steps None: the task's default episode limit).
+SuccessRateEvaluator = Callable[..., float]
 
+
+def compare_success_rates(base_dir: Path, candidate_dir: Path, ev,
+                          evaluator: SuccessRateEvaluator) -> tuple[float, float]:
     kwargs = dict(task=ev.sim_task, episodes=ev.sim_episodes, seed=ev.sim_seed, max_steps=ev.sim_max_steps or None)
-    return success_rate(base_dir, **kwargs), success_rate(candidate_dir, **kwargs)
+    return (checked_rate(evaluator(base_dir, **kwargs), evaluator),
+            checked_rate(evaluator(candidate_dir, **kwargs), evaluator))
+
+
+def checked_rate(rate, evaluator) -> float:
+    """A success rate the gate can compare; anything else is the evaluator's bug, named as such."""
+    name = getattr(evaluator, "__qualname__", repr(evaluator))
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or not 0 <= rate <= 1:
+        raise ValueError(f"the simulator evaluator {name} returned {rate!r}, not a success rate in [0, 1]")
+    return float(rate)
 
 
 def promotion_decision(gate: str, ev, heldout_l1: tuple[float, float] | None = None,

@@ -4,7 +4,7 @@ A job: stage the new episode bags (every n-th held out for evaluation) -> conver
 round's datasets (``apo-convert``, incremental) -> train from the deployed version on expert + all
 interactive data (``apo-train`` through a backend: local subprocess / torchrun, or any command over
 shared storage) -> evaluate the candidate against the deployed version (held-out action L1, optional
-success rate in simulation, whichever ``eval.gate`` decides) -> promote it to a new numbered version in
+success rate in simulation through the caller's ``sim_evaluator``, whichever ``eval.gate`` decides) -> promote it to a new numbered version in
 the model store, or reject it (state ``rejected``).
 
 Promotion is the only step that changes what is deployed, and it is atomic (ModelStore.add): a job
@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from apo_core.bag_contract import RETRAIN_ACTIVE_STATES, RETRAIN_STATES
-from apo_core.errors import ApoError
+from apo_core.errors import ApoError, ConfigError
 from apo_core.model_store import ModelStore, ModelStoreError
 from apo_core.names import JOB_ID_RE, VERSION_RE, InvalidNameError, check_name, child_path
 from apo_trainer.retrain.requests import LOSSES, check_request  # noqa: F401 (LOSSES: re-exported, was defined here)
@@ -120,8 +120,19 @@ def is_heldout(episode_id: str, every: int) -> bool:
 
 
 class RetrainManager:
-    def __init__(self, settings: RetrainSettings, on_update=None, on_promoted=None):
+    """``sim_evaluator``: ``(policy_dir, *, task, episodes, seed, max_steps) -> success rate`` for the
+    simulated promotion gate (see retrain/evaluate.py); None: no simulator here, so eval.gate
+    sim_success_rate / both is a configuration error and auto means heldout_l1."""
+
+    def __init__(self, settings: RetrainSettings, on_update=None, on_promoted=None, sim_evaluator=None):
+        if sim_evaluator is not None and not callable(sim_evaluator):
+            raise ConfigError(f"sim_evaluator must be a callable returning a success rate, got {sim_evaluator!r}")
+        if sim_evaluator is None and settings.eval.gate in ("sim_success_rate", "both"):
+            raise ConfigError(f"eval.gate {settings.eval.gate} rolls candidates out in a simulator, but this retrain "
+                              "manager was given no sim_evaluator (the trainer imports no simulator: the retrain "
+                              "node passes apo_retrain.sim_gate.sim_success_rate); use eval.gate heldout_l1 or auto")
         self.settings = settings
+        self.sim_evaluator = sim_evaluator
         self.work_dir = Path(settings.work_dir)
         self.jobs_dir = self.work_dir / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -447,7 +458,7 @@ class _Job:
         from apo_trainer.retrain.evaluate import compare_heldout_l1, compare_success_rates, promotion_decision
 
         ev = self.s.eval
-        gate = ev.effective_gate(self.s.robot)
+        gate = ev.effective_gate(self.s.robot, simulator=self.m.sim_evaluator is not None)
         self._set("evaluating", 0.86, f"evaluating the candidate against the deployed version (gate {gate})",
                   promotion_gate=gate)
         heldout = self.m.work_dir / "data" / "heldout.h5"
@@ -460,7 +471,7 @@ class _Job:
         if gate in ("sim_success_rate", "both"):
             self._set(progress=0.9, message=f"rolling the candidate and the deployed version out in simulation "
                                             f"({ev.sim_task}, {ev.sim_episodes} episodes each)")
-            success = compare_success_rates(base_dir, candidate, ev)
+            success = compare_success_rates(base_dir, candidate, ev, self.m.sim_evaluator)
             self._set(success_rate_base=success[0], success_rate_candidate=success[1])
         self._check_cancel()
         promote, why = promotion_decision(gate, ev, l1, success)

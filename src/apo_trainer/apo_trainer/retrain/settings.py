@@ -52,7 +52,8 @@ class EvalSettings:
     heldout_every: int = 10  # every n-th new interactive episode is held out for evaluation (0: none)
     # What decides a promotion (src/apo_trainer/README.md, "Promotion gate"): heldout_l1 (action L1 on the
     # held-out episodes' recorded steps), sim_success_rate (the candidate and the deployed version rolled
-    # out in apo_sim on the same seeds), both, or auto: sim_success_rate when ``robot`` is sim, else heldout_l1.
+    # out in a simulator on the same seeds), both, or auto: sim_success_rate when ``robot`` is sim and the
+    # caller gave RetrainManager a simulator evaluator (the retrain node does), else heldout_l1.
     gate: Literal["auto", "heldout_l1", "sim_success_rate", "both"] = "auto"
     max_l1_ratio: float = 1.05  # heldout_l1: promote only if candidate held-out L1 <= ratio * base held-out L1
     min_success_ratio: float = 1.0  # sim_success_rate: candidate success rate >= ratio * base success rate
@@ -65,10 +66,11 @@ class EvalSettings:
     # from 11 ms to 1 s on a busy 2-core machine)
     torch_threads: int = 1
 
-    def effective_gate(self, robot: str) -> str:
+    def effective_gate(self, robot: str, simulator: bool = True) -> str:
+        """The gate that decides; ``simulator``: whether the caller can roll policies out in simulation."""
         if self.gate != "auto":
             return self.gate
-        return "sim_success_rate" if robot == "sim" else "heldout_l1"
+        return "sim_success_rate" if robot == "sim" and simulator else "heldout_l1"
 
 
 @dataclass

@@ -40,7 +40,7 @@ def test_retrain_service_promotes_and_policy_node_reloads(tmp_path):
     from apo_interfaces.msg import RetrainStatus
     from apo_interfaces.srv import GetRetrainStatus, Retrain, Rollback
     from apo_policy_node.policy_node import PolicyNode
-    from apo_trainer.retrain_node import RetrainNode
+    from apo_retrain.retrain_node import RetrainNode
 
     store, cfg = _world(tmp_path, train_overrides={**TRAIN, "train": {**TRAIN["train"], "step_delay_s": 0.3}})
     statuses = []
@@ -82,7 +82,7 @@ def test_killed_retrain_job_leaves_deployed_version(tmp_path):
 
     store, cfg = _world(tmp_path, n_bags=2, train_overrides={**TRAIN, "train": {**TRAIN["train"], "step_delay_s": 1.0}},
                         defaults={"steps": 100})
-    proc = start_node_process("apo_trainer.retrain_node", ["--ros-args", "-p", f"config_file:={cfg}"],
+    proc = start_node_process("apo_retrain.retrain_node", ["--ros-args", "-p", f"config_file:={cfg}"],
                               log_path=str(tmp_path / "node.log"))
     try:
         with RosGraph() as g:
@@ -107,7 +107,7 @@ def test_lifelong_mode_retrains_every_n_episodes(tmp_path):
     from rclpy.parameter import Parameter
 
     from apo_interfaces.msg import EpisodeEvent, RetrainStatus
-    from apo_trainer.retrain_node import RetrainNode
+    from apo_retrain.retrain_node import RetrainNode
 
     store, cfg = _world(tmp_path, n_bags=2)
     statuses = []

@@ -25,7 +25,7 @@ def test_job_without_expert_data_reports_a_warning_in_its_status(tmp_path):
 
     from apo_interfaces.msg import RetrainStatus
     from apo_interfaces.srv import GetRetrainStatus, Retrain
-    from apo_trainer.retrain_node import RetrainNode
+    from apo_retrain.retrain_node import RetrainNode
 
     stats = ActionStats.from_actions(np.stack([sample_action(i) for i in range(200)]))
     store = ModelStore(tmp_path / "models")

@@ -1,4 +1,4 @@
-"""The retrain node's ROS parameters as a strict config (ROS-free, so it is checked without a node).
+"""The retrain node's ROS parameters as a strict config (checked without a node: this module imports no rclpy).
 
 The node is created with ``automatically_declare_parameters_from_overrides`` and loads these with
 :func:`apo_ros.params.load_parameters`: a misspelt parameter fails the start naming it, instead

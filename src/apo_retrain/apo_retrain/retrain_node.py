@@ -7,8 +7,9 @@ load the new current version (/apo/policy/load). Lifelong mode retrains every N 
 
 Anyone on the ROS domain can call these services, so no request may stop the node: every callback
 goes through a CallbackGuard (an unexpected error answers success/accepted false and is logged), and
-every field is checked first (retrain/requests.py, apo_core.names). Parameters are strict
-(retrain/node_config.py): a misspelt one fails the start with exit code 2.
+every field is checked first (apo_trainer/retrain/requests.py, apo_core.names). Parameters are strict
+(node_config.py): a misspelt one fails the start with exit code 2. The simulated promotion gate rolls
+candidates out through sim_gate.py, handed to the ROS-free job manager.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from apo_core import topics
 from apo_core.names import InvalidNameError
 from apo_interfaces.msg import EpisodeEvent, RetrainStatus
 from apo_interfaces.srv import CancelRetrain, GetRetrainStatus, LoadPolicy, Retrain, Rollback
+from apo_retrain.node_config import RetrainNodeConfig
+from apo_retrain.sim_gate import sim_success_rate
 from apo_ros.node import run_node
 from apo_ros.params import CallbackGuard, load_parameters
 from apo_ros.qos import topic_qos
 from apo_trainer.retrain.job import JobStatus, RetrainManager, RetrainRequest
-from apo_trainer.retrain.node_config import RetrainNodeConfig
 from apo_trainer.retrain.settings import load_retrain_settings
 
 TERMINAL_EVENTS = (EpisodeEvent.EVENT_SUCCESS, EpisodeEvent.EVENT_FAILURE, EpisodeEvent.EVENT_ABORT,
@@ -53,7 +55,8 @@ class RetrainNode(Node):
         self.settings = load_retrain_settings(self.config.config_file or None, self.config.settings_overrides())
         self._status_pub = self.create_publisher(RetrainStatus, topics.RETRAIN_STATUS_TOPIC,
                                                  topic_qos(topics.RETRAIN_STATUS_TOPIC))
-        self.manager = RetrainManager(self.settings, on_update=self._publish_status, on_promoted=self._request_load)
+        self.manager = RetrainManager(self.settings, on_update=self._publish_status, on_promoted=self._request_load,
+                                      sim_evaluator=sim_success_rate)
         self.guard = guard = CallbackGuard(self)
         services = MutuallyExclusiveCallbackGroup()
         for srv_type, name, callback in ((Retrain, topics.RETRAIN, self._on_retrain),
@@ -175,7 +178,6 @@ def main(args=None) -> int:
     (``RetrainNode.on_shutdown`` cancels the job first)."""
     # several threads: a rollback waits for the policy node's answer while other services keep answering
     return run_node(RetrainNode, "apo_retrain", args, num_threads=4)
-
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from apo_core import topics
 from apo_ros.testing import RosGraph, start_node_process, stop_process
 
 pytestmark = pytest.mark.ros
-MODULE = "apo_trainer.retrain_node"
+MODULE = "apo_retrain.retrain_node"
 
 
 def test_malformed_job_id_does_not_stop_the_node_process(tmp_path):
