@@ -4,7 +4,8 @@ image -> command <= 1.10 x predict).
 
 The policy node and the arbiters run as their own processes (as in deployment). This process publishes
 an image + robot state every ``--period`` seconds (slower than inference, so no frame is dropped on
-purpose), a different random image each frame so every policy action is told apart by its values, and
+purpose), a different random image each frame to a policy whose random weights make every action
+different, so commands are matched to their frame by their values, and
 timestamps what comes back. Two arbiters listen to the same policy actions at once: one in
 ``publish_mode: event`` on /apo/command and one in ``publish_mode: tick`` with its command topic
 remapped, so both command paths are measured on the same actions. Reported (median and p95):
@@ -56,7 +57,14 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="apo-bench-loop-"))
     store = ModelStore(tmp / "models")
-    store.add(SmallVLAPolicy.create(state_dim=9, image_size=args.image_size).save(tmp / "p"))
+    untrained = SmallVLAPolicy.create(state_dim=9, image_size=args.image_size)
+    # A fresh small VLA answers every frame with the same action tokens; weights shaken by noise make
+    # each frame's action different, so commands are told apart by their values (predict cost unchanged).
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in untrained.model.parameters():
+            param.add_(torch.randn(param.shape, generator=gen) * 0.2)
+    store.add(untrained.save(tmp / "p"))
     instruction = "lift the red cube"
     rng = np.random.default_rng(0)
     warmup = 20
@@ -86,8 +94,8 @@ def main() -> None:
         start_node_process("apo_policy_node.policy_node", ["--ros-args", "-p", f"model_path:={store.root}",
                            "-p", f"num_threads:={args.threads}", "-p", f"instruction:={instruction}"],
                            log_path=str(tmp / "policy.log")),
-        start_node_process(arbiter, ["--ros-args", "-p", f"control_rate_hz:={args.rate}", "-p", "publish_mode:=event",
-                                     "-p", "max_rate_hz:=1000.0"], log_path=str(tmp / "arbiter_event.log")),
+        start_node_process(arbiter, ["--ros-args", "-p", f"control_rate_hz:={args.rate}", "-p", "publish_mode:=event"],
+                           log_path=str(tmp / "arbiter_event.log")),  # default max_rate_hz: control_rate_hz
         start_node_process(arbiter, ["--ros-args", "-r", "__node:=apo_arbiter_tick", "-r",
                                      f"/apo/command:={TICK_COMMAND}", "-p", f"control_rate_hz:={args.rate}",
                                      "-p", "publish_mode:=tick"], log_path=str(tmp / "arbiter_tick.log")),
@@ -142,6 +150,7 @@ def measure(args, images, proprio, warmup) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"policy": [], "event": [], "tick": [], "in_node": []}
     # action values -> time its image was sent, per arbiter; popped by the first command carrying them
     awaiting: dict[str, dict[tuple, float]] = {"event": {}, "tick": {}}
+    early: dict[str, dict[tuple, float]] = {"event": {}, "tick": {}}  # command seen first: its receive time
 
     def key(values) -> tuple:
         return tuple(np.round(np.clip(np.asarray(values, dtype=float), -1.0, 1.0), 6))
@@ -154,15 +163,23 @@ def measure(args, images, proprio, warmup) -> dict[str, list[float]]:
             t_sent = sent.get((msg.header.stamp.sec, msg.header.stamp.nanosec))
             if t_sent is not None:
                 out["policy"].append((now - t_sent) * 1000)
-                for waiting in awaiting.values():
-                    waiting[key(msg.action)] = t_sent
+                k = key(msg.action)
+                for mode, waiting in awaiting.items():
+                    t_cmd = early[mode].pop(k, None)
+                    if t_cmd is None or t_cmd < t_sent:  # (an older frame's equal action)
+                        waiting[k] = t_sent
+                    else:
+                        out[mode].append((t_cmd - t_sent) * 1000)
 
         def on_command(mode):
             def cb(msg):
                 now = time.perf_counter()
-                t_sent = awaiting[mode].pop(key(msg.action), None)
+                k = key(msg.action)
+                t_sent = awaiting[mode].pop(k, None)
                 if t_sent is not None:
                     out[mode].append((now - t_sent) * 1000)
+                elif msg.source == msg.SOURCE_POLICY:  # here before its policy action (another subscription)
+                    early[mode].setdefault(k, now)
             return cb
 
         def on_diag(msg):
