@@ -331,6 +331,31 @@ def test_incremental_export_appends_only_new_episodes(tmp_path, fmt):
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.parametrize("fmt", ["v3.0", "v2.1"])
+def test_files_and_chunks_roll_over(tmp_path, monkeypatch, fmt):
+    """Tiny limits: a v3.0 data file per episode and 2 files (v2.1: episodes) per chunk directory."""
+    from apo_trainer.lerobot import writers
+
+    monkeypatch.setattr(writers, "DATA_FILES_SIZE_IN_MB", 0)
+    monkeypatch.setattr(writers, "CHUNKS_SIZE", 2)
+    h5, out = tmp_path / "d.h5", tmp_path / "lr"
+    _write(h5, FIRST)
+    export_lerobot(h5, out, format=fmt, fps=FPS, progress=False)
+    _write(h5, MORE, seed=1)
+    export_lerobot(h5, out, format=fmt, fps=FPS, progress=False)
+    data = sorted(p.relative_to(out / "data").as_posix() for p in (out / "data").rglob("*.parquet"))
+    if fmt == "v3.0":
+        assert data == ["chunk-000/file-000.parquet", "chunk-000/file-001.parquet", "chunk-001/file-000.parquet",
+                        "chunk-001/file-001.parquet", "chunk-002/file-000.parquet"]
+        assert [m["data/chunk_index"] for m in load_v30(out, tmp_path / "c0").episode_meta] == [0, 0, 1, 1, 2]
+    else:
+        assert data[2:4] == ["chunk-001/episode_000002.parquet", "chunk-001/episode_000003.parquet"]
+        assert json.loads((out / "meta" / "info.json").read_text())["total_chunks"] == 3
+    loaded = LOADERS[fmt](out, tmp_path / "cache")
+    _check_every_frame(loaded, _source(h5))
+    _check_action_chunks(loaded, _source(h5))
+
+
 def test_export_refuses_other_format_and_other_features(tmp_path):
     h5, out = tmp_path / "d.h5", tmp_path / "lr"
     _write(h5, FIRST[:1])
@@ -353,10 +378,33 @@ def test_export_refuses_other_format_and_other_features(tmp_path):
     assert json.loads((tmp_path / "v3" / "meta" / "info.json").read_text())["total_episodes"] == 1
 
 
+def test_export_refuses_to_extend_a_dataset_it_did_not_write(tmp_path):
+    import pyarrow.parquet as pq
+
+    h5 = tmp_path / "d.h5"
+    _write(h5, FIRST[:1])
+    export_lerobot(h5, tmp_path / "v3", fps=FPS, progress=False)
+    meta = tmp_path / "v3" / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
+    table = pq.read_table(meta)
+    pq.write_table(table.drop([c for c in table.column_names if c.startswith("apo/")]), meta)
+    with pytest.raises(LeRobotExportError, match="not written by apo-export-lerobot"):
+        export_lerobot(h5, tmp_path / "v3", fps=FPS, progress=False)
+    export_lerobot(h5, tmp_path / "v21", format="v2.1", fps=FPS, progress=False)
+    episodes = tmp_path / "v21" / "meta" / "episodes.jsonl"
+    episodes.write_text(json.dumps({"episode_index": 0, "tasks": ["x"], "length": 14}) + "\n")
+    with pytest.raises(LeRobotExportError, match="not written by apo-export-lerobot"):
+        export_lerobot(h5, tmp_path / "v21", format="v2.1", fps=FPS, progress=False)
+
+
 def test_export_input_errors(tmp_path, capsys):
     with pytest.raises(MissingPathError, match="nope.h5"):
         export_lerobot(tmp_path / "nope.h5", tmp_path / "o", progress=False)
+    h5py.File(tmp_path / "empty.h5", "w").close()
+    with pytest.raises(LeRobotExportError, match="empty.h5 holds no episodes"):
+        export_lerobot(tmp_path / "empty.h5", tmp_path / "o", progress=False)
     _write(tmp_path / "d.h5", FIRST[:1])
+    with pytest.raises(LeRobotExportError, match="fps must be positive, got 0"):
+        export_lerobot(tmp_path / "d.h5", tmp_path / "o", fps=0, progress=False)
     with pytest.raises(LeRobotExportError, match="unknown format 'v2.0'"):
         export_lerobot(tmp_path / "d.h5", tmp_path / "o", format="v2.0", progress=False)
     (tmp_path / "busy").mkdir()
@@ -379,30 +427,40 @@ def test_cli_formats_and_k(tmp_path, capsys):
     assert [e["apo"]["k_window"] for e in loaded.episode_meta] == [0, 0, 0]
 
 
-def test_real_lerobot_loads_the_export(tmp_path):
-    """With lerobot importable (its own venv: it pins torch < 2.11), open the export with
-    LeRobotDataset(root=...) and read every frame, with action chunks."""
+def test_real_lerobot_loads_the_export(tmp_path, monkeypatch):
+    """With lerobot importable (its own venv: it pins torch < 2.11), open an export that was extended
+    once with LeRobotDataset(root=...) and read every frame, with action chunks."""
     lerobot_dataset = pytest.importorskip(
         "lerobot.datasets.lerobot_dataset",
         reason="lerobot is not installed: it cannot be installed beside torch 2.13 (it pins torch < 2.11)")
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))  # lerobot 0.3
     fmt = lerobot_dataset.CODEBASE_VERSION
     if fmt not in LOADERS:
         pytest.skip(f"lerobot reads {fmt}, which apo-export-lerobot does not write")
     h5, root = tmp_path / "d.h5", tmp_path / "apo" / "export"
     _write(h5, FIRST)
     export_lerobot(h5, root, format=fmt, fps=FPS, progress=False)
+    _write(h5, MORE, seed=1)
+    export_lerobot(h5, root, format=fmt, fps=FPS, progress=False)
     ds = lerobot_dataset.LeRobotDataset("apo/export", root=root,
                                         delta_timestamps={"action": [k / FPS for k in range(4)]})
     source = _source(h5)
-    assert len(ds) == 30 and ds.num_episodes == 3
+    assert len(ds) == 46 and ds.num_episodes == 5
+    assert tuple(np.asarray(ds.meta.stats["observation.images.agentview"]["mean"]).shape) == (3, 1, 1)
     row = 0
     for src in source:
         n = len(src["actions"])
         for t in range(n):
             item = ds[row]
-            assert tuple(item["observation.images.agentview"].shape) == (3, H, W)
+            image = item["observation.images.agentview"].numpy()
+            assert image.shape == (3, H, W)
+            np.testing.assert_allclose(image, src["obs/image"][t].transpose(2, 0, 1) / 255.0, atol=1e-6)
             want = src["actions"][[min(t + k, n - 1) for k in range(4)]].astype(np.float32)
             np.testing.assert_allclose(item["action"].numpy(), want)
+            assert item["action_is_pad"].tolist() == [t + k >= n for k in range(4)]
             assert item["task"] == src["instruction"]
             assert int(item["apo.label"]) == src["labels"][t]
+            assert bool(item["complementary_info.is_intervention"]) == (src["live_labels"][t] == 2)
             row += 1

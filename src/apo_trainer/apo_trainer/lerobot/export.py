@@ -6,7 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from apo_core.errors import ApoError, MissingPathError
+from apo_core.errors import MissingPathError
+from apo_trainer.lerobot.errors import LeRobotExportError
 from apo_trainer.lerobot.frames import (
     episode_columns,
     image_key,
@@ -18,10 +19,6 @@ from apo_trainer.lerobot.stats import episode_stats
 from apo_trainer.lerobot.writers import WRITERS, FrameBlock
 
 FORMATS = tuple(WRITERS)  # ("v3.0", "v2.1")
-
-
-class LeRobotExportError(ApoError, ValueError):
-    """The export cannot go ahead (wrong output directory, mismatching features, ...)."""
 
 
 @dataclass

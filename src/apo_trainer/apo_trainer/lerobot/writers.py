@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from apo_trainer.lerobot import stats as st
+from apo_trainer.lerobot.errors import LeRobotExportError
 from apo_trainer.lerobot.frames import SourceEpisode
 from apo_trainer.lerobot.hf_schema import frame_table
 
@@ -91,12 +92,12 @@ class V30Writer:
             return
         ep_files = sorted((root / "meta" / "episodes").glob("*/*.parquet"))
         if not ep_files:
-            raise ValueError(f"{root} has meta/info.json but no meta/episodes/*/*.parquet")
+            raise LeRobotExportError(f"{root} has meta/info.json but no meta/episodes/*/*.parquet")
         last = None
         for path in ep_files:
             table = pq.read_table(path)
             if "apo/episode_id" not in table.column_names:
-                raise ValueError(f"{root} holds a LeRobot dataset not written by apo-export-lerobot "
+                raise LeRobotExportError(f"{root} holds a LeRobot dataset not written by apo-export-lerobot "
                                  f"({path} has no apo/episode_id column); choose an empty directory")
             cols = table.select(["apo/episode_id", "data/chunk_index", "data/file_index"]).to_pydict()
             self.exported_ids.update(cols["apo/episode_id"])
@@ -187,7 +188,7 @@ class V21Writer:
             return
         episodes = _read_jsonl(root / "meta" / "episodes.jsonl")
         if any("episode_id" not in e.get("apo", {}) for e in episodes):
-            raise ValueError(f"{root} holds a LeRobot dataset not written by apo-export-lerobot "
+            raise LeRobotExportError(f"{root} holds a LeRobot dataset not written by apo-export-lerobot "
                              "(meta/episodes.jsonl has no apo.episode_id); choose an empty directory")
         self.exported_ids = {e["apo"]["episode_id"] for e in episodes}
         self.tasks = {t["task"]: int(t["task_index"]) for t in _read_jsonl(root / "meta" / "tasks.jsonl")}
