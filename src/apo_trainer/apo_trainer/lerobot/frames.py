@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from apo_core.dataset import Episode, read_episode, sorted_episode_names
-from apo_core.labels import Label, apply_k_window
+from apo_core.labels import DEFAULT_K, Label, apply_k_window
 
 ACTION_NAMES = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
 # LeRobot's HIL-SERL recording stores the teleop flag as complementary_info.<key> with key
@@ -88,8 +88,6 @@ def read_source_episode(path: Path, name: str, k: int | None) -> SourceEpisode:
         labels = np.asarray(g["labels"][()], dtype=np.int64)
         stored_k = int(g.attrs.get("k_window", -1))
     if stored_k < 0:  # written before k_window was stored: derive with the default K
-        from apo_core.labels import DEFAULT_K
-
         return SourceEpisode(name, ep, apply_k_window(ep.live_labels, DEFAULT_K, modes=ep.modes), DEFAULT_K)
     return SourceEpisode(name, ep, labels, stored_k)
 
