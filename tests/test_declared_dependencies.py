@@ -33,6 +33,7 @@ DEPENDENCIES = {
     "scipy": ("python3-scipy", "scipy"),
     "matplotlib": ("python3-matplotlib", "matplotlib"),
     "PIL": ("python3-pil", "pillow"),
+    "pandas": ("python3-pandas", "pandas"),
     # pip only (no rosdep key): pinned in requirements/*.txt, declared in setup.py install_requires
     "transformers": (None, "transformers"),
     "tokenizers": (None, "tokenizers"),
