@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from apo_core.errors import MissingPathError
-from apo_core.policy.base import IGNORE_INDEX, load_policy
+from apo_core.policy import load_policy
+from apo_core.policy.base import IGNORE_INDEX
 from apo_core.policy.openvla import (
     load_openvla_stats,
     openvla_action_vocab_size,

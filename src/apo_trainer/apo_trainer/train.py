@@ -164,7 +164,7 @@ class Trainer:
     def _load_policy(self):
         cfg = self.cfg
         if cfg.policy.path:
-            from apo_core.policy.base import load_policy
+            from apo_core.policy import load_policy
 
             policy = load_policy(cfg.policy.path, device=str(self.rt.device))
             log.info("starting policy: %s (version %r)", cfg.policy.path, getattr(policy, "version", ""))
@@ -276,7 +276,7 @@ class Trainer:
         path = self.cfg.reference.path
         if not path:
             return None
-        from apo_core.policy.base import load_policy
+        from apo_core.policy import load_policy
 
         ref = load_policy(path, device=str(self.rt.device))
         ref.model.eval()

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from apo_core.dataset import MODE_HOLD, append_episode
 from apo_core.errors import ConfigError
 from apo_core.normalization import ActionStats
-from apo_core.policy.base import load_policy
+from apo_core.policy import load_policy
 from apo_trainer.config import BC_PRESET, TrainConfig, load_train_config
 from apo_trainer.data import AUTONOMOUS, UNDESIRABLE, StepDataset, TrainingDataError, collate_steps
 from apo_trainer.testing import (

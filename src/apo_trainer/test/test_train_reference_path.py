@@ -6,7 +6,7 @@ import torch
 
 from apo_core.errors import ConfigError
 from apo_core.normalization import ActionStats
-from apo_core.policy.base import load_policy
+from apo_core.policy import load_policy
 from apo_trainer.config import load_train_config
 from apo_trainer.data import collate_steps
 from apo_trainer.testing import (

@@ -20,8 +20,6 @@ import numpy as np
 import torch
 
 from apo_core.action_tokenizer import ActionTokenizer
-from apo_core.config import read_json_object
-from apo_core.errors import ConfigError, MissingPathError
 from apo_core.normalization import ActionStats, check_finite
 
 IGNORE_INDEX = -100
@@ -125,40 +123,3 @@ class VLAPolicy(abc.ABC):
     def decode_tokens(self, token_ids) -> np.ndarray:
         """Action token ids (D,) -> raw action."""
         return self.action_stats.unnormalise(self.action_tokenizer.decode(token_ids))
-
-
-def read_policy_meta(directory) -> dict:
-    """The ``apo_policy.json`` of a policy directory (or ``{"kind": "openvla"}`` for an OpenVLA config)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise MissingPathError(f"model directory not found: {directory}")
-    meta_path = directory / POLICY_META_FILENAME
-    if meta_path.is_file():
-        return read_json_object(meta_path)
-    config_path = directory / "config.json"
-    if config_path.is_file():
-        cfg = read_json_object(config_path)
-        if "openvla" in str(cfg.get("model_type", "")).lower() or cfg.get("auto_map"):
-            return {"kind": "openvla"}
-    raise MissingPathError(
-        f"{directory} holds no APO policy: looked for {meta_path} (or an OpenVLA config.json)"
-    )
-
-
-def load_policy(directory, device: str = "cpu", trust_remote_code: bool = False, **kwargs) -> VLAPolicy:
-    """Load any policy from a local directory, dispatching on its ``apo_policy.json`` kind.
-
-    ``trust_remote_code`` lets a checkpoint run Python code it ships (transformers ``auto_map``); it
-    is off unless the caller, on the operator's explicit request, turns it on for this directory.
-    """
-    meta = read_policy_meta(directory)
-    kind = meta.get("kind")
-    if kind == "small_vla":
-        from apo_core.policy.small_vla import SmallVLAPolicy
-
-        return SmallVLAPolicy.load(directory, device=device, **kwargs)
-    if kind == "openvla":
-        from apo_core.policy.openvla import OpenVLAPolicy
-
-        return OpenVLAPolicy.load(directory, device=device, trust_remote_code=trust_remote_code, **kwargs)
-    raise ConfigError(f"{directory}: unknown policy kind {kind!r} in {POLICY_META_FILENAME}")
