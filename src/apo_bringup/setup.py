@@ -23,7 +23,6 @@ setup(
     zip_safe=True,
     maintainer="APO-ROS maintainers",
     maintainer_email="apo-ros@example.com",
-    description="Bringup of the APO-ROS deploy graph.",
+    description="Launch support of the APO-ROS deploy graph (graph file, runner, session).",
     license="Apache-2.0",
-    entry_points={"console_scripts": ["apo = apo_bringup.cli:main"]},
 )

@@ -31,7 +31,7 @@ KILL_AFTER = "eval__Lift__s0__base__none.json"  # an evaluation pool is open whe
 
 
 def _command(out: Path) -> list[str]:
-    return [sys.executable, "-m", "apo_bringup.cli", "bench", "--preset", "quick", "--out", str(out), "--quiet"]
+    return [sys.executable, "-m", "apo_cli.cli", "bench", "--preset", "quick", "--out", str(out), "--quiet"]
 
 
 def _children(pid: int) -> list[int]:

@@ -1,1 +1,4 @@
-"""Bringup of the APO-ROS graph: the graph file, ros2 launch integration and the apo command."""
+"""Launch support of the APO-ROS graph: the graph file, ros2 launch integration, the process runner and session.
+
+The ``apo`` command that drives it lives in apo_cli.
+"""

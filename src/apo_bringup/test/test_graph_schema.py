@@ -5,7 +5,6 @@ No ROS needed: the schemas are ROS-free dataclasses and the check runs when the 
 
 import pytest
 
-from apo_bringup.cli import main as apo_main
 from apo_bringup.graph import default_graph_path, load_graph_file, load_schema, resolve_graph
 from apo_core.config import load_config, nest_dotted
 from apo_core.errors import ConfigError
@@ -80,18 +79,3 @@ def test_shipped_graph_nodes_with_a_schema_validate():
         if spec.config:
             params = {k: v for k, v in spec.parameters.items() if k not in spec.extra_parameters}
             load_config(load_schema(spec.config, spec.name), nest_dotted(params), where=spec.name)
-
-
-def test_shipped_graph_with_a_misspelt_parameter_fails_and_apo_graph_says_so(tmp_path, capsys):
-    text = default_graph_path().read_text()
-    bad = text.replace("      image_size: \"${image_size}\"\n", "      image_sise: \"${image_size}\"\n", 1)
-    assert bad != text
-    path = tmp_path / "deploy.yaml"
-    path.write_text(bad)
-    assert apo_main(["graph", "--graph", str(path)]) == 2
-    err = capsys.readouterr().err
-    assert "node 'apo_sim'" in err and "unknown parameter 'image_sise'" in err and "did you mean 'image_size'" in err
-
-    assert apo_main(["graph", "robot:=sim"]) == 0
-    out = capsys.readouterr().out
-    assert "name: apo_sim" in out and "config: apo_sim.node_config:SimNodeConfig" in out

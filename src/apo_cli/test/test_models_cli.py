@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from apo_bringup.cli import main as apo_main
-from apo_bringup.models_cli import default_store_path
+from apo_cli.cli import main as apo_main
+from apo_cli.models_cli import default_store_path
 from apo_core.model_import import find_import_source
 from apo_core.model_store import ModelStore
 from apo_core.normalization import ActionStats

@@ -5,11 +5,11 @@ import sys
 
 import pytest
 
-from apo_bringup.cli import build_parser
+from apo_cli.cli import build_parser
 
 
 def _apo(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "apo_bringup.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "apo_cli.cli", *args], capture_output=True, text=True,
                           timeout=120, cwd=cwd)
 
 
@@ -39,7 +39,7 @@ def test_a_bad_set_key_exits_2_with_the_key_named_and_writes_nothing(tmp_path):
 
 def test_bench_subcommand_runs_apo_bench_and_keeps_its_own_arguments(monkeypatch):
     import apo_bench.cli
-    import apo_bringup.cli
+    import apo_cli.cli
 
     seen = {}
 
@@ -49,7 +49,7 @@ def test_bench_subcommand_runs_apo_bench_and_keeps_its_own_arguments(monkeypatch
 
     monkeypatch.setattr(apo_bench.cli, "run", fake_run)
     argv = ["bench", "--preset", "quick", "--out", "runs/bench", "--only", "method=apo", "--set", "eval.episodes=2"]
-    assert apo_bringup.cli.main(argv) == 0
+    assert apo_cli.cli.main(argv) == 0
     args = seen["args"]
     assert args.argv == argv[1:]  # recorded in results.json/md as "apo bench <args>"
     assert (args.preset, args.out, args.only, args.set) == ("quick", "runs/bench", ["method=apo"],

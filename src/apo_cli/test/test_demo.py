@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from apo_bringup.demo import DemoSettings, run_demo
+from apo_cli.demo import DemoSettings, run_demo
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim, pytest.mark.slow]
 

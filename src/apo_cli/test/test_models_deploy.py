@@ -12,9 +12,9 @@ from collections import Counter
 
 import pytest
 
-from apo_bringup.cli import main as apo_main
 from apo_bringup.graph import default_graph_path, load_graph_file, resolve_graph
 from apo_bringup.runner import GraphRunner
+from apo_cli.cli import main as apo_main
 from apo_core import topics
 from apo_core.model_store import ModelStore
 from apo_ros.qos import topic_qos

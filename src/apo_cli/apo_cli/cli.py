@@ -51,7 +51,7 @@ def cmd_deploy(args) -> int:
 
 
 def _demo(args) -> int:
-    from apo_bringup.demo import main_demo
+    from apo_cli.demo import main_demo
 
     return main_demo(args)
 
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shutdown-timeout", type=float, default=10.0, help="seconds a node gets to exit on SIGINT")
     p.set_defaults(func=cmd_deploy)
 
-    p = sub.add_parser("demo", help="the whole deploy-optimize loop on the embedded default (see apo_bringup.demo)")
+    p = sub.add_parser("demo", help="the whole deploy-optimize loop on the embedded default (see apo_cli.demo)")
     p.add_argument("--quick", action="store_true", help="the short version (about 3 minutes)")
     p.add_argument("--out", default="runs/demo", help="output directory (data, models, bags, logs, report)")
     p.add_argument("--task", default="Lift", choices=_sim_tasks())
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_arguments(p)
     p.set_defaults(func=_bench)
 
-    from apo_bringup import models_cli
+    from apo_cli import models_cli
 
     p = sub.add_parser("models", help="import a trained policy or checkpoint into the model store, list, set current",
                        description=models_cli.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
