@@ -24,7 +24,7 @@ setup(
         "console_scripts": [
             "apo_arbiter = apo_intervention.arbiter_node:main",
             "apo_joy_teleop = apo_intervention.joy_teleop_node:main",
-            "apo_keyboard_teleop = apo_intervention.keyboard_teleop:main",
+            "apo_keyboard_teleop = apo_intervention.keyboard_teleop_node:main",
             "apo_scripted_operator = apo_intervention.scripted_operator_node:main",
         ],
     },

@@ -25,7 +25,7 @@ setup(
         "console_scripts": [
             "apo_recorder_node = apo_recorder.recorder_node:main",
             "apo_recover_bag = apo_recorder.recovery_cli:main",
-            "apo_replay = apo_recorder.replay:main",
+            "apo_replay = apo_recorder.replay_node:main",
         ],
     },
 )

@@ -53,7 +53,7 @@ def test_joy_teleop_survives_hostile_joy_and_still_maps(graph, probe, make_node)
 def test_keyboard_teleop_ignores_a_non_finite_executed_gripper(graph, probe):
     from apo_core import topics
     from apo_interfaces.msg import ActionCommand
-    from apo_intervention.keyboard_teleop import KeyboardTeleopNode
+    from apo_intervention.keyboard_teleop_node import KeyboardTeleopNode
     from apo_ros.qos import topic_qos
 
     node = graph.add(KeyboardTeleopNode(read_terminal=False, context=graph.context))

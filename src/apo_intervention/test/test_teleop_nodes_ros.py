@@ -93,7 +93,7 @@ def test_joy_node_maps_axes_only_with_deadman_and_releases(graph, probe, make_no
 
 def test_keyboard_node_takeover_keys_and_handback(graph, probe, make_node):
     from apo_interfaces.srv import EpisodeControl
-    from apo_intervention.keyboard_teleop import KeyboardTeleopNode
+    from apo_intervention.keyboard_teleop_node import KeyboardTeleopNode
 
     node = graph.add(KeyboardTeleopNode(read_terminal=False, context=graph.context))
     tp = TeleopProbe(graph, probe)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from apo_core import topics
-from apo_recorder.replay import BagReplayer, expand_bags, message_class
+from apo_recorder.replay_node import BagReplayer, expand_bags, message_class
 from apo_ros.qos import qos_profile
 from apo_ros.testing import RosGraph
 from apo_trainer.bag_reader_samples import SampleEpisode, sample_action, write_sample_bag
