@@ -32,8 +32,7 @@ from apo_intervention.arbiter_core import ArbiterCore
 from apo_intervention.config import ArbiterConfig, JoyMappingConfig, OperatorConfig, assemble_config
 from apo_intervention.episodes import Event
 from apo_intervention.joy_mapping import JoyMapping, JoyTeleopLogic
-from apo_intervention.operator_logic import Observation as OperatorObservation
-from apo_intervention.operator_logic import SupervisorLogic
+from apo_intervention.operator_logic import OperatorObservation, SupervisorLogic
 from apo_sim.env import SimEnv
 from apo_sim.expert import ScriptedExpert
 

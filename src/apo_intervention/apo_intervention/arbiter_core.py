@@ -29,7 +29,7 @@ import numpy as np
 
 from apo_intervention.config import ArbiterConfig
 from apo_intervention.episodes import EpisodeEventData, EpisodeManager, Event, make_id_factory
-from apo_intervention.mux import ActionMux, Decision, MuxInput
+from apo_intervention.mux import ActionMux, MuxDecision, MuxInput
 from apo_intervention.validation import ActionValidator, Checked
 
 POLICY, TELEOP = "policy", "teleop"
@@ -64,7 +64,7 @@ class StepRecord:
 
 @dataclass
 class Tick:
-    decision: Decision
+    decision: MuxDecision
     step: StepRecord | None = None  # None outside an episode
     events: list[EpisodeEventData] = field(default_factory=list)  # e.g. the step limit ended it
 

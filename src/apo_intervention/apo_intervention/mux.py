@@ -72,7 +72,7 @@ class _InputState:
 
 
 @dataclass
-class Decision:
+class MuxDecision:
     action: np.ndarray
     mode: Mode
     # Name of the winning input, None in hold and e-stop.
@@ -197,30 +197,30 @@ class ActionMux:
             return None
         return next((name for name in self._inputs if self.is_active(name, now)), None)  # priority order
 
-    def tick(self, now: float) -> Decision:
+    def tick(self, now: float) -> MuxDecision:
         """What executes now; remembers the executed gripper value for later holds."""
         decision = self.decide(now)
         if self.gripper_index >= 0 and decision.mode in (Mode.AUTONOMOUS, Mode.HUMAN):
             self._last_gripper = float(decision.action[self.gripper_index])
         return decision
 
-    def decide(self, now: float) -> Decision:
+    def decide(self, now: float) -> MuxDecision:
         """What would execute now, without executing it (for mode reports: the only state it touches is
         the output guard's trip counter, which validated inputs never reach)."""
         if self.estop_engaged:
-            decision = Decision(self.hold_action(), Mode.ESTOP, None, f"e-stop: {self.estop_reason}")
+            decision = MuxDecision(self.hold_action(), Mode.ESTOP, None, f"e-stop: {self.estop_reason}")
         else:
             name = self.winner(now)
             if name is not None:
                 st = self._inputs[name]
                 mode = Mode.HUMAN if st.spec.human else Mode.AUTONOMOUS
-                decision = Decision(st.action.copy(), mode, name, f"{name} active")
+                decision = MuxDecision(st.action.copy(), mode, name, f"{name} active")
             else:
                 states = ", ".join(f"{n}: {self.input_state(n, now)}" for n in self._inputs)
-                decision = Decision(self.hold_action(), Mode.HOLD, None, f"all inputs inactive ({states})")
+                decision = MuxDecision(self.hold_action(), Mode.HOLD, None, f"all inputs inactive ({states})")
         if not self.validator.is_safe(decision.action):  # defence in depth; validated inputs never trip it
             self.output_guard_trips += 1
-            decision = Decision(np.zeros(self.validator.dim).clip(self.validator.low, self.validator.high),
+            decision = MuxDecision(np.zeros(self.validator.dim).clip(self.validator.low, self.validator.high),
                                 Mode.HOLD, None, "output guard: unsafe action replaced by hold")
         return decision
 

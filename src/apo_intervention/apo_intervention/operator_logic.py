@@ -35,7 +35,7 @@ class Phase(enum.Enum):
 
 
 @dataclass
-class Observation:
+class OperatorObservation:
     progress: float
     object_height: float = 0.0
     grasped: bool = False
@@ -47,7 +47,7 @@ class Observation:
 
 
 @dataclass
-class Decision:
+class OperatorDecision:
     correcting: bool
     # The phase changed at this observation (takeover or handback).
     changed: bool = False
@@ -81,35 +81,35 @@ class SupervisorLogic:
         self._reset_episode()
         self.phase = Phase.WATCHING
 
-    def episode_ended(self) -> Decision:
+    def episode_ended(self) -> OperatorDecision:
         was = self.phase == Phase.CORRECTING
         self.phase = Phase.IDLE
-        return Decision(False, was, "episode ended")
+        return OperatorDecision(False, was, "episode ended")
 
-    def stand_down(self, reason: str) -> Decision:
+    def stand_down(self, reason: str) -> OperatorDecision:
         """Stop correcting at once (e.g. e-stop); watching restarts from the next observation."""
         if self.phase != Phase.CORRECTING:
-            return Decision(False)
+            return OperatorDecision(False)
         self.phase = Phase.WATCHING
         self._reset_watch(None, self._was_grasped)
         self.history.append(("handback", self.episode_steps, reason))
-        return Decision(False, True, reason)
+        return OperatorDecision(False, True, reason)
 
     @property
     def correcting(self) -> bool:
         return self.phase == Phase.CORRECTING
 
     # --- one step ---------------------------------------------------------------------------------
-    def observe(self, obs: Observation) -> Decision:
+    def observe(self, obs: OperatorObservation) -> OperatorDecision:
         if self.phase == Phase.IDLE:
-            return Decision(False)
+            return OperatorDecision(False)
         self.episode_steps += 1
         progress = float(obs.progress) if math.isfinite(obs.progress) else 0.0
         if self.phase == Phase.CORRECTING:
             return self._observe_correcting(progress, bool(obs.grasped))
         return self._observe_watching(progress, obs)
 
-    def _observe_correcting(self, progress: float, grasped: bool) -> Decision:
+    def _observe_correcting(self, progress: float, grasped: bool) -> OperatorDecision:
         self._correction_steps += 1
         reason = ""
         target = min(self._takeover_progress + self.cfg.handback_progress_gain, 1.0)
@@ -118,19 +118,19 @@ class SupervisorLogic:
         elif self._correction_steps >= self.cfg.max_correction_steps:
             reason = f"max_correction_steps={self.cfg.max_correction_steps} reached"
         if not reason:
-            return Decision(True)
+            return OperatorDecision(True)
         self.phase = Phase.WATCHING
         self._reset_watch(progress, grasped)
         self.history.append(("handback", self.episode_steps, reason))
-        return Decision(False, True, reason)
+        return OperatorDecision(False, True, reason)
 
-    def _observe_watching(self, progress: float, obs: Observation) -> Decision:
+    def _observe_watching(self, progress: float, obs: OperatorObservation) -> OperatorDecision:
         cfg = self.cfg
         self._watch_steps += 1
         grasped = bool(obs.grasped)
         if obs.other_human_driving:  # someone else is correcting: judge the policy afresh afterwards
             self._reset_watch(progress, grasped)
-            return Decision(False)
+            return OperatorDecision(False)
         triggers = []
         if self._best is None or progress > self._best + cfg.min_progress_delta:
             self._best = progress if self._best is None else max(self._best, progress)
@@ -152,17 +152,17 @@ class SupervisorLogic:
                    and (self.interventions == 0 or self._watch_steps > cfg.cooldown_steps)
                    and (cfg.max_interventions == 0 or self.interventions < cfg.max_interventions))
         if not triggers or not allowed:
-            return Decision(False)
+            return OperatorDecision(False)
         self.phase = Phase.CORRECTING
         self.interventions += 1
         self._correction_steps = 0
         self._takeover_progress = progress
         reason = "; ".join(triggers)
         self.history.append(("takeover", self.episode_steps, reason))
-        return Decision(True, True, reason)
+        return OperatorDecision(True, True, reason)
 
 
-def _points_away(obs: Observation, threshold: float) -> bool:
+def _points_away(obs: OperatorObservation, threshold: float) -> bool:
     if obs.policy_action is None or obs.expert_action is None:
         return False
     p = np.asarray(obs.policy_action, dtype=np.float64)[:3]

@@ -24,7 +24,7 @@ from apo_core import topics
 from apo_interfaces.msg import ActionCommand, EpisodeEvent, InterventionMode
 from apo_intervention.config import JoyMappingConfig, OperatorConfig, assemble_config
 from apo_intervention.joy_mapping import JoyMapping
-from apo_intervention.operator_logic import EpisodeScheduler, Observation, SupervisorLogic
+from apo_intervention.operator_logic import EpisodeScheduler, OperatorObservation, SupervisorLogic
 from apo_intervention.ros_common import destroy_on_error, load_node_config, send_last
 from apo_ros.node import run_node
 from apo_ros.params import CallbackGuard
@@ -69,7 +69,7 @@ class ScriptedOperatorNode(Node):
             self.get_logger().warning(f"ignoring non-finite task progress {data}", throttle_duration_sec=2.0)
             return
         with self._lock:
-            obs = Observation(progress=float(data[0]), object_height=float(data[1]), grasped=data[2] >= 0.5,
+            obs = OperatorObservation(progress=float(data[0]), object_height=float(data[1]), grasped=data[2] >= 0.5,
                               policy_action=self._policy, expert_action=self._fresh_expert(),
                               other_human_driving=(self._mode == InterventionMode.MODE_HUMAN
                                                    and not self.logic.correcting))

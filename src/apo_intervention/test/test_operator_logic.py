@@ -3,7 +3,7 @@
 import numpy as np
 
 from apo_intervention.config import OperatorConfig
-from apo_intervention.operator_logic import EpisodeScheduler, Observation, Phase, SupervisorLogic
+from apo_intervention.operator_logic import EpisodeScheduler, OperatorObservation, Phase, SupervisorLogic
 
 
 def cfg(**kw):
@@ -17,7 +17,7 @@ def run(logic, trace, grasped=None):
     """Feed progress values; return the step numbers (1-based) where the decision changed, with phases."""
     changes = []
     for i, p in enumerate(trace):
-        d = logic.observe(Observation(progress=p, grasped=bool(grasped[i]) if grasped else False))
+        d = logic.observe(OperatorObservation(progress=p, grasped=bool(grasped[i]) if grasped else False))
         if d.changed:
             changes.append((i + 1, "takeover" if d.correcting else "handback", d.reason))
     return changes
@@ -113,7 +113,7 @@ def test_someone_else_driving_resets_the_watch():
     logic = SupervisorLogic(cfg())
     logic.episode_started()
     for _ in range(30):
-        assert not logic.observe(Observation(progress=0.1, other_human_driving=True)).changed
+        assert not logic.observe(OperatorObservation(progress=0.1, other_human_driving=True)).changed
     changes = run(logic, [0.1] * 11)
     assert changes[0][:2] == (10, "takeover")  # baseline = progress at the last step someone else drove
 
@@ -135,7 +135,7 @@ def test_away_trigger_uses_policy_vs_expert_direction():
     steps = [good, good, bad, bad, good, bad, bad, bad]
     changes = []
     for i, pol in enumerate(steps):
-        d = logic.observe(Observation(progress=0.01 * i, policy_action=pol, expert_action=expert))
+        d = logic.observe(OperatorObservation(progress=0.01 * i, policy_action=pol, expert_action=expert))
         if d.changed:
             changes.append(i + 1)
     assert changes == [8]

@@ -9,7 +9,7 @@ The ROS node is ``apo_recorder.recorder_node``.
 from apo_recorder.bag_writer import EpisodeBagWriter, TopicSpec, WriterStats, qos_dict, write_bag
 from apo_recorder.reader import (
     BagInfo,
-    BagMessage,
+    RecordedMessage,
     iter_messages,
     list_episode_bags,
     list_unfinished_bags,
@@ -20,7 +20,7 @@ from apo_recorder.recovery import RecoveryError, RecoveryReport, recover_bag
 __version__ = "0.1.0"
 
 __all__ = [
-    "BagInfo", "BagMessage", "EpisodeBagWriter", "RecoveryError", "RecoveryReport", "TopicSpec",
+    "BagInfo", "RecordedMessage", "EpisodeBagWriter", "RecoveryError", "RecoveryReport", "TopicSpec",
     "WriterStats", "__version__", "iter_messages", "list_episode_bags", "list_unfinished_bags",
     "qos_dict", "read_bag_info", "recover_bag", "write_bag",
 ]

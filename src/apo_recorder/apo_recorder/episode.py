@@ -45,7 +45,7 @@ class EpisodeInfo:
 
 
 @dataclass(frozen=True)
-class Decision:
+class RecordingDecision:
     kind: str  # open | end | close | discard | ignore
     episode: EpisodeInfo | None = None
     outcome: str = contract.OUTCOME_UNKNOWN
@@ -74,60 +74,60 @@ class EpisodeTracker:
         return episode_id in self._finished
 
     def on_event(self, episode_id: str, event: int, instruction: str = "", task: str = "",
-                 policy_version: str = "", stamp_ns: int = 0) -> list[Decision]:
+                 policy_version: str = "", stamp_ns: int = 0) -> list[RecordingDecision]:
         if event == contract.EVENT_START:
             return self._on_start(EpisodeInfo(episode_id, instruction, task, policy_version, int(stamp_ns),
                                               joined_late=self._is_history(int(stamp_ns))))
         if event in contract.END_EVENT_OUTCOME:
             return self._on_end(episode_id, contract.END_EVENT_OUTCOME[event], int(stamp_ns))
-        return [Decision("ignore", reason=f"unknown event {event}")]
+        return [RecordingDecision("ignore", reason=f"unknown event {event}")]
 
-    def _on_start(self, info: EpisodeInfo) -> list[Decision]:
+    def _on_start(self, info: EpisodeInfo) -> list[RecordingDecision]:
         cur = self.current
         if cur is not None and cur.episode_id == info.episode_id:
-            return [Decision("ignore", cur, reason="duplicate START of the current episode")]
+            return [RecordingDecision("ignore", cur, reason="duplicate START of the current episode")]
         if info.episode_id in self.ending or self.finished(info.episode_id):
-            return [Decision("ignore", info, reason="START of an episode that has already ended")]
+            return [RecordingDecision("ignore", info, reason="START of an episode that has already ended")]
         decisions = []
         if cur is not None:  # never ended: it gets its grace period too, with outcome unknown
             self.ending[cur.episode_id] = (cur, contract.OUTCOME_UNKNOWN)
-            decisions.append(Decision("end", cur, contract.OUTCOME_UNKNOWN,
+            decisions.append(RecordingDecision("end", cur, contract.OUTCOME_UNKNOWN,
                                       reason=f"episode {info.episode_id!r} started before it ended"))
         self.current = info
-        decisions.append(Decision("open", info, reason="joined a running episode" if info.joined_late else ""))
+        decisions.append(RecordingDecision("open", info, reason="joined a running episode" if info.joined_late else ""))
         return decisions
 
-    def _on_end(self, episode_id: str, outcome: str, stamp_ns: int) -> list[Decision]:
+    def _on_end(self, episode_id: str, outcome: str, stamp_ns: int) -> list[RecordingDecision]:
         cur = self.current
         if cur is not None and cur.episode_id == episode_id:
             self.current = None
             if cur.joined_late and self._is_history(stamp_ns):
                 self._mark_finished(episode_id)
-                return [Decision("discard", cur, outcome, reason="episode had ended before the recorder started")]
+                return [RecordingDecision("discard", cur, outcome, reason="episode had ended before the recorder started")]
             self.ending[episode_id] = (cur, outcome)
-            return [Decision("end", cur, outcome)]
+            return [RecordingDecision("end", cur, outcome)]
         if episode_id in self.ending:
             info, known = self.ending[episode_id]
             if known == contract.OUTCOME_UNKNOWN and outcome != contract.OUTCOME_UNKNOWN:
                 self.ending[episode_id] = (info, outcome)
-                return [Decision("end", info, outcome, reason="outcome refined")]
-            return [Decision("ignore", info, known, reason="second end event")]
+                return [RecordingDecision("end", info, outcome, reason="outcome refined")]
+            return [RecordingDecision("ignore", info, known, reason="second end event")]
         self._mark_finished(episode_id)
-        return [Decision("ignore", None, outcome, reason=f"end of episode {episode_id!r}, which is not recorded")]
+        return [RecordingDecision("ignore", None, outcome, reason=f"end of episode {episode_id!r}, which is not recorded")]
 
-    def grace_expired(self, episode_id: str) -> Decision | None:
+    def grace_expired(self, episode_id: str) -> RecordingDecision | None:
         """The grace period after the episode's end is over: close its bag."""
         if episode_id not in self.ending:
             return None
         info, outcome = self.ending.pop(episode_id)
         self._mark_finished(episode_id)
-        return Decision("close", info, outcome)
+        return RecordingDecision("close", info, outcome)
 
-    def close_all(self) -> list[Decision]:
+    def close_all(self) -> list[RecordingDecision]:
         """Stop / shutdown: every open episode is closed now (outcome unknown unless its end event came)."""
         decisions = [self.grace_expired(eid) for eid in list(self.ending)]
         if self.current is not None:
             cur, self.current = self.current, None
             self._mark_finished(cur.episode_id)
-            decisions.append(Decision("close", cur, contract.OUTCOME_UNKNOWN))
+            decisions.append(RecordingDecision("close", cur, contract.OUTCOME_UNKNOWN))
         return [d for d in decisions if d is not None]

@@ -65,7 +65,7 @@ class BagInfo:
 
 
 @dataclass
-class BagMessage:
+class RecordedMessage:
     topic: str
     msgtype: str
     log_time_ns: int
@@ -100,7 +100,7 @@ def read_bag_info(path: str | os.PathLike) -> BagInfo:
 
 
 def iter_messages(path: str | os.PathLike, topics: Iterable[str] | None = None, *,
-                  decode: bool = True) -> Iterator[BagMessage]:
+                  decode: bool = True) -> Iterator[RecordedMessage]:
     """Messages of the bag in log-time order, optionally only ``topics``, decoded from the bag's own
     message definitions when ``decode`` (``msg`` is then a rosbags message dataclass)."""
     from rosbags.highlevel import AnyReader
@@ -112,7 +112,7 @@ def iter_messages(path: str | os.PathLike, topics: Iterable[str] | None = None, 
             return
         for conn, ts, raw in reader.messages(connections=conns):
             msg = reader.deserialize(raw, conn.msgtype) if decode else None
-            yield BagMessage(conn.topic, conn.msgtype, ts, bytes(raw), msg)
+            yield RecordedMessage(conn.topic, conn.msgtype, ts, bytes(raw), msg)
 
 
 def list_episode_bags(output_dir: str | os.PathLike) -> list[Path]:

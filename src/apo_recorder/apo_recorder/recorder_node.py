@@ -43,7 +43,7 @@ from apo_core import topics as T
 from apo_recorder import __version__, contract
 from apo_recorder.bag_writer import EpisodeBagWriter, TopicSpec, qos_dict
 from apo_recorder.cdr_peek import peek_header_then_string
-from apo_recorder.episode import Decision, EpisodeInfo, EpisodeTracker
+from apo_recorder.episode import EpisodeInfo, EpisodeTracker, RecordingDecision
 from apo_recorder.msgdefs import MessageDefinitionError, message_definition
 from apo_recorder.recorder_config import RANGES, RecorderConfig, parse_topics
 from apo_ros.node import run_node
@@ -319,7 +319,7 @@ class RecorderNode(Node):
                     w.update_custom_data({contract.KEY_POLICY_VERSION: ev.policy_version})
 
     # ------------------------------------------------------------------ decisions
-    def _apply(self, d: Decision, now: int) -> None:
+    def _apply(self, d: RecordingDecision, now: int) -> None:
         log = self.get_logger()
         eid = d.episode.episode_id if d.episode is not None else ""
         if d.kind == "open":

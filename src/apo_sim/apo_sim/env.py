@@ -9,7 +9,7 @@ in the robot base frame, which for the Panda is aligned with the world). ``grip`
 (0 holds the fingers where they are). Non-finite actions raise :class:`InvalidActionError`; finite
 values outside [-1, 1] are clipped.
 
-Observation: an upright uint8 RGB image from one camera, ``proprio`` = eef position (3) + eef
+SimObservation: an upright uint8 RGB image from one camera, ``proprio`` = eef position (3) + eef
 quaternion xyzw (4) + gripper finger joint positions (2), the arm's joint positions, the eef pose
 and the task's success flag. Privileged state for the scripted expert comes from :meth:`task_state`.
 
@@ -136,7 +136,7 @@ class TaskState:
 
 
 @dataclass
-class Observation:
+class SimObservation:
     """What a real robot driver would publish: camera image plus proprioception."""
 
     image: np.ndarray | None  # (H, W, 3) uint8 upright RGB, None when rendering is off
@@ -286,7 +286,7 @@ class SimEnv:
         self._scene.kind = _check_perturbation(kind)
 
     # --- episode ---------------------------------------------------------------------------------
-    def reset(self, seed: int | None = None, render: bool = True) -> Observation:
+    def reset(self, seed: int | None = None, render: bool = True) -> SimObservation:
         """Start a new episode (soft reset: the model and render context are kept, ~10-40 ms)."""
         if seed is not None:
             # Reseed in place: robosuite's placement sampler and robot hold references to env.rng.
@@ -309,7 +309,7 @@ class SimEnv:
         self._steps = 0
         self._home_pos = np.array(sim.data.site_xpos[self._eef_site])
 
-    def step(self, action, render: bool = True) -> Observation:
+    def step(self, action, render: bool = True) -> SimObservation:
         """Apply one validated action for one control step and return the new observation."""
         act = validate_action(action)
         self._env.step(act)
@@ -320,13 +320,13 @@ class SimEnv:
         return bool(self._env._check_success())
 
     # --- observation -----------------------------------------------------------------------------
-    def observe(self, render: bool = True) -> Observation:
+    def observe(self, render: bool = True) -> SimObservation:
         data = self._env.sim.data
         eef_pos = np.array(data.site_xpos[self._eef_site])
         eef_quat = _mat2quat_xyzw(data.site_xmat[self._eef_site])
         grip = np.array(data.qpos[self._grip_idx])
         image = self.render() if (render and self.render_enabled) else None
-        return Observation(
+        return SimObservation(
             image=image, proprio=np.concatenate([eef_pos, eef_quat, grip]),
             joint_positions=np.array(data.qpos[self._joint_idx]), eef_pos=eef_pos, eef_quat=eef_quat,
             gripper_qpos=grip, success=self.success(), step=self._steps,

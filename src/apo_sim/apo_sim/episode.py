@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from apo_sim.env import Observation, SimEnv
+from apo_sim.env import SimEnv, SimObservation
 
 
 @dataclass
@@ -50,7 +50,7 @@ class PolicyEpisode:
         self.seed = int(seed)
         self.max_steps = int(max_steps)
         self.steps = 0
-        self.obs: Observation = env.reset(seed=self.seed)
+        self.obs: SimObservation = env.reset(seed=self.seed)
 
     @property
     def done(self) -> bool:

@@ -55,7 +55,7 @@ from apo_interfaces.msg import ActionCommand, EpisodeEvent, RobotState
 from apo_ros.node import run_node
 from apo_ros.params import CallbackGuard, load_parameters
 from apo_ros.qos import topic_qos
-from apo_sim.env import ACTION_DIM, Observation, SimEnv, validate_action
+from apo_sim.env import ACTION_DIM, SimEnv, SimObservation, validate_action
 from apo_sim.expert import ScriptedExpert
 from apo_sim.node_config import SimNodeConfig
 
@@ -197,20 +197,20 @@ class SimNode(Node):
             fresh = latest is not None and time.monotonic() - latest[1] <= self.cfg.command_timeout_s
             self._publish(self._step(latest[0] if fresh else np.zeros(ACTION_DIM)))
 
-    def _reset(self) -> Observation:
+    def _reset(self) -> SimObservation:
         seed = None if self.cfg.seed < 0 else self.cfg.seed + self.resets
         obs = self._env.reset(seed=seed)
         self._expert.reset()
         self.resets += 1
         return obs
 
-    def _step(self, action: np.ndarray) -> Observation:
+    def _step(self, action: np.ndarray) -> SimObservation:
         obs = self._env.step(action)
         self.steps_taken += 1
         return obs
 
     # --- publishing (worker thread) -------------------------------------------------------------
-    def _publish(self, obs: Observation):
+    def _publish(self, obs: SimObservation):
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.cfg.frame_id)
         state = self._env.task_state()
         image = Image(header=header, height=obs.image.shape[0], width=obs.image.shape[1], encoding="rgb8",

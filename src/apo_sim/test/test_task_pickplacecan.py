@@ -84,7 +84,7 @@ def test_scripted_operator_corrects_a_stalling_policy(can):
         if state.success:
             break
         status = task_progress(state)
-        supervisor.observe(operator_logic.Observation(status.progress, status.object_height, status.grasped))
+        supervisor.observe(operator_logic.OperatorObservation(status.progress, status.object_height, status.grasped))
         # The "policy" only holds still: every bit of progress comes from the operator's corrections.
         action = expert.act(state) if supervisor.correcting else np.zeros(7)
         env.step(action, render=False)
@@ -108,7 +108,7 @@ def test_expert_does_not_interfere_with_a_correct_policy(can):
         if state.success:
             break
         status = task_progress(state)
-        supervisor.observe(operator_logic.Observation(status.progress, status.object_height, status.grasped))
+        supervisor.observe(operator_logic.OperatorObservation(status.progress, status.object_height, status.grasped))
         env.step(expert.act(state), render=False)
     assert env.success() and supervisor.history == []
 
