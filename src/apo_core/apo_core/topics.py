@@ -1,4 +1,4 @@
-"""Names and QoS of the deploy graph (DESIGN.md), in one place for every node, test and tool.
+"""Names and QoS of the deploy graph (docs/ARCHITECTURE.md, "Topic graph"), in one place for every node, test and tool.
 
 Kept ROS-free: QoS is described by plain values here and turned into rclpy profiles by
 ``qos_profile(name)`` in the nodes' shared helper (apo_core stays importable without ROS).

@@ -27,7 +27,7 @@ from importlib import metadata as _dist
 
 import yaml
 
-from apo_core.topics import QOS as _DESIGN_QOS
+from apo_core.topics import QOS as _GRAPH_QOS
 
 QOS_KEYS = ("history", "depth", "reliability", "durability", "deadline", "lifespan", "liveliness",
             "liveliness_lease_duration", "avoid_ros_namespace_conventions")
@@ -130,9 +130,9 @@ def _duration(key: str, value) -> dict:
 
 def designed_history(topic: str) -> tuple[str, int] | None:
     """(history, depth) our publishers of ``topic`` are built with, None for a topic not in the table."""
-    if topic not in _DESIGN_QOS:
+    if topic not in _GRAPH_QOS:
         return None
-    _kind, depth = _DESIGN_QOS[topic]
+    _kind, depth = _GRAPH_QOS[topic]
     return "keep_last", int(depth)  # apo_ros.qos builds every kind as keep_last
 
 

@@ -1,7 +1,7 @@
 """Test helper: a probe that plays the rest of the graph for the recorder (rclpy imported lazily).
 
 ``EpisodeProbe(graph)`` creates a node in an ``apo_ros.testing.RosGraph`` with publishers on
-the recorded topics (DESIGN QoS) and publishes episode events, steps, images, states and actions.
+the recorded topics (the QoS of docs/ARCHITECTURE.md, "Topic graph") and publishes episode events, steps, images, states and actions.
 Used by the recorder's tests and benchmark; usable by integration tests of other packages.
 """
 

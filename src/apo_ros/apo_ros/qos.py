@@ -1,4 +1,4 @@
-"""rclpy QoS profiles for the graph's topics (as DESIGN.md and apo_core.topics.QOS give them)."""
+"""rclpy QoS profiles for the graph's topics, as apo_core.topics.QOS gives them (docs/ARCHITECTURE.md, "Topic graph")."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def qos_profile(kind: str, depth: int = 10):
 
 
 def topic_qos(topic: str, depth: int | None = None):
-    """The profile DESIGN.md gives ``topic``; ``depth`` overrides the history depth (e.g. a recorder)."""
+    """The profile of ``topic`` (docs/ARCHITECTURE.md, "Topic graph"); ``depth`` overrides the history depth
+    (e.g. a recorder)."""
     if topic not in QOS:
         raise KeyError(f"no QoS defined for topic {topic!r}")
     kind, default_depth = QOS[topic]

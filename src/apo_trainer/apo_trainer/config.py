@@ -1,6 +1,6 @@
 """The training configuration: one YAML file, loaded strictly (an unknown key fails, naming it).
 
-Defaults are the paper's settings (DESIGN.md): loss ``apo``, LoRA rank 32 / alpha 16 on all linear
+Defaults are the paper's settings (docs/ARCHITECTURE.md, "Method in brief"): loss ``apo``, LoRA rank 32 / alpha 16 on all linear
 layers, lr 5e-5, batch 8 per process, K = 10, warmup then cosine decay, gradient clipping at 1.0,
 balanced batches 50/25/25. :data:`BC_PRESET` holds the overrides of the initial-policy preset
 (``apo-train-bc``). Every key is listed with its meaning in ``src/apo_trainer/README.md``.

@@ -1,6 +1,6 @@
 """Training steps read lazily from the APO HDF5 schema, with labels recomputed for a chosen K.
 
-Each kept step has a *kind* (DESIGN.md):
+Each kept step has a *kind* (docs/ARCHITECTURE.md, "Method in brief"):
 
 - ``expert``: a step of an expert demonstration (episode attribute ``source == "expert"``), always
   desirable, whatever its live label (no K-window: nobody took over from an expert);

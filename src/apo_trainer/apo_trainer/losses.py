@@ -4,7 +4,7 @@ Every loss takes summed action-token log-probs of the policy (differentiable) an
 (constants), plus what the method needs (L1 errors, a desirable mask, rejected log-probs), and
 returns a :class:`LossResult` with the loss to back-propagate and detached metrics for logging.
 
-The paper's form (DESIGN.md, arXiv 2506.07127) is the default of every option; the public
+The paper's form (arXiv 2506.07127; docs/ARCHITECTURE.md, "Method in brief") is the default of every option; the public
 reference code's differences are named options:
 
 ==========================  =====================================  =======================================

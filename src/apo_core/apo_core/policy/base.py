@@ -5,7 +5,7 @@ OpenVLA recipe: the prompt is tokenised, image features are prefixed, the langua
 token per action dimension from the last ``n_bins`` vocabulary ids, and tokens are decoded to bin
 centres and unnormalised with the policy's action statistics.
 
-Training code needs two numbers per sample (DESIGN.md): the summed log-probability of the target
+Training code needs two numbers per sample (docs/ARCHITECTURE.md, "Method in brief"): the summed log-probability of the target
 action tokens and the L1 error of the greedy (teacher-forced) decoded action against the target.
 :func:`action_token_metrics` computes both from logits and labels, for any policy.
 """
