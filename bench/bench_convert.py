@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from apo_trainer.bag_reader import EpisodeBag, bag_bytes, find_bags
+from apo_core.bags import EpisodeBag, bag_bytes, find_bags
 from apo_trainer.bag_reader_samples import SampleEpisode, write_sample_bag
 from apo_trainer.convert import convert_bags
 
@@ -107,7 +107,7 @@ print(json.dumps({"seconds": dt, "steps": r.steps_added, "hwm_kb": status('VmHWM
 
 BASELINE = """
 import json
-import apo_trainer.convert, apo_trainer.bag_reader, h5py, rosbags.rosbag2, rosbags.typesys
+import apo_trainer.convert, apo_core.bags, h5py, rosbags.rosbag2, rosbags.typesys
 def status(key):
     with open('/proc/self/status') as f:
         return int(next(line for line in f if line.startswith(key)).split()[1])

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from apo_core.errors import ApoError, ConfigError, MissingPathError
+from apo_core.files import fsync_path
 from apo_core.names import VERSION_RE, InvalidNameError, child_path
 
 
@@ -135,7 +136,7 @@ class ModelStore:
             tmp_link.unlink()
         os.symlink(Path("versions") / version, tmp_link)
         os.replace(tmp_link, self.current_link)
-        _fsync_dir(self.root)
+        fsync_path(self.root)
         self._log(action, version, note)
 
     def rollback(self, version: str | None = None) -> str:
@@ -202,17 +203,5 @@ def resolve_policy_dir(path, version: str | None = None) -> tuple[Path, str]:
 def _fsync_tree(root: Path) -> None:
     for dirpath, _, files in os.walk(root):
         for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            fsync_path(os.path.join(dirpath, name))
+        fsync_path(dirpath)

@@ -52,11 +52,11 @@ def test_retrain_states_match_the_interface():
 def test_old_modules_re_export_the_contract():
     from apo_intervention.episodes import Event
     from apo_recorder import contract
-    from apo_trainer import analysis, bag_reader, bag_reader_samples, convert
+    from apo_trainer import analysis, bag_reader_samples, convert
     from apo_trainer.retrain import job
 
     assert Event is bc.EpisodeEventCode
-    assert contract.JOURNAL_NAME == bag_reader.JOURNAL_NAME == bc.JOURNAL_NAME
+    assert contract.JOURNAL_NAME == bc.JOURNAL_NAME
     assert contract.DEFAULT_TOPICS == bag_reader_samples.TOPIC_TYPES == bc.EPISODE_BAG_TOPICS
     assert contract.END_EVENT_OUTCOME is bc.END_EVENT_OUTCOME and contract.CUSTOM_DATA_KEYS is bc.CUSTOM_DATA_KEYS
     assert convert.EVENT_OUTCOME is analysis.OUTCOME_BY_EVENT is bc.OUTCOME_EVENTS

@@ -35,7 +35,7 @@ from apo_interfaces.srv import LoadPolicy
 from apo_policy_node.config import PolicyNodeConfig
 from apo_policy_node.latest import LatestSlot
 from apo_policy_node.policy_source import PolicySource
-from apo_ros.node import run_node
+from apo_ros.node import build_or_destroy, run_node
 from apo_ros.params import CallbackGuard, fill_failure, load_parameters, parameter_names
 from apo_ros.qos import topic_qos
 
@@ -53,11 +53,7 @@ class PolicyNode(Node):
         self._worker: threading.Thread | None = None
         self._frames = LatestSlot()
         super().__init__("apo_policy", **kwargs)
-        try:
-            self._build()
-        except BaseException:
-            self.destroy_node()
-            raise
+        build_or_destroy(self, self._build)
 
     def _build(self) -> None:
         self.config = cfg = load_parameters(self, PolicyNodeConfig)

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import yaml
 
+from apo_core.files import atomic_write_text, fsync_path
 from apo_recorder import contract
 from apo_recorder.bag_metadata import QosProfileError, complete_offered_qos
 from apo_recorder.mcap_storage import open_writer
@@ -471,11 +472,11 @@ class EpisodeBagWriter:
             bag.set_custom_data(key, value)
         bag.close()
         if self.fsync:
-            _fsync_path(self.path / contract.bag_file_name(self.path.name))
-            _fsync_path(self.path / "metadata.yaml")
+            fsync_path(self.path / contract.bag_file_name(self.path.name))
+            fsync_path(self.path / "metadata.yaml")
         _remove(self.path / contract.JOURNAL_NAME)
         if self.fsync:
-            _fsync_path(self.path)
+            fsync_path(self.path)
         with self._cond:
             self._on_disk = self._written
             self._state = "closed"
@@ -545,28 +546,8 @@ class EpisodeBagWriter:
             "custom_data": custom,
             "topics": getattr(self, "_journal_topics", []),
         }
-        _atomic_write_text(self.path / contract.JOURNAL_NAME, yaml.safe_dump(journal, sort_keys=False),
+        atomic_write_text(self.path / contract.JOURNAL_NAME, yaml.safe_dump(journal, sort_keys=False),
                            fsync=self.fsync)
-
-
-def _atomic_write_text(path: Path, text: str, fsync: bool = True) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        if fsync:
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    if fsync:
-        _fsync_path(path.parent)
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove(path: Path) -> None:

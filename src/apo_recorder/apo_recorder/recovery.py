@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apo_core.bags.layout import read_journal
+from apo_core.bags.layout import process_alive, read_journal
 from apo_core.bags.scan import ScanError, ScanState, scan_mcap
 from apo_core.bags.typestore import typestore_from_definitions
 from apo_recorder import contract
@@ -68,20 +68,6 @@ def _scan(mcap: Path, scan: ScanState) -> Iterator[tuple[int, int, bytes]]:
         raise
     except ScanError as exc:
         raise RecoveryError(str(exc)) from exc
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed but not yet reaped process is a zombie: not writing anything
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def bag_is_readable(path: str | os.PathLike) -> bool:
@@ -148,7 +134,7 @@ def recover_bag(path: str | os.PathLike, *, keep_original: bool = False, force: 
                               stop_reason="bag is complete")
     if journal and not force:
         pid, host = journal.get("pid"), journal.get("hostname")
-        if isinstance(pid, int) and host == socket.gethostname() and pid != os.getpid() and _pid_alive(pid):
+        if isinstance(pid, int) and host == socket.gethostname() and pid != os.getpid() and process_alive(pid):
             raise RecoveryError(f"bag {path} is still being written by process {pid}; "
                                 f"stop that recorder first (or pass force=True)")
 

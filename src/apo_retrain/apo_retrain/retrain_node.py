@@ -27,7 +27,7 @@ from apo_interfaces.msg import EpisodeEvent, RetrainStatus
 from apo_interfaces.srv import CancelRetrain, GetRetrainStatus, LoadPolicy, Retrain, Rollback
 from apo_retrain.node_config import RetrainNodeConfig
 from apo_retrain.sim_gate import sim_success_rate
-from apo_ros.node import run_node
+from apo_ros.node import build_or_destroy, run_node
 from apo_ros.params import CallbackGuard, load_parameters
 from apo_ros.qos import topic_qos
 from apo_trainer.retrain.job import JobStatus, RetrainManager, RetrainRequest
@@ -44,11 +44,7 @@ class RetrainNode(Node):
         # every parameter given at start becomes visible, so a misspelt one is refused instead of ignored
         kwargs.setdefault("automatically_declare_parameters_from_overrides", True)
         super().__init__("apo_retrain", **kwargs)
-        try:
-            self._build()
-        except BaseException:
-            self.destroy_node()
-            raise
+        build_or_destroy(self, self._build)
 
     def _build(self):
         self.config = load_parameters(self, RetrainNodeConfig)

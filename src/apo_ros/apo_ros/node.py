@@ -39,6 +39,16 @@ def _config_errors() -> tuple[type[BaseException], ...]:
     return (ApoError, *CONFIG_ERRORS)
 
 
+def build_or_destroy(node, build) -> None:
+    """Finish a node's construction with ``build()``; if it raises, destroy the half-built node (its
+    publishers, services, timers) before the error propagates to run_node or the test that built it."""
+    try:
+        build()
+    except BaseException:
+        node.destroy_node()
+        raise
+
+
 def run_node(make_node, program: str, args=None, *, num_threads: int = 1, should_stop=None,
              shutdown=None, interrupt_build: bool = True) -> int:
     """Init, build the node with ``make_node()``, spin until a signal, shut down; returns the exit code."""

@@ -37,8 +37,8 @@ from apo_core.bag_contract import (  # noqa: F401 (EVENT_*: re-exported, were de
     OUTCOME_SUCCESS,
     episode_facts,
 )
+from apo_core.bags import BagReadError, find_bags, is_bag_dir, open_episode_bag
 from apo_core.labels import DEFAULT_K, Label, apply_k_window, label_counts, takeover_indices
-from apo_trainer.bag_reader import BagReadError, find_bags, is_bag_dir, open_episode_bag
 
 # The outcome of each success/failure/abort event (apo_core.bag_contract.OUTCOME_EVENTS; old name kept).
 OUTCOME_BY_EVENT = OUTCOME_EVENTS

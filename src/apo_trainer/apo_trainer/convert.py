@@ -58,7 +58,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +73,19 @@ from apo_core.bag_contract import (  # noqa: F401 (EVENT_*: re-exported, were de
     KEY_EPISODE_ID,
     OUTCOME_EVENTS,
     OUTCOME_UNKNOWN,
+    EpisodeFacts,
     episode_facts,
+)
+from apo_core.bags import (
+    BagReadError,
+    EpisodeBag,
+    bag_bytes,
+    damage_text,
+    find_bags,
+    integrity_text,
+    mcap_files,
+    read_custom_data,
+    recording_in_progress,
 )
 from apo_core.dataset import (
     Episode,
@@ -85,17 +97,6 @@ from apo_core.dataset import (
 from apo_core.errors import ApoError, MissingPathError
 from apo_core.labels import DEFAULT_K, Label, apply_k_window, label_counts
 from apo_core.normalization import STATS_FILENAME, ActionStats
-from apo_trainer.bag_reader import (
-    BagReadError,
-    EpisodeBag,
-    bag_bytes,
-    damage_text,
-    find_bags,
-    integrity_text,
-    mcap_files,
-    read_custom_data,
-    recording_in_progress,
-)
 from apo_trainer.convert_align import DEFAULT_MAX_LATENESS_S, StepAligner
 
 CONVERT_TOPICS = (topics.IMAGE, topics.ROBOT_STATE, topics.STEP, topics.EPISODE)
@@ -144,7 +145,7 @@ class BagResult:
     labels: dict = field(default_factory=dict)
     missing_steps: list = field(default_factory=list)  # [first, last] ranges of absent step indices
     dropped: dict = field(default_factory=dict)  # reason -> number of steps
-    read: dict | None = None  # bag_reader.ReadReport.to_dict()
+    read: dict | None = None  # apo_core.bags.ReadReport.to_dict()
     notes: list = field(default_factory=list)
     error: str = ""
 
@@ -343,12 +344,13 @@ def _convert(bag: Path, output: Path, options, known, action_dim, result: BagRes
         with EpisodeBag(bag, recover=recover) as reader:
             sink = None
             try:
-                info = _episode_info(reader, bag, result)
-                if info.episode_id in known:
+                custom = reader.custom_data
+                episode_id = _episode_id(reader, bag, result)
+                if episode_id in known:
                     result.status = "skipped"
                     result.notes.append("episode already in the output")
                     return
-                sink = _EpisodeSink(bag, output, info.episode_id, action_dim, options.max_lateness)
+                sink = _EpisodeSink(bag, output, episode_id, action_dim, options.max_lateness)
                 events = _stream(reader, sink, options, on_bytes if attempt == 0 else None)
                 if reader.mode == "indexed" and reader.report.messages_missing and options.recover and attempt == 0:
                     # rosbags skipped damaged records silently; the scan resynchronises inside chunks.
@@ -369,20 +371,20 @@ def _convert(bag: Path, output: Path, options, known, action_dim, result: BagRes
             mode = reader.mode
         break
     try:
-        _finish_info(info, events, sink, result)
+        facts = _episode_facts(custom, episode_id, events, sink, result)
         if sink.kept == 0:
             result.status = "failed" if mode == "recovered" or sink.dropped else "skipped"
             result.error = "no usable steps in the bag" + (f" ({_dropped_text(sink.dropped)})" if sink.dropped else "")
             result.dropped = dict(sink.dropped)
             return
-        episode = sink.episode(info, mode)
+        episode = sink.episode(facts, mode)
         episode.attrs.update({"bag_integrity": result.read["integrity"], "bag_damage": len(result.read["damage"])})
         episode.labels(options.k)  # inconsistent labels/modes fail this bag here, before anything is written
         result.group = append_episode(output, episode, k=options.k, image_compression=options.image_compression)
     finally:
         sink.discard()
     result.status = "recovered" if mode == "recovered" else "added"
-    result.episode_id = info.episode_id
+    result.episode_id = episode_id
     result.steps = len(episode)
     result.labels = label_counts(apply_k_window(episode.live_labels, options.k, modes=episode.modes))
     result.missing_steps = sink.missing_ranges()
@@ -416,24 +418,13 @@ def _stream(reader: EpisodeBag, sink: _EpisodeSink, options: ConvertOptions, on_
 # --------------------------------------------------------------------------------------------
 # Episode attributes
 # --------------------------------------------------------------------------------------------
-@dataclass
-class _Info:
-    episode_id: str = ""
-    instruction: str = ""
-    task: str = ""
-    outcome: str = "unknown"
-    policy_version: str = ""
-    custom: dict = field(default_factory=dict)
-
-
-def _episode_info(reader: EpisodeBag, bag: Path, result: BagResult) -> _Info:
+def _episode_id(reader: EpisodeBag, bag: Path, result: BagResult) -> str:
     """Episode id before streaming (to skip known episodes early): custom data, else events/steps.
 
     The rule is :func:`apo_core.bag_contract.episode_facts`'s (the events are not read yet: the first
     EPISODE/STEP message carrying an id is looked up only when the custom data has none).
     """
     custom = reader.custom_data
-    info = _Info(custom=custom)
     first_id = ""
     if not custom.get(KEY_EPISODE_ID):
         for m in reader.messages((topics.EPISODE, topics.STEP)):
@@ -444,18 +435,17 @@ def _episode_info(reader: EpisodeBag, bag: Path, result: BagResult) -> _Info:
                 break
         if not first_id:
             result.notes.append("episode id taken from the directory name (no custom data, no events, no steps)")
-    info.episode_id = episode_facts(custom, (), first_episode_id=first_id, default_episode_id=bag.name).episode_id
-    result.episode_id = info.episode_id
-    return info
+    result.episode_id = episode_facts(custom, (), first_episode_id=first_id, default_episode_id=bag.name).episode_id
+    return result.episode_id
 
 
-def _finish_info(info: _Info, events: list, sink: _EpisodeSink, result: BagResult) -> None:
+def _episode_facts(custom: dict, episode_id: str, events: list, sink: _EpisodeSink,
+                   result: BagResult) -> EpisodeFacts:
     """Instruction, task, policy version and outcome: :func:`apo_core.bag_contract.episode_facts`."""
-    facts = episode_facts(info.custom, events, first_episode_id=info.episode_id,
-                          step_policy_versions=sink.versions, default_episode_id=info.episode_id)
-    info.instruction, info.task, info.policy_version = facts.instruction, facts.task, facts.policy_version
-    info.outcome = facts.outcome or OUTCOME_UNKNOWN
+    facts = episode_facts(custom, events, first_episode_id=episode_id, step_policy_versions=sink.versions,
+                          default_episode_id=episode_id)
     result.notes.extend(facts.notes)
+    return replace(facts, outcome=facts.outcome or OUTCOME_UNKNOWN)
 
 
 # --------------------------------------------------------------------------------------------
@@ -610,7 +600,7 @@ class _EpisodeSink:
         """Samples of the episode (valid after close())."""
         return int(self.keep.sum()) if self.keep is not None else self.count
 
-    def episode(self, info: _Info, mode: str) -> Episode:
+    def episode(self, info: EpisodeFacts, mode: str) -> Episode:
         keep = self.keep
         has_states = not keep.all() or any(s is not None for s in self.states)
         if not keep.all():

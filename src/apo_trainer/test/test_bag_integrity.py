@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from apo_core import topics
+from apo_core.bags import EpisodeBag
 from apo_core.dataset import sorted_episode_names
-from apo_trainer.bag_reader import EpisodeBag
 from apo_trainer.bag_reader_samples import SampleEpisode, chunk_offsets, write_sample_bag
 from apo_trainer.convert import convert_bags
 

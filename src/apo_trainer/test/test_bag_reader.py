@@ -7,7 +7,7 @@ import pytest
 from rosbags.typesys import Stores, get_typestore
 
 from apo_core import topics
-from apo_trainer.bag_reader import BagReadError, EpisodeBag, find_bags, is_bag_dir, open_episode_bag
+from apo_core.bags import BagReadError, EpisodeBag, find_bags, is_bag_dir, open_episode_bag
 from apo_trainer.bag_reader_samples import (
     SampleEpisode,
     chunk_offsets,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from apo_core import topics
-from apo_trainer.bag_reader import EpisodeBag
+from apo_core.bags import EpisodeBag
 from apo_trainer.bag_reader_samples import chunk_offsets, cut_file
 from apo_trainer.convert import convert_bags
 

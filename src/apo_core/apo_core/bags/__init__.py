@@ -1,6 +1,6 @@
 """The one ROS-free bag library: read, scan and recover episode bags (rosbag2 directory, MCAP storage).
 
-Used by the trainer (reading, conversion, analysis: ``apo_trainer.bag_reader`` re-exports it) and the
+Used by the trainer (reading, conversion, analysis) and the
 recorder (``apo_recorder.recovery``), neither of which imports the other. Imports no rclpy,
 apo_interfaces or other apo package; needs ``rosbags``, ``pyyaml``, ``zstandard`` and ``lz4``.
 

@@ -85,13 +85,23 @@ def recording_in_progress(bag_dir) -> bool | None:
         pid = int(journal.get("pid"))
     except (TypeError, ValueError):
         return None
+    return process_alive(pid)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host can still be writing: it exists and is not a zombie (a killed,
+    not yet reaped process writes nothing). Another user's process counts as alive."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def yaml_load(text: str):

@@ -23,6 +23,17 @@ class BagMessage(NamedTuple):
     size: int  # serialised bytes
 
 
+# The summary's phrase for each nonzero counter, in the order it lists them.
+_COUNTER_PHRASES = (
+    ("bytes_missing", "bytes cut off"),
+    ("chunks_torn", "torn chunk(s) salvaged"),
+    ("chunks_dropped", "chunk(s) dropped"),
+    ("messages_undecodable", "undecodable message(s)"),
+    ("messages_unknown_channel", "message(s) on unknown channels"),
+    ("messages_missing", "message(s) listed in metadata.yaml not read"),
+)
+
+
 @dataclass
 class ReadReport:
     """What reading a bag found: which path was used and what could not be read."""
@@ -86,18 +97,7 @@ class ReadReport:
         parts.append(f"{self.messages_read} messages read")
         if self.bytes_lost:
             parts.append(f"{self.bytes_lost} of {self.bytes_total} bytes unreadable")
-        if self.bytes_missing:
-            parts.append(f"{self.bytes_missing} bytes cut off")
-        if self.chunks_torn:
-            parts.append(f"{self.chunks_torn} torn chunk(s) salvaged")
-        if self.chunks_dropped:
-            parts.append(f"{self.chunks_dropped} chunk(s) dropped")
-        if self.messages_undecodable:
-            parts.append(f"{self.messages_undecodable} undecodable message(s)")
-        if self.messages_unknown_channel:
-            parts.append(f"{self.messages_unknown_channel} message(s) on unknown channels")
-        if self.messages_missing:
-            parts.append(f"{self.messages_missing} message(s) listed in metadata.yaml not read")
+        parts.extend(f"{getattr(self, name)} {text}" for name, text in _COUNTER_PHRASES if getattr(self, name))
         if self.integrity != "verified":
             parts.append(integrity_text(self.to_dict()))
         return ", ".join(parts)

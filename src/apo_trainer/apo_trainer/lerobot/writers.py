@@ -70,7 +70,17 @@ def _write_json(path: Path, data) -> None:
     tmp.replace(path)
 
 
-class V30Writer:
+class _DatasetTotals:
+    """What both layouts track to resume a dataset: its task table, its episodes (by APO id) and totals."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.tasks: dict[str, int] = {}
+        self.exported_ids: set[str] = set()
+        self.total_episodes = self.total_frames = 0
+
+
+class V30Writer(_DatasetTotals):
     version = "v3.0"
     quantiles = True
 
@@ -78,10 +88,7 @@ class V30Writer:
         import pandas as pd
         import pyarrow.parquet as pq
 
-        self.root = root
-        self.tasks: dict[str, int] = {}
-        self.exported_ids: set[str] = set()
-        self.total_episodes = self.total_frames = 0
+        super().__init__(root)
         self.stats: dict = {}
         self.data_file = self.meta_file = (0, 0)
         self._rows: list[dict] = []
@@ -173,15 +180,12 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-class V21Writer:
+class V21Writer(_DatasetTotals):
     version = "v2.1"
     quantiles = False
 
     def __init__(self, root: Path, info: dict | None):
-        self.root = root
-        self.tasks: dict[str, int] = {}
-        self.exported_ids: set[str] = set()
-        self.total_episodes = self.total_frames = 0
+        super().__init__(root)
         self._episodes: list[dict] = []
         self._episode_stats: list[dict] = []
         if info is None:

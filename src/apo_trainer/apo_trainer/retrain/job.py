@@ -150,7 +150,7 @@ class RetrainManager:
         bags = Path(self.settings.bags_dir)
         if not bags.is_dir():
             return []
-        from apo_trainer.bag_reader import is_bag_dir
+        from apo_core.bags import is_bag_dir
 
         used = self.registry.used()
         return sorted(p.name for p in bags.iterdir() if is_bag_dir(p) and p.name not in used)
