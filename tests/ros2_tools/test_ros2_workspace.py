@@ -1,0 +1,86 @@
+"""The project's ROS 2 face with the real upstream tools: `colcon build --symlink-install` of the workspace,
+then the deploy graph started by the README's `ros2 launch` line under launch_pytest
+(launch_graph/deploy_graph_launch.py: nodes, topics, commands arriving, the README's retrain lines, Ctrl-C).
+
+launch_pytest 3.7.1 does not load under this suite's pytest (>= 8.4, ros2/launch#947), so that file runs
+in a subprocess under pytest 7.4.4 (APO_PYTEST7_PATH) and this test checks its exit code.
+"""
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from apo_core.normalization import ActionStats
+from apo_trainer.testing import tiny_policy
+
+pytestmark = [pytest.mark.ros2_tools, pytest.mark.ros, pytest.mark.sim, pytest.mark.slow, pytest.mark.timeout(3600)]
+ROOT = Path(__file__).resolve().parents[2]
+LAUNCH_TESTS = Path(__file__).parent / "launch_graph"
+
+
+def run(cmd: list[str], *, timeout: float, **kwargs) -> str:
+    """Run ``cmd``; its output (shown in the failure when it exits non-zero)."""
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, f"{' '.join(map(str, cmd))} exited {done.returncode}:\n{out[-12000:]}"
+    return out
+
+
+def test_colcon_build_installs_every_package(workspace_install):
+    assert (workspace_install / "setup.bash").is_file()
+    packages = sorted(p.parent.name for p in (ROOT / "src").glob("*/package.xml"))
+    missing = [p for p in packages if not (workspace_install / p / "share" / p / "package.xml").is_file()]
+    assert not missing, f"not installed by colcon: {missing}"
+    assert (workspace_install / "apo_bringup/share/apo_bringup/launch/deploy.launch.py").exists()
+
+
+def _import_command(policy_dir: Path) -> list[str]:
+    """The README's `ros2 run ... apo models import` line for ``policy_dir`` into ./runs/models."""
+    lines = [ln.strip() for ln in (ROOT / "README.md").read_text().splitlines()
+             if ln.strip().startswith("ros2 run ") and " models import " in ln]
+    assert lines, "README.md has no `ros2 run ... apo models import` line"
+    words = shlex.split(lines[0], comments=True)
+    at = words.index("import")
+    words[at + 1] = str(policy_dir)
+    words[words.index("--store") + 1] = "runs/models"
+    if "--unnorm-key" in words:  # for an OpenVLA checkpoint with several datasets; the tiny policy has one
+        del words[words.index("--unnorm-key"):words.index("--unnorm-key") + 2]
+    return words
+
+
+def _retrain_config(path: Path) -> Path:
+    """config/retrain.yaml with cheap jobs: few steps, the held-out L1 gate instead of simulated episodes."""
+    cfg = yaml.safe_load((ROOT / "config/retrain.yaml").read_text())
+    cfg["defaults"]["steps"] = 4
+    cfg["eval"]["gate"] = "heldout_l1"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_deploy_graph_under_launch_pytest(install_env, tmp_path):
+    env = dict(install_env)
+    q = np.full(7, 1.0)
+    policy = tiny_policy(ActionStats(q01=-q, q99=q, mask=[True] * 6 + [False]), state_dim=9, seed=3)
+    policy_dir = policy.save(tmp_path / "checkpoint")
+    launch_dir = tmp_path / "robot"
+    launch_dir.mkdir()
+    print(run(_import_command(policy_dir), cwd=launch_dir, env=env, timeout=600))
+
+    env["APO_TEST_RETRAIN_CONFIG"] = str(_retrain_config(tmp_path / "retrain.yaml"))
+    env["PYTHONPATH"] = env["APO_PYTEST7_PATH"] + ":" + env.get("PYTHONPATH", "")
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # the venv's plugins are for pytest 9
+    log = tmp_path / "launch_pytest.log"  # a file, not a pipe: nothing left behind can hold it open
+    with log.open("w") as sink:
+        done = subprocess.run([sys.executable, "-m", "pytest", "-c", str(LAUNCH_TESTS / "pytest.ini"), "-v", "-rA",
+                               "--tb=short", str(LAUNCH_TESTS / "deploy_graph_launch.py")],
+                              cwd=launch_dir, env=env, stdin=subprocess.DEVNULL, stdout=sink,
+                              stderr=subprocess.STDOUT, timeout=3000)
+    out = log.read_text(errors="replace")
+    print(out)
+    assert "pytest-7.4.4" in out, "the launch_pytest run did not use pytest 7.4.4"
+    assert done.returncode == 0, f"launch_pytest run failed (exit {done.returncode}):\n{out[-20000:]}"
