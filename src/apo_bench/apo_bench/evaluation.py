@@ -20,7 +20,8 @@ MAX_OPEN_POOLS = 2  # the protocol evaluates runs of policies on one scene kind;
 
 
 class EvaluatorCache:
-    """Open :class:`~apo_sim.pool_eval.PoolEvaluator` s keyed by (task, image size, control rate, perturbation).
+    """Open :class:`~apo_sim.pool_eval.PoolEvaluator` s keyed by (task, image size, control rate, perturbation,
+    camera; None = the simulator's default camera).
 
     At most ``max_open`` pools stay open (the least recently used is closed first): each simulator
     holds about 300 MB. ``envs`` simulators per pool in ``processes`` worker processes (default: one
@@ -34,17 +35,20 @@ class EvaluatorCache:
         self._pools: OrderedDict[tuple, object] = OrderedDict()
         self.started = 0  # pools started so far (tests and logs)
 
-    def get(self, task: str, image_size: int, control_freq: float = 20.0, perturbation: str | None = None):
+    def get(self, task: str, image_size: int, control_freq: float = 20.0, perturbation: str | None = None,
+            camera: str | None = None):
         from apo_sim.pool_eval import PoolEvaluator
 
-        key = (task, int(image_size), float(control_freq), perturbation)
+        key = (task, int(image_size), float(control_freq), perturbation, camera)
         if key in self._pools:
             self._pools.move_to_end(key)
             return self._pools[key]
         while len(self._pools) >= self.max_open:
             _, old = self._pools.popitem(last=False)
             old.close()
-        ev = PoolEvaluator(task, int(image_size), self.envs, self.processes, control_freq, perturbation=perturbation)
+        env_kwargs = {"camera": camera} if camera else None
+        ev = PoolEvaluator(task, int(image_size), self.envs, self.processes, control_freq, env_kwargs,
+                           perturbation=perturbation)
         self._pools[key] = ev
         self.started += 1
         return ev
@@ -67,7 +71,7 @@ class EvaluatorCache:
 
 def evaluate_seeds(policy_dir, task: str, seeds: list[int], max_steps: int, *, control_freq: float = 20.0,
                    perturbation: str | None = None, workers: int = 1, progress: bool = False,
-                   pools: EvaluatorCache | None = None) -> list[dict]:
+                   pools: EvaluatorCache | None = None, camera: str | None = None) -> list[dict]:
     """``[{"seed", "success", "steps"}]`` for each seed, in the order given.
 
     ``pools``: where to take a pool from (kept open for the next policy); without it a pool of
@@ -84,7 +88,7 @@ def evaluate_seeds(policy_dir, task: str, seeds: list[int], max_steps: int, *, c
     if own:
         pools = EvaluatorCache(max(1, min(int(workers), len(seeds))), max_open=1)
     try:
-        ev = pools.get(task, image_size, control_freq, perturbation)
+        ev = pools.get(task, image_size, control_freq, perturbation, camera)
         result = ev.evaluate(policy, seeds, max_steps=int(max_steps), progress=progress)
     finally:
         if own:

@@ -123,7 +123,7 @@ class Protocol:
 
         seeds = self.s.demo_seeds(seed)
         res = collect_demos(self.work(task, seed) / "expert.h5", task=task, episodes=len(seeds), seed=seeds[0],
-                            image_size=self.s.image_size, control_freq=self.s.control_freq,
+                            image_size=self.s.image_size, camera=self.s.camera, control_freq=self.s.control_freq,
                             random_steps=self.s.demos.random_steps, progress=self.progress)
         if res.written + res.skipped_existing == 0:
             raise RuntimeError(f"the scripted expert solved none of {len(seeds)} {task} demo scenes")
@@ -203,7 +203,7 @@ class Protocol:
             shutil.rmtree(stale, ignore_errors=True)
         pol = load_policy(self.policy_dir(task, seed, policy))
         pol.model.eval()
-        env = SimEnv(task, image_size=self.s.image_size, control_freq=self.s.control_freq)
+        env = SimEnv(task, image_size=self.s.image_size, camera=self.s.camera, control_freq=self.s.control_freq)
         episodes = []
         try:
             dep = LockstepDeployment(env, pol, max_steps=self.s.episode_limit(task), bags_dir=bags,
@@ -236,5 +236,6 @@ class Protocol:
         seeds = self.s.eval_seeds(episodes)
         records = evaluate_seeds(self.policy_dir(task, seed, policy), task, seeds, self.s.episode_limit(task),
                                  control_freq=self.s.control_freq, perturbation=perturbation,
-                                 workers=self.s.eval.workers, progress=self.progress, pools=self.evaluators())
+                                 workers=self.s.eval.workers, progress=self.progress, pools=self.evaluators(),
+                                 camera=self.s.camera)
         return {"policy": policy, "perturbation": perturbation or "none", "episodes": records}

@@ -128,10 +128,13 @@ def write_report(out, settings, cells: dict[str, dict], preset: str, command: st
     out = Path(out)
     evals, deploys = collect_records(cells)
     tasks = list(settings.tasks)
+    # The seeds that have records (an --only seed=... run covers fewer than settings.train_seeds).
+    seeds_run = sorted({r["train_seed"] for r in evals}) or list(settings.train_seeds)
     lifelong = lifelong_rows(evals, deploys, list(settings.lifelong.methods))
     results = {
         "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "preset": preset, "command": command,
-        "settings": asdict(settings), "git_commit": _git_commit(), "machine": _machine(), "versions": _versions(),
+        "settings": asdict(settings), "train_seeds_run": seeds_run, "git_commit": _git_commit(),
+        "machine": _machine(), "versions": _versions(),
         "evaluation_episodes": evals, "deployment_episodes": deploys, "lifelong": lifelong,
         "training": {k: v for k, v in cells.items() if k.startswith(("train/", "base/"))},
     }
@@ -139,7 +142,7 @@ def write_report(out, settings, cells: dict[str, dict], preset: str, command: st
     md = [f"# APO benchmark ({preset})", "",
           f"`{command}` on {results['machine']}, {results['created']}, commit {results['git_commit']}.", "",
           "Autonomous success % of evaluation episodes, Wilson 95 % interval, episode count "
-          f"(pooled over training seeds {list(settings.train_seeds)}; evaluation scenes seeds "
+          f"(pooled over training seeds {seeds_run}; evaluation scenes seeds "
           f"{settings.eval.seed_base}..{settings.eval.seed_base + settings.eval.episodes - 1}, disjoint from "
           "demo and interactive scenes). Methods after one deploy -> retrain round from the same base and data.", "",
           _md_table(main_table(evals, tasks)), ""]

@@ -76,6 +76,8 @@ class BenchSettings:
     tasks: list[str] = field(default_factory=lambda: ["Lift", "Stack", "PickPlaceCan"])
     train_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     image_size: int = 64
+    # The simulator camera every policy of the run sees (demos, deployment, evaluation); see apo_sim.env.
+    camera: str = "agentview"
     control_freq: float = 20.0
     torch_threads: int = 2
     max_steps: dict[str, int] = field(default_factory=dict)  # per-task episode limit (deploy and eval)

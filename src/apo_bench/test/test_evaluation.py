@@ -41,7 +41,7 @@ def test_pooled_records_equal_sequential_ones_per_seed(policies, perturbation):
             ev = pools.get("Lift", 32, 20.0, perturbation)
             full = ev.evaluate(policy_dir, SEEDS, max_steps=MAX_STEPS)
             assert [r.to_dict() for r in full.records] == [r.to_dict() for r in sequential.records]
-        assert pools.started == 1 and pools.open_keys == [("Lift", 32, 20.0, perturbation)]
+        assert pools.started == 1 and pools.open_keys == [("Lift", 32, 20.0, perturbation, None)]
 
 
 def test_the_perturbation_reaches_the_simulators(policies):
@@ -52,8 +52,21 @@ def test_the_perturbation_reaches_the_simulators(policies):
         assert plain.records[0].final["target_pos"] != moved.records[0].final["target_pos"]
         assert pools.started == 2 and len(pools.open_keys) == 2
         pools.get("Lift", 32, perturbation="texture")  # a third pool closes the least recently used one
-        assert pools.open_keys == [("Lift", 32, 20.0, "position"), ("Lift", 32, 20.0, "texture")]
+        assert pools.open_keys == [("Lift", 32, 20.0, "position", None), ("Lift", 32, 20.0, "texture", None)]
     assert pools.open_keys == []
+
+
+def test_the_camera_reaches_the_simulators(policies):
+    """A run's camera (bench setting ``camera``) is what the pooled simulators render for the policy."""
+    camera = "robot0_eye_in_hand"
+    with SimEnv("Lift", image_size=32, camera=camera) as env, EvaluatorCache(envs=2) as pools:
+        records = evaluate_seeds(policies[1], "Lift", SEEDS[:2], MAX_STEPS, pools=pools, camera=camera)
+        sequential = evaluate_policy(policies[1], "Lift", seeds=SEEDS[:2], max_steps=MAX_STEPS, env=env)
+        assert records == [{"seed": r.seed, "success": r.success, "steps": r.steps} for r in sequential.records]
+        wrist = pools.get("Lift", 32, camera=camera).evaluate(policies[1], SEEDS[:1], max_steps=MAX_STEPS)
+        front = pools.get("Lift", 32).evaluate(policies[1], SEEDS[:1], max_steps=MAX_STEPS)
+        assert wrist.records[0].final["eef_pos"] != front.records[0].final["eef_pos"]  # other images, other actions
+        assert pools.open_keys == [("Lift", 32, 20.0, None, camera), ("Lift", 32, 20.0, None, None)]
 
 
 def test_one_shot_evaluation_without_a_cache(policies):
