@@ -7,9 +7,9 @@ What it does, the same for every node:
   arguments -> one line on stderr, exit code 2.
 * SIGINT and SIGTERM behave the same. While the node is being built (loading a model, starting a
   simulator) the first signal interrupts the build, unless ``interrupt_build=False`` (then the build
-  finishes and the node shuts down at once). While spinning, a signal ends the spin. During shutdown
-  further signals are ignored: a second Ctrl-C never prints a KeyboardInterrupt traceback nor cuts
-  the clean-up short.
+  finishes and the node shuts down at once). While spinning, a signal ends the spin. During shutdown,
+  and after ``run_node`` returns until the process exits, further signals are ignored: a second
+  Ctrl-C never prints a KeyboardInterrupt traceback nor cuts the clean-up short.
 * A configuration error while building the node (:class:`apo_core.errors.ApoError`, and ``OSError``
   / ``ValueError`` from a settings file or directory) -> ``"<program>: error: <message>"`` on stderr,
   exit code 2, no traceback. Any other exception is a bug and keeps its traceback (exit code 1),
@@ -104,9 +104,11 @@ def run_node(make_node, program: str, args=None, *, num_threads: int = 1, should
         return _spin_and_shut_down(node, rclpy, stop, phase, num_threads, should_stop, shutdown,
                                    ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor)
     finally:
+        # After a stop signal the process is on its way out: keep ignoring signals until it exits (launch
+        # forwards the terminal's Ctrl-C as a second SIGINT, which may land after this returns).
         for sig, handler in previous.items():
             try:
-                signal.signal(sig, handler)
+                signal.signal(sig, signal.SIG_IGN if stop.is_set() else handler)
             except (TypeError, ValueError):
                 pass
 

@@ -43,4 +43,8 @@ class DemoNode(Node):
 
 
 if __name__ == "__main__":
-    sys.exit(run_node(DemoNode, "apo_ros_demo", interrupt_build="--no-interrupt-build" not in sys.argv))
+    rc = run_node(DemoNode, "apo_ros_demo", interrupt_build="--no-interrupt-build" not in sys.argv)
+    if "--linger" in sys.argv:  # a process still exiting when launch's forwarded Ctrl-C arrives
+        print("exiting", flush=True)
+        time.sleep(1.0)
+    sys.exit(rc)

@@ -99,3 +99,25 @@ def test_second_sigint_during_shutdown_is_ignored():
     assert rc == 0, err
     assert "shutdown done" in "".join(out)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+
+
+def test_a_sigint_after_shutdown_while_the_process_exits_is_ignored():
+    # a terminal's Ctrl-C reaches the node and launch at once; launch forwards it as a second SIGINT,
+    # which can arrive after run_node returned
+    proc = subprocess.Popen([sys.executable, str(DEMO), "--linger", "--ros-args", "-p", "shutdown_seconds:=0.0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    try:
+        _wait_line(lines, "spinning", 60)
+        os.kill(proc.pid, signal.SIGINT)
+        _wait_line(lines, "exiting", 20)
+        os.kill(proc.pid, signal.SIGINT)
+        rc = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    err = proc.stderr.read()
+    assert rc == 0, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
