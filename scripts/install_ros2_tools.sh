@@ -8,7 +8,8 @@
 # listed in its SOURCES.txt). With a ROS 2 install sourced (ROS_DISTRO set, `ros2` on PATH) the
 # system's tools are used and only the launch_pytest pytest is installed.
 # Exit codes: 0 installed / up to date, 3 no sources and no ROS 2 install (nothing to do), 1 failure.
-# Idempotent: a stamp holds the checksum of the tarballs, the pins and this script.
+# Idempotent: a stamp holds the checksum of the tarballs, the pins, this script and the venv's ROS 2
+# wheel pins (composition_interfaces is built against them).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -62,7 +63,9 @@ elif [[ -z "$SRC" ]]; then
   exit 3
 else
   [[ -f "$SRC/SOURCES.txt" ]] || die "$SRC has no SOURCES.txt"
-  want="$( { sha256sum "$SRC"/*.tar.gz | sed "s#$SRC/##"; cat "$SRC/SOURCES.txt" "$PINS" "${BASH_SOURCE[0]}"; echo "$PY"; } \
+  compgen -G "$SRC/*.tar.gz" >/dev/null || die "$SRC has no *.tar.gz tarballs"
+  want="$( { sha256sum "$SRC"/*.tar.gz | sed "s#$SRC/##"; cat "$SRC/SOURCES.txt" "$PINS" "${BASH_SOURCE[0]}"; echo "$PY";
+    cat "$ROOT/requirements/ros.txt" 2>/dev/null || true; } \
     | sha256sum | cut -d' ' -f1)"
 fi
 STAMP="$OVERLAY/.stamp"

@@ -49,6 +49,14 @@ def test_a_source_directory_without_its_tarball_list_is_an_error(repo_copy, tmp_
     assert "has no SOURCES.txt" in done.stderr
 
 
+def test_a_source_directory_without_tarballs_is_an_error(repo_copy, tmp_path):
+    (tmp_path / "listed").mkdir()
+    (tmp_path / "listed/SOURCES.txt").write_text("launch 0 2024-12-20\n")
+    done = _install(repo_copy, APO_ROS2_TOOLS_SRC=str(tmp_path / "listed"))
+    assert done.returncode == 1
+    assert "has no *.tar.gz tarballs" in done.stderr
+
+
 def test_a_source_directory_missing_a_tarball_is_an_error(repo_copy, tmp_path):
     src = tmp_path / "partial"
     src.mkdir()

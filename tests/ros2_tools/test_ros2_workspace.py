@@ -39,18 +39,20 @@ def test_colcon_build_installs_every_package(workspace_install):
     assert (workspace_install / "apo_bringup/share/apo_bringup/launch/deploy.launch.py").exists()
 
 
-def _import_command(policy_dir: Path) -> list[str]:
-    """The README's `ros2 run ... apo models import` line for ``policy_dir`` into ./runs/models."""
+def _readme_models_command(verb: str, *args: str) -> list[str]:
+    """The README's `ros2 run ... apo models VERB` line on ./runs/models, its example path replaced by ``args``."""
     lines = [ln.strip() for ln in (ROOT / "README.md").read_text().splitlines()
-             if ln.strip().startswith("ros2 run ") and " models import " in ln]
-    assert lines, "README.md has no `ros2 run ... apo models import` line"
+             if ln.strip().startswith("ros2 run ") and f" models {verb} " in ln]
+    assert lines, f"README.md has no `ros2 run ... apo models {verb}` line"
     words = shlex.split(lines[0], comments=True)
-    at = words.index("import")
-    words[at + 1] = str(policy_dir)
     words[words.index("--store") + 1] = "runs/models"
     if "--unnorm-key" in words:  # for an OpenVLA checkpoint with several datasets; the tiny policy has one
         del words[words.index("--unnorm-key"):words.index("--unnorm-key") + 2]
-    return words
+    at = words.index(verb) + 1
+    tail = words[at:]
+    if tail and not tail[0].startswith("--"):  # the README's example directory
+        tail = tail[1:]
+    return words[:at] + list(args) + tail
 
 
 def _retrain_config(path: Path) -> Path:
@@ -69,7 +71,9 @@ def test_deploy_graph_under_launch_pytest(install_env, tmp_path):
     policy_dir = policy.save(tmp_path / "checkpoint")
     launch_dir = tmp_path / "robot"
     launch_dir.mkdir()
-    print(run(_import_command(policy_dir), cwd=launch_dir, env=env, timeout=600))
+    print(run(_readme_models_command("import", str(policy_dir)), cwd=launch_dir, env=env, timeout=600))
+    listed = run(_readme_models_command("list"), cwd=launch_dir, env=env, timeout=600)
+    assert "v0001" in listed, listed
 
     env["APO_TEST_RETRAIN_CONFIG"] = str(_retrain_config(tmp_path / "retrain.yaml"))
     env["PYTHONPATH"] = env["APO_PYTEST7_PATH"] + ":" + env.get("PYTHONPATH", "")
