@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--seed-base", type=int, default=70000)
     ap.add_argument("--max-steps", type=int, default=150)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--camera", default=None, help="simulator camera of the evaluation (the run's bench camera)")
     ap.add_argument("--out", default="runs/variants")
     a = ap.parse_args()
 
@@ -70,7 +71,8 @@ def main() -> None:
         info["final"] = {k: v for k, v in res.final.items() if isinstance(v, (int, float))}
     info["train_s"] = time.time() - t0
     seeds = list(range(a.seed_base, a.seed_base + a.episodes))
-    result = evaluate_pooled(str(policy_dir), task=a.task, seeds=seeds, max_steps=a.max_steps, progress=True)
+    result = evaluate_pooled(str(policy_dir), task=a.task, seeds=seeds, max_steps=a.max_steps, progress=True,
+                             env_kwargs={"camera": a.camera} if a.camera else None)
     info.update(successes=result.successes, episodes=result.episodes,
                 success_seeds=[r.seed for r in result.records if r.success], total_s=time.time() - t0)
     out.mkdir(parents=True, exist_ok=True)
