@@ -63,6 +63,36 @@ def test_job_trains_evaluates_and_promotes(tmp_path):
     assert ok and current == "v0002" and store.current_version() == "v0002"
 
 
+def test_an_unusable_bag_is_skipped_and_reported_not_fatal(tmp_path):
+    """One episode recorded without camera images (a run with no model) must not fail this job or later ones."""
+    store, m = _setup(tmp_path, n=2)
+    write_sample_bag(tmp_path / "bags", SampleEpisode("noimg", [A] * 27, image_size=(16, 16), image_every=0,
+                                                      start_ns=1_700_009_000 * 10**9))
+    ok, job_id, reason = m.submit(RetrainRequest())
+    assert ok, reason
+    status = m.wait(300)
+    assert status.state == "succeeded", status.message
+    assert "noimg" in status.train_episodes and store.current_version() == "v0002"
+    assert any("1 train episode bag(s) skipped as unusable: noimg" in w and "no camera image" in w
+               for w in status.warnings), status.warnings
+    assert "skipped as unusable: noimg" in status.message and status.metrics["train_bags_skipped"] == 1.0
+    # The next round (a new good episode) trains as usual.
+    _bags(tmp_path / "bags", ["ep10"], offset=10)
+    ok, _, reason = m.submit(RetrainRequest(steps=2))
+    assert ok, reason
+    assert m.wait(300).state == "succeeded" and store.current_version() == "v0003"
+
+
+def test_a_job_whose_bags_are_all_unusable_fails_clearly(tmp_path):
+    store, m = _setup(tmp_path, n=0)
+    write_sample_bag(tmp_path / "bags", SampleEpisode("noimg", [A] * 27, image_size=(16, 16), image_every=0))
+    ok, _, reason = m.submit(RetrainRequest())
+    assert ok, reason
+    status = m.wait(300)
+    assert status.state == "failed" and "none of the 1 training episode bag(s) could be converted" in status.message
+    assert store.current_version() == "v0001"
+
+
 def test_heldout_gate_and_dry_run(tmp_path):
     store, m = _setup(tmp_path, n=6, eval={"heldout_every": 2, "max_l1_ratio": 100.0})
     ok, _, reason = m.submit(RetrainRequest(dry_run=True))

@@ -390,11 +390,37 @@ class _Job:
             if not episodes:
                 continue
             stage = self._stage(f"bags_{split}", episodes)
+            report_path = self.dir / f"convert_{split}.json"
+            # apo-convert exits 1 when some bags could not be used and converts the rest: one bad episode
+            # (e.g. recorded without images) must not fail this job and every later one.
             self._run_logged([sys.executable, "-m", "apo_trainer.convert", str(stage), str(out[split]),
-                              "--k", str(self.k)], f"convert_{split}.log")
+                              "--k", str(self.k), "--report-json", str(report_path)], f"convert_{split}.log",
+                             ok_codes=(0, 1))
             self._check_cancel()
+            self._note_unusable_bags(split, report_path)
+            if not out[split].is_file():
+                if split == "train":
+                    raise RuntimeError(f"none of the {len(episodes)} training episode bag(s) could be converted "
+                                       f"(see {self.dir / 'convert_train.log'})")
+                del out[split]
         self._set(progress=0.1)
         return out
+
+    def _note_unusable_bags(self, split: str, report_path: Path) -> None:
+        """Bags the converter could not use become a warning on every later message of this job."""
+        try:
+            bags = json.loads(report_path.read_text()).get("bags", [])
+        except (OSError, ValueError) as exc:
+            self.status.warnings.append(f"conversion report {report_path} unreadable: {exc}")
+            return
+        failed = [b for b in bags if b.get("status") == "failed"]
+        if not failed:
+            return
+        names = ", ".join(f"{Path(b.get('bag', '?')).name} ({b.get('error') or 'unusable'})" for b in failed[:5])
+        more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+        self.status.warnings.append(f"{len(failed)} {split} episode bag(s) skipped as unusable: {names}{more}")
+        self.status.metrics[f"{split}_bags_skipped"] = float(len(failed))
+        self._set(message=f"converted {split} episodes; {len(failed)} unusable bag(s) skipped")
 
     def _train_config(self, data: dict) -> dict:
         base_dir = self.m.store.path(self.status.base_version)
@@ -497,7 +523,7 @@ class _Job:
             self.status.message += f"; the running policy was not told to load it: {exc}"
 
     # --- subprocesses ------------------------------------------------------------------------
-    def _run_logged(self, cmd, log_name: str, shell: bool = False, progress=None) -> None:
+    def _run_logged(self, cmd, log_name: str, shell: bool = False, progress=None, ok_codes=(0,)) -> None:
         log_path = self.dir / log_name
         env = {**os.environ, **self.s.backend.env}
         with open(log_path, "w") as log:
@@ -511,7 +537,7 @@ class _Job:
                 time.sleep(0.5)
         code = self._proc.returncode
         self._check_cancel()
-        if code != 0:
+        if code not in ok_codes:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-8:]
             raise RuntimeError(f"{log_name.split('.')[0]} exited with code {code} (log {log_path}):\n"
                                + "\n".join(tail))
