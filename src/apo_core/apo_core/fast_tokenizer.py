@@ -28,9 +28,10 @@ Decoding reverses it: ids -> characters -> integers -> (H, D) coefficients -> ``
 is at most ``0.5 / scale``, so the error of element ``t`` is at most ``0.5 / scale * sum_k |M[k, t]|``, and
 ``sum_k |M[k, t]| <= sqrt(H)`` (Cauchy-Schwarz on a unit column). :attr:`FastActionTokenizer.quantisation_bound`
 is ``0.5 / scale`` times the exact ``max_t`` of that sum (0.93 sqrt(H) at H = 10, tending to
-2 sqrt(2) / pi sqrt(H) ~ 0.90 sqrt(H)); clipping to [-1, 1] only reduces it. At the default scale 10 and H = 10 that is 0.147 in normalised units;
-measured on scripted Lift demos (``bench/bench_fast_tokenizer.py``): at most 0.09, with 12 (training
-episodes) to 18 (held-out episodes) tokens per chunk of 70 values.
+2 sqrt(2) / pi sqrt(H) ~ 0.90 sqrt(H)); clipping to [-1, 1] only reduces it. At the default scale 10
+and H = 10 that is 0.147 in normalised units; measured on scripted Lift demos
+(``bench/bench_fast_tokenizer.py``): at most 0.09, with 12 (training episodes) to 18 (held-out
+episodes) tokens per chunk of 70 values.
 
 Malformed sequences (unknown ids, no ids, a number of coefficients other than H x D, non-integer ids) raise
 :class:`FastDecodeError`; with ``on_error="zeros"`` the decoder returns the hold chunk instead (raw zero
