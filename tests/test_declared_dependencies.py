@@ -53,7 +53,9 @@ DEPENDENCIES = {
     # ROS 2 (rosdep keys; on this machine the ros-* wheels of requirements/ros.txt)
     **{name: (name, None) for name in (
         "rclpy", "rcl_interfaces", "std_msgs", "std_srvs", "sensor_msgs", "geometry_msgs", "diagnostic_msgs",
-        "builtin_interfaces", "ament_index_python", "launch", "launch_ros")},
+        "builtin_interfaces", "ament_index_python", "launch", "launch_ros", "trajectory_msgs",
+        # a ROS 2 install's, not on PyPI: imported where available (apo_robot_adapters)
+        "cv_bridge", "tf2_ros", "control_msgs")},
 }
 OPTIONAL_HANDLERS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
 

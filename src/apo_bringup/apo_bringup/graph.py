@@ -12,7 +12,7 @@ File format::
         package: apo_sim                # ROS package (ros2 launch)
         executable: apo_sim_node        # console script (ros2 launch / colcon)
         module: apo_sim.sim_node        # python -m entry point (apo command)
-        when: {robot: sim}              # every listed argument must have this value
+        when: {robot: sim}              # every listed argument must have this value (or one of a list's)
         required: true                  # if it exits, the whole graph shuts down
         parameters: {task: "${task}"}   # "${arg}" is replaced by the argument's value
         remappings: {/from: /to}
@@ -223,7 +223,7 @@ def resolve_graph(graph: GraphFile, overrides: dict[str, Any] | None = None) -> 
     values.update(builtins)
     out = []
     for node in graph.nodes:
-        if not all(_same(values[k], v) for k, v in node.when.items()):
+        if not all(_matches(values[k], v) for k, v in node.when.items()):
             continue
         if node.unless and all(_same(values[k], v) for k, v in node.unless.items()):
             continue
@@ -245,6 +245,11 @@ def parse_launch_arguments(items: list[str]) -> dict[str, Any]:
         name, value = item.split(":=", 1)
         out[name.strip()] = value
     return out
+
+
+def _matches(value, wanted) -> bool:
+    """``when: {robot: [servo, ros2_control]}``: a list accepts any of its values."""
+    return any(_same(value, w) for w in wanted) if isinstance(wanted, list) else _same(value, wanted)
 
 
 def _same(a, b) -> bool:

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from apo_core.errors import ConfigError
 from apo_trainer.retrain.requests import RetrainRequestError, check_steps
 
+# config/deploy.yaml's robot:= values that drive a real arm (our topics, or the robot adapters): gate "real"
+REAL_ROBOTS = ("real", "servo", "ros2_control")
+
 
 @dataclass
 class RetrainNodeConfig:
@@ -42,8 +45,9 @@ class RetrainNodeConfig:
                               f"{self.lifelong_every_n_episodes}")
         if not (math.isfinite(self.lifelong_delay_s) and 0 <= self.lifelong_delay_s <= 3600):
             raise ConfigError(f"lifelong_delay_s must be in [0, 3600] seconds, got {self.lifelong_delay_s}")
-        if self.robot not in ("", "sim", "real"):
-            raise ConfigError(f"robot must be sim, real or '' (the settings file's), got {self.robot!r}")
+        if self.robot not in ("", "sim", *REAL_ROBOTS):
+            raise ConfigError(f"robot must be sim, {', '.join(REAL_ROBOTS)} or '' (the settings file's), "
+                              f"got {self.robot!r}")
         if self.sim_max_steps < -1:
             raise ConfigError(f"sim_max_steps must be -1 (file), 0 (the task's default) or a count, got "
                               f"{self.sim_max_steps}")
@@ -62,7 +66,7 @@ class RetrainNodeConfig:
         if self.steps > 0:
             out["defaults"] = {"steps": self.steps}
         if self.robot:
-            out["robot"] = self.robot
+            out["robot"] = "sim" if self.robot == "sim" else "real"
         ev = {"sim_task": self.sim_task} if self.sim_task else {}
         if self.sim_max_steps >= 0:
             ev["sim_max_steps"] = self.sim_max_steps
