@@ -41,6 +41,10 @@ class CommandLatch:
     def update(self, values: list[float], now: float) -> None:
         self._values, self._at = list(values), now
 
+    def clear(self) -> None:
+        """Forget the command: the safe stop from now on (the arbiter said hold)."""
+        self._values = None
+
     def fresh(self, now: float) -> list[float] | None:
         """The command while it is younger than the timeout, else None (the safe stop)."""
         if self._values is None or now - self._at > self.timeout:

@@ -4,6 +4,9 @@ Every ``1/rate_hz`` s the subclass's ``publish_command(values)`` gets the newest
 ``publish_stop()`` once no valid command has come for ``stale_timeout`` s (the arbiter stopped, the
 network dropped, or the input was bad). An ActionCommand with the wrong length or a NaN is refused with a
 throttled warning and counted (``refused``); it never reaches the robot and never stops the node.
+A HOLD command of the arbiter (source SOURCE_HOLD: zeros, meant as "do not move") is the safe stop at
+once rather than a command: for joint positions, zeros would be a target, not a pause. The gripper is
+then left where it is.
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ class CommandAdapterNode(Node):
 
     # shared
     def _on_command(self, msg: ActionCommand) -> None:
+        if msg.source == ActionCommand.SOURCE_HOLD:
+            self.latch.clear()
+            return
         checked = check_action(msg.action, self.action_dim())
         if checked.values is None:
             self.refused += 1

@@ -221,10 +221,11 @@ def test_a_bad_adapter_config_fails_the_start_naming_the_key(graph, tmp_path):
 
 
 # --- commands ----------------------------------------------------------------------------------------
-def _command(values):
+def _command(values, hold=False):
     from apo_interfaces.msg import ActionCommand
 
-    return ActionCommand(action=[float(v) for v in values])
+    source = ActionCommand.SOURCE_HOLD if hold else ActionCommand.SOURCE_POLICY
+    return ActionCommand(action=[float(v) for v in values], source=source)
 
 
 def _command_rig(graph, probe, out_type, out_topic):
@@ -302,9 +303,16 @@ def test_joint_adapter_sends_joint_commands_and_holds_when_stale(graph, output):
         assert first.points[0].time_from_start.nanosec == 100_000_000
     pub.publish(_command([0.1, 0.2]))  # wrong length: refused
     graph.wait_until(lambda: node.refused >= 1 and node.stopped, what="refused, then stale")
-    # position commands hold: nothing but the good command's values was ever sent
+    # the arbiter's HOLD (zeros) is a stop, never a target of zero
+    graph.wait_until(lambda: pub.publish(_command([0.3, 0.2, 0.1])) or len({
+        tuple(m.data) if output == "forward" else tuple(m.points[0].positions) for m in out.all()}) == 2,
+        what="second command")
+    pub.publish(_command([0.0, 0.0, 0.0], hold=True))
+    graph.wait_until(lambda: node.stopped, what="stopped by hold")
+    # position commands hold: nothing but the good commands' values was ever sent
     for m in out.all():
-        assert (list(m.data) if output == "forward" else list(m.points[0].positions)) == [0.2, 0.4, 0.6]
+        assert (list(m.data) if output == "forward" else list(m.points[0].positions)) in (
+            [0.2, 0.4, 0.6], [0.6, 0.4, 0.2])
 
 
 def test_joint_adapter_velocity_mode_sends_zeros_when_stale(graph):
