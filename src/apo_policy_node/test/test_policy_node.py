@@ -112,7 +112,7 @@ def test_proposals_hot_swap_and_bad_input(store):
         assert not res.success and "v0042" in res.message and res.loaded_version == "v0002"
 
         # malformed image: counted, node keeps going
-        img_pub.publish(_image_msg(probe, rng, encoding="yuv422"))
+        img_pub.publish(_image_msg(probe, rng, encoding="bayer_rggb8"))
         g.wait_until(lambda: node.stats["bad_images"] >= 1, what="bad image counted")
         n = len(got)
         st_pub.publish(_state_msg(probe))
