@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 from rclpy.node import Node
-from std_msgs.msg import Float64
+from std_msgs.msg import Float64, Float64MultiArray
 
 from apo_core import topics
 from apo_core.errors import ConfigError
@@ -40,8 +40,9 @@ class CommandAdapterNode(Node):
         self.stopped = True  # no command yet: the safe stop
         self._gripper_deadband = GripperDeadband(cfg.gripper.deadband)
         self._gripper_pub = self._gripper_client = None
-        if cfg.gripper_index >= 0 and cfg.gripper.output == "position":
-            self._gripper_pub = self.create_publisher(Float64, cfg.gripper.topic, qos_profile("reliable", 10))
+        if cfg.gripper_index >= 0 and cfg.gripper.output in ("position", "forward"):
+            msg_type = Float64 if cfg.gripper.output == "position" else Float64MultiArray
+            self._gripper_pub = self.create_publisher(msg_type, cfg.gripper.topic, qos_profile("reliable", 10))
         elif cfg.gripper_index >= 0 and cfg.gripper.output == "action":
             self._gripper_client = make_gripper_client(self, cfg.gripper.action_name)
         self.make_output(cfg)
@@ -94,7 +95,8 @@ class CommandAdapterNode(Node):
         if not self._gripper_deadband.due(target):
             return
         if self._gripper_pub is not None:
-            self._gripper_pub.publish(Float64(data=target))
+            forward = self.cfg.gripper.output == "forward"
+            self._gripper_pub.publish(Float64MultiArray(data=[target]) if forward else Float64(data=target))
         elif self._gripper_client is not None:
             from control_msgs.action import GripperCommand
 

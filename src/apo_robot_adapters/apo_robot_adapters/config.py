@@ -82,9 +82,10 @@ class StateAdapterConfig:
 class GripperOutputConfig:
     """The action's gripper value (-1 open .. +1 close) -> the gripper controller."""
 
-    # position: std_msgs/Float64 on topic; action: control_msgs/GripperCommand goals on action_name (needs
-    # control_msgs, from a ROS 2 install); none: the gripper value is ignored
-    output: Literal["position", "action", "none"] = "position"
+    # position: std_msgs/Float64 on topic; forward: std_msgs/Float64MultiArray [position] on topic (a
+    # ros2_control forward_command_controller for the gripper joint); action: control_msgs/GripperCommand
+    # goals on action_name (needs control_msgs, from a ROS 2 install); none: the gripper value is ignored
+    output: Literal["position", "forward", "action", "none"] = "position"
     topic: str = "/gripper_controller/position"
     action_name: str = "/gripper_controller/gripper_cmd"
     open_position: float = 0.04
@@ -94,7 +95,7 @@ class GripperOutputConfig:
     deadband: float = 1e-3
 
     def validate(self):
-        if self.output == "position":
+        if self.output in ("position", "forward"):
             _topic(self.topic, "gripper.topic")
         if self.output == "action":
             _topic(self.action_name, "gripper.action_name")

@@ -321,12 +321,18 @@ def test_joint_adapter_velocity_mode_sends_zeros_when_stale(graph):
     from apo_robot_adapters.joint_adapter_node import JointAdapterNode
 
     make(graph, JointAdapterNode, output_topic="/test/vel_cmd", command="velocity", joint_names=["a", "b"],
-         stale_timeout=0.2)
+         stale_timeout=0.2, gripper_index=2, gripper__output="forward", gripper__topic="/test/gripper_fwd",
+         gripper__open_position=0.08, gripper__closed_position=0.0)
     probe = graph.probe_node("vel_probe")
+    gripper = subscribe(probe, Float64MultiArray, "/test/gripper_fwd")
     pub, out = _command_rig(graph, probe, Float64MultiArray, "/test/vel_cmd")
+    graph.wait_until(lambda: probe.count_subscribers("/test/gripper_fwd") >= 1
+                     and probe.count_publishers("/test/gripper_fwd") >= 1, what="gripper topic matched")
     graph.wait_until(lambda: out.all() and list(out.all()[-1].data) == [0.0, 0.0], what="zeros before a command")
-    graph.wait_until(lambda: pub.publish(_command([0.5, -0.5])) or any(list(m.data) == [0.5, -0.5]
-                                                                       for m in out.all()), what="velocity")
+    graph.wait_until(lambda: pub.publish(_command([0.5, -0.5, -1.0])) or any(list(m.data) == [0.5, -0.5]
+                                                                             for m in out.all()), what="velocity")
+    graph.wait_until(lambda: gripper.all(), what="gripper forward command")
+    assert list(gripper.all()[0].data) == [0.08]  # -1 = open
     n = len(out.all())
     graph.wait_until(lambda: len(out.all()) > n and list(out.all()[-1].data) == [0.0, 0.0], what="zeros when stale")
 
