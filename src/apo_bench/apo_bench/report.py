@@ -79,6 +79,37 @@ def main_table(evals: list[dict], tasks: list[str]) -> list[list[str]]:
     return rows
 
 
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar p-value: a binomial(n, 1/2) test on the discordant scene counts."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    k = min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    return min(1.0, 2.0 * tail)
+
+
+def paired_table(evals: list[dict]) -> list[list[str]]:
+    """Each method (round 1, unperturbed) against the base on the very same scenes (task, training seed,
+    evaluation seed): scenes both solve, only one solves, neither; and McNemar's exact p-value."""
+    def key(r):
+        return r["task"], r["train_seed"], r["seed"]
+
+    base = {key(r): r["success"] for r in evals if r["method"] == "base" and r["perturbation"] == "none"}
+    rows = [["method vs base", "scenes", "both", "only the method", "only the base", "neither", "McNemar p"]]
+    for method in METHOD_ORDER[1:]:
+        pairs = [(r["success"], base[key(r)]) for r in evals if r["method"] == method and r["round"] == 1
+                 and r["perturbation"] == "none" and key(r) in base]
+        if not pairs:
+            continue
+        both = sum(m and b for m, b in pairs)
+        only_m = sum(m and not b for m, b in pairs)
+        only_b = sum(b and not m for m, b in pairs)
+        rows.append([method, str(len(pairs)), str(both), str(only_m), str(only_b),
+                     str(len(pairs) - both - only_m - only_b), f"{mcnemar_p(only_m, only_b):.3f}"])
+    return rows
+
+
 def perturbation_table(evals: list[dict], kinds: list[str]) -> list[list[str]]:
     rows = [["method", "none", *kinds]]
     for method in METHOD_ORDER:
@@ -146,6 +177,12 @@ def write_report(out, settings, cells: dict[str, dict], preset: str, command: st
           f"{settings.eval.seed_base}..{settings.eval.seed_base + settings.eval.episodes - 1}, disjoint from "
           "demo and interactive scenes). Methods after one deploy -> retrain round from the same base and data.", "",
           _md_table(main_table(evals, tasks)), ""]
+    paired = paired_table(evals)
+    if len(paired) > 1:
+        md += ["## Paired with the base", "", "The same scenes (task, training seed, evaluation seed) for both "
+               "policies: a retrained policy typically gains some scenes and loses others, so a difference in "
+               "success rate means little unless the discordant scenes are one-sided (exact McNemar test).", "",
+               _md_table(paired), ""]
     if any(e["perturbation"] != "none" for e in evals):
         md += ["## Perturbed scenes (average over tasks)", "", _md_table(perturbation_table(evals, list(
             settings.perturbations.kinds))), ""]

@@ -19,6 +19,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from scipy.stats import binomtest
 
 from apo_bench.settings import load_bench_settings
 
@@ -185,6 +186,19 @@ def test_quick_bench_resumes_after_sigkill_and_its_tables_match_the_records(tmp_
             assert text == _expected([r for r in recs if col == "average" or r["task"] == col]), (row[0], col)
             pct, n = float(text.split()[0]), int(text.split("(n=")[1][:-1])
             assert (round(pct * n / 100), n) == (sum(r["success"] for r in recs), len(recs))
+    columns, rows = _table(md, "| method vs base |")
+    assert [r[0] for r in rows] == list(methods)
+    base = {(e["task"], e["train_seed"], e["seed"]): e["success"] for e in evals
+            if e["method"] == "base" and e["perturbation"] == "none"}
+    for method, scenes, both, only_m, only_b, neither, p in rows:
+        pairs = [(e["success"], base[(e["task"], e["train_seed"], e["seed"])]) for e in evals
+                 if e["method"] == method and e["round"] == 1 and e["perturbation"] == "none"]
+        assert [int(scenes), int(both), int(only_m), int(only_b), int(neither)] == [
+            len(pairs), sum(a and b for a, b in pairs), sum(a and not b for a, b in pairs),
+            sum(b and not a for a, b in pairs), sum(not a and not b for a, b in pairs)]
+        discordant = int(only_m) + int(only_b)
+        expected_p = binomtest(int(only_m), discordant, 0.5).pvalue if discordant else 1.0
+        assert p == f"{expected_p:.3f}"
     columns, rows = _table(md, "| method | none |")
     assert columns == ["method", "none", *settings.perturbations.kinds]
     assert [r[0] for r in rows] == ["base", "apo"]
