@@ -126,6 +126,18 @@ def recorder_values(diag: dict) -> dict[str, str]:
     return next((v for name, v in diag.items() if name.startswith("apo_recorder")), {})
 
 
+def frames_without_action(diag: dict) -> str:
+    """Camera frames the policy node received but answered with no action (stale frames replaced by a newer
+    one, no state, ...), from the node's own counters on /diagnostics. The probe's own frame count cannot
+    say this: it subscribes best effort and misses frames the policy node gets."""
+    policy = next((v for name, v in diag.items() if name.startswith("apo_policy")), {})
+    try:
+        received, published = int(policy["frames_received"]), int(policy["published"])
+    except (KeyError, ValueError):
+        return "?"
+    return f"{received - published} of {received} (stale {policy.get('frames_dropped_stale', '?')})"
+
+
 def bags_summary(bags_dir: Path) -> tuple[int, int, dict[str, int]]:
     """(bags, bytes on disk, steps recorded per finished episode id from each bag's metadata)."""
     from apo_core import topics
@@ -218,11 +230,11 @@ def report(elapsed: float, dt: float, prev: dict, snap: dict, rss: dict, bags_di
     rec = recorder_values(snap["diag"])
     n_bags, size, _ = bags_summary(bags_dir)
     mem = "  ".join(f"{name} {v / 2**20:.0f} MB" if v else f"{name} gone" for name, v in rss.items())
-    unanswered = c.get("frames", 0) - c.get("policy_actions", 0)
+    unanswered = frames_without_action(snap["diag"])
     print(f"[soak] {elapsed / 60:5.1f} min | RSS {mem}", flush=True)
     print(f"[soak]           | commands {rate('commands'):5.1f}/s ({rate('hold_commands'):4.1f}/s hold), policy actions "
           f"{rate('policy_actions'):5.1f}/s, frames {rate('frames'):5.1f}/s, steps {rate('steps'):5.1f}/s | "
-          f"frames without an action {unanswered} of {c.get('frames', 0)}, step gaps {snap['gaps']}, recorder "
+          f"frames without an action {unanswered}, step gaps {snap['gaps']}, recorder "
           f"dropped {rec.get('messages_dropped', '?')} late steps {rec.get('late_steps', '?')} | episodes "
           f"{c.get('episodes', 0)}, bags {n_bags} ({size / 2**20:.1f} MB)", flush=True)
 
