@@ -16,17 +16,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
-from apo_core import topics
 from apo_trainer.testing import tiny_policy, tiny_train_config
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-MS = 1_000_000
-T0 = 1_700_000_000 * 1_000_000_000
 
 
 def torch_pin() -> str:
@@ -64,23 +60,9 @@ def run(cmd, env, timeout=1800, cwd=None) -> str:
 
 def record_bag(root: Path, episode_id: str, labels: list[int]) -> Path:
     """One episode bag written by apo_recorder's writer from the CDR bytes its node would receive."""
-    from apo_recorder import bag_writer, contract, synthetic
+    from apo_recorder.synthetic import write_recorded_episode
 
-    syn = synthetic.SyntheticMessages()
-    msgs = [(topics.EPISODE, T0 - 10 * MS, syn.event(episode_id, contract.EVENT_START, "lift the red cube", "Lift",
-                                                     "v0001", stamp_ns=T0 - 10 * MS))]
-    for i, label in enumerate(labels):
-        t = T0 + i * 100 * MS
-        msgs.append((topics.IMAGE, t - MS, syn.image(32, 32, seed=i, stamp_ns=t - 2 * MS)))
-        msgs.append((topics.ROBOT_STATE, t - MS, syn.robot_state(np.full(9, 0.1 * i), stamp_ns=t - 2 * MS)))
-        msgs.append((topics.STEP, t + MS, syn.step(episode_id, i, label=label, mode=label - 1, stamp_ns=t)))
-    end = T0 + len(labels) * 100 * MS
-    msgs.append((topics.EPISODE, end, syn.event(episode_id, contract.EVENT_SUCCESS, stamp_ns=end)))
-    specs = [bag_writer.TopicSpec(topic, type_name) for topic, type_name in contract.DEFAULT_TOPICS.items()]
-    custom = contract.default_custom_data(episode_id, "lift the red cube", "Lift", "v0001", "success")
-    path = root / contract.safe_episode_dir_name(episode_id)
-    bag_writer.write_bag(path, specs, custom, msgs)
-    return path
+    return write_recorded_episode(root, episode_id, labels, state_step=0.1)
 
 
 def test_trainer_installs_converts_and_trains_without_ros(tmp_path):

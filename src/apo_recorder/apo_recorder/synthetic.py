@@ -60,3 +60,35 @@ class SyntheticMessages:
         data = np.random.default_rng(seed).integers(0, 256, size=height * width * 3, dtype=np.uint8)
         return self._ser(self._t[IMAGE](header=self._header(stamp_ns, "camera"), height=height, width=width,
                                         encoding="rgb8", is_bigendian=0, step=width * 3, data=data), IMAGE)
+
+
+def write_recorded_episode(root, episode_id: str, labels, *, instruction: str = "lift the red cube",
+                           task: str = "Lift", policy_version: str = "v0001", outcome: str = "success",
+                           image_size: tuple[int, int] = (32, 32), state_step: float = 1.0,
+                           start_ns: int = 1_700_000_000 * 1_000_000_000):
+    """One episode bag written by the recorder's own writer from the CDR bytes its node would receive:
+    START, then per step a camera frame and a state (2 ms before the step, received 1 ms before) and the
+    labelled step (``mode = label - 1``), 100 ms apart, then the outcome's event. Returns the bag path."""
+    from pathlib import Path
+
+    from apo_core import topics
+    from apo_recorder import bag_writer, contract
+
+    ms = 1_000_000
+    end_event = {"success": contract.EVENT_SUCCESS, "failure": contract.EVENT_FAILURE}[outcome]
+    syn = SyntheticMessages()
+    h, w = image_size
+    msgs = [(topics.EPISODE, start_ns - 10 * ms, syn.event(episode_id, contract.EVENT_START, instruction, task,
+                                                           policy_version, stamp_ns=start_ns - 10 * ms))]
+    for i, label in enumerate(labels):
+        t = start_ns + i * 100 * ms
+        msgs.append((topics.IMAGE, t - ms, syn.image(h, w, seed=i, stamp_ns=t - 2 * ms)))
+        msgs.append((topics.ROBOT_STATE, t - ms, syn.robot_state(np.full(9, state_step * i), stamp_ns=t - 2 * ms)))
+        msgs.append((topics.STEP, t + ms, syn.step(episode_id, i, label=label, mode=label - 1, stamp_ns=t)))
+    end = start_ns + len(labels) * 100 * ms
+    msgs.append((topics.EPISODE, end, syn.event(episode_id, end_event, stamp_ns=end)))
+    specs = [bag_writer.TopicSpec(topic, type_name) for topic, type_name in contract.DEFAULT_TOPICS.items()]
+    custom = contract.default_custom_data(episode_id, instruction, task, policy_version, outcome)
+    path = Path(root) / contract.safe_episode_dir_name(episode_id)
+    bag_writer.write_bag(path, specs, custom, msgs)
+    return path

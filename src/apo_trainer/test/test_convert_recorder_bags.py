@@ -7,35 +7,16 @@ definitions, custom data, raw CDR payloads, chunking) converts. Skipped where ap
 import numpy as np
 import pytest
 
-from apo_core import topics
 from apo_core.bags import EpisodeBag
 from apo_trainer.bag_reader_samples import chunk_offsets, cut_file
 from apo_trainer.convert import convert_bags
 
-bag_writer = pytest.importorskip("apo_recorder.bag_writer")
-contract = pytest.importorskip("apo_recorder.contract")
 synthetic = pytest.importorskip("apo_recorder.synthetic")
-
-MS = 1_000_000
-T0 = 1_700_000_000 * 1_000_000_000
 
 
 def record(root, episode_id, labels, h=32, w=32):
-    syn = synthetic.SyntheticMessages()
-    msgs = [(topics.EPISODE, T0 - 10 * MS, syn.event(episode_id, contract.EVENT_START, "pick the can", "PickPlaceCan",
-                                                     "v0003", stamp_ns=T0 - 10 * MS))]
-    for i, label in enumerate(labels):
-        t = T0 + i * 100 * MS
-        msgs.append((topics.IMAGE, t - 1 * MS, syn.image(h, w, seed=i, stamp_ns=t - 2 * MS)))
-        msgs.append((topics.ROBOT_STATE, t - 1 * MS, syn.robot_state(np.full(9, float(i)), stamp_ns=t - 2 * MS)))
-        msgs.append((topics.STEP, t + MS, syn.step(episode_id, i, label=label, mode=label - 1, stamp_ns=t)))
-    end = T0 + len(labels) * 100 * MS
-    msgs.append((topics.EPISODE, end, syn.event(episode_id, contract.EVENT_FAILURE, stamp_ns=end)))
-    specs = [bag_writer.TopicSpec(t, ty) for t, ty in contract.DEFAULT_TOPICS.items()]
-    custom = contract.default_custom_data(episode_id, "pick the can", "PickPlaceCan", "v0003", "failure")
-    path = root / contract.safe_episode_dir_name(episode_id)
-    bag_writer.write_bag(path, specs, custom, msgs)
-    return path
+    return synthetic.write_recorded_episode(root, episode_id, labels, instruction="pick the can", task="PickPlaceCan",
+                                            policy_version="v0003", outcome="failure", image_size=(h, w))
 
 
 def test_recorder_bags_convert(tmp_path):
