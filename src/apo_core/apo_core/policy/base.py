@@ -107,6 +107,11 @@ class VLAPolicy(abc.ABC):
     def save(self, directory) -> Path:
         """Write the policy in Hugging Face layout (safetensors) with its action statistics."""
 
+    def reset(self) -> None:
+        """Start of an episode: forget per-episode state. A no-op for policies that map each observation
+        alone; a chunked policy (``ChunkedVLAPolicy``) drops the chunk it is executing."""
+        return None
+
     def action_logprobs(self, images, instructions, actions, states=None) -> torch.Tensor:
         return self.forward_batch(self.encode_batch(images, instructions, states, actions)).logps
 

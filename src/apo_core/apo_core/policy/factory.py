@@ -44,6 +44,10 @@ def load_policy(directory, device: str = "cpu", trust_remote_code: bool = False,
         from apo_core.policy.small_vla import SmallVLAPolicy
 
         return SmallVLAPolicy.load(directory, device=device, **kwargs)
+    if kind == "chunked_vla":
+        from apo_core.policy.chunked_vla import ChunkedVLAPolicy
+
+        return ChunkedVLAPolicy.load(directory, device=device, **kwargs)
     if kind == "openvla":
         from apo_core.policy.openvla import OpenVLAPolicy
 
