@@ -21,8 +21,13 @@ from apo_trainer.sampler import split_problem
 
 @dataclass
 class PolicySection:
-    path: str | None = None  # starting policy directory; null: create a new small VLA (BC from scratch)
-    image_size: int = 128  # the rest only shape a new small VLA
+    path: str | None = None  # starting policy directory; null: create a new policy (BC from scratch)
+    # The rest only shape a new policy (a saved one says what it is in its apo_policy.json).
+    architecture: Literal["small_vla", "chunked_vla"] = "small_vla"  # chunked_vla: FAST action chunks
+    chunk_horizon: int = 8  # chunked_vla: actions per chunk (H)
+    fast_vocab_size: int = 1024  # chunked_vla: BPE vocabulary of the FAST tokenizer fitted on the data
+    fast_scale: float = 10.0  # chunked_vla: DCT coefficient scale before rounding
+    image_size: int = 128
     text_vocab_size: int = 512
     n_bins: int = 256
     vision: dict[str, Any] = field(default_factory=dict)  # overrides of small_vla.DEFAULT_VISION
@@ -147,6 +152,9 @@ class TrainConfig:
         if self.policy.path is None and self.lora.enabled:
             raise ConfigError("a new, randomly initialised policy (policy.path: null) must be fully fine-tuned: set "
                               "lora.enabled=false (apo-train-bc does)")
+        if self.policy.chunk_horizon < 1 or self.policy.fast_scale <= 0:
+            raise ConfigError(f"policy.chunk_horizon must be >= 1 and policy.fast_scale > 0, got "
+                              f"{self.policy.chunk_horizon} and {self.policy.fast_scale}")
         for key, value in (("train.batch_size", self.train.batch_size), ("train.max_steps", self.train.max_steps),
                            ("train.grad_accum_steps", self.train.grad_accum_steps),
                            ("train.log_every", self.train.log_every),

@@ -15,6 +15,15 @@ chose those actions (the robot was held still), so they are neither good nor bad
 
 Only per-episode metadata (labels, modes, shapes) is read at construction; images and actions are
 read per item, through one h5py handle per process (h5py handles do not survive a fork).
+
+Action chunks (``horizon=H``, for a chunked policy such as ``ChunkedVLAPolicy``): an item's
+``action`` is the (H, D) chunk that starts at its step: the actions of that step and of the next
+H - 1 steps of the same episode that are not HOLD / E-STOP (nobody chose those; the robot stood
+still, so the next chosen action follows on), the last action repeated where the episode ends
+first. The K-window labels apply to every step a chunk covers, and a chunk is only as good as its
+worst step: it is ``undesirable`` when any step it covers is undesirable, otherwise it takes the
+kind of its first step (so an autonomous chunk ending inside the K steps before a takeover is
+undesirable: executing it would run those steps' actions). Expert chunks stay expert.
 """
 
 from __future__ import annotations
@@ -69,6 +78,7 @@ class DatasetSummary:
     image_shape: tuple[int, ...]
     k: int
     notes: list[str] = field(default_factory=list)
+    horizon: int | None = None  # action chunk length (None: one action per item)
 
     def as_dict(self) -> dict:
         return {
@@ -76,6 +86,8 @@ class DatasetSummary:
             "steps_kept": self.steps_kept, "dropped_hold_estop": self.dropped_hold_estop,
             "dropped_by_kind": self.dropped_by_kind, "kinds": self.kinds, "action_dim": self.action_dim,
             "state_dim": self.state_dim, "image_shape": list(self.image_shape), "k": self.k, "notes": self.notes,
+            # Only when set, so the reference-cache fingerprint of per-step data stays as it was.
+            **({"horizon": self.horizon} if self.horizon is not None else {}),
         }
 
 
@@ -97,6 +109,26 @@ def kinds_from_labels(live_labels, source: str, k: int, modes=None) -> np.ndarra
     return kinds
 
 
+def chunk_steps(keep_mode, horizon: int) -> np.ndarray:
+    """(T, H) raw step indices of the chunk starting at each step of one episode (module docstring):
+    the next ``horizon`` steps with ``keep_mode`` true from that step on, the last one repeated at the
+    end. Rows of steps that are themselves dropped are filled the same way and never used."""
+    keep_mode = np.asarray(keep_mode, dtype=bool)
+    kept = np.flatnonzero(keep_mode)
+    if kept.size == 0:
+        return np.zeros((len(keep_mode), horizon), dtype=np.int32)
+    first = np.searchsorted(kept, np.arange(len(keep_mode)))
+    idx = np.minimum(first[:, None] + np.arange(horizon)[None, :], kept.size - 1)
+    return kept[idx].astype(np.int32)
+
+
+def chunk_kinds(kinds, steps: np.ndarray) -> np.ndarray:
+    """Kind of each step's chunk: UNDESIRABLE when any step it covers is, else its first step's kind."""
+    kinds = np.asarray(kinds)
+    covers_bad = np.any(kinds[steps] == UNDESIRABLE, axis=1)
+    return np.where(covers_bad & (kinds != EXPERT), UNDESIRABLE, kinds).astype(np.int8)
+
+
 def _parse_kinds(kinds) -> tuple[int, ...]:
     if kinds is None:
         return tuple(range(len(KIND_NAMES)))
@@ -113,7 +145,7 @@ def _parse_kinds(kinds) -> tuple[int, ...]:
 class StepDataset(torch.utils.data.Dataset):
     """One item per kept step of one or more HDF5 dataset files."""
 
-    def __init__(self, paths, k: int = DEFAULT_K, kinds=None):
+    def __init__(self, paths, k: int = DEFAULT_K, kinds=None, horizon: int | None = None):
         import h5py
 
         if isinstance(paths, (str, os.PathLike)):
@@ -124,9 +156,12 @@ class StepDataset(torch.utils.data.Dataset):
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise TrainingDataError(f"K-window must be a non-negative integer, got {k!r}")
         self.k = k
+        if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1):
+            raise TrainingDataError(f"action chunk horizon must be a positive integer (or None), got {horizon!r}")
+        self.horizon = horizon
         self.keep_kinds = _parse_kinds(kinds)
         self._episodes: list[_EpisodeRef] = []
-        ep_idx, steps, kinds_all = [], [], []
+        ep_idx, steps, kinds_all, chunks_all = [], [], [], []
         action_dim = state_dim = None
         image_shape = None
         first_where = ""
@@ -179,6 +214,9 @@ class StepDataset(torch.utils.data.Dataset):
                     except ValueError as exc:
                         raise TrainingDataError(f"{where}: {exc}") from exc
                     keep_mode = ~np.isin(modes, DROPPED_MODES)
+                    if horizon is not None:
+                        ep_chunks = chunk_steps(keep_mode, horizon)
+                        kinds_ep = chunk_kinds(kinds_ep, ep_chunks)
                     keep_kind = np.isin(kinds_ep, self.keep_kinds)
                     keep = keep_mode & keep_kind
                     steps_total += t
@@ -194,9 +232,12 @@ class StepDataset(torch.utils.data.Dataset):
                     ep_idx.append(np.full(idx.shape, e, dtype=np.int32))
                     steps.append(idx.astype(np.int32))
                     kinds_all.append(kinds_ep[idx])
+                    if horizon is not None:
+                        chunks_all.append(ep_chunks[idx])
         self._ep_idx = np.concatenate(ep_idx)
         self._step = np.concatenate(steps)
         self.kinds = np.concatenate(kinds_all).astype(np.int8)
+        self._chunk_steps = np.concatenate(chunks_all) if horizon is not None else None
         self.action_dim = int(action_dim)
         self.state_dim = int(state_dim)
         self.image_shape = image_shape
@@ -205,6 +246,7 @@ class StepDataset(torch.utils.data.Dataset):
             files=[str(p) for p in self.paths], episodes=len(self._episodes), steps_total=steps_total,
             steps_kept=len(self.kinds), dropped_hold_estop=dropped_mode, dropped_by_kind=dropped_kind,
             kinds=counts, action_dim=self.action_dim, state_dim=self.state_dim, image_shape=image_shape, k=k,
+            horizon=horizon,
         )
         if len(self.kinds) == 0:
             wanted = ", ".join(KIND_NAMES[i] for i in self.keep_kinds)
@@ -260,7 +302,13 @@ class StepDataset(torch.utils.data.Dataset):
         t = int(self._step[i])
         g = self._file(e.file)["data"][e.name]
         where = f"{self.paths[e.file]}:data/{e.name} step {t}"
-        action = check_finite(g["actions"][t], f"action at {where}")
+        if self._chunk_steps is None:
+            action = check_finite(g["actions"][t], f"action at {where}")
+        else:
+            rows = self._chunk_steps[i]
+            # One contiguous read (h5py fancy indexing needs increasing unique indices; rows repeat at the end).
+            action = check_finite(g["actions"][int(rows[0]): int(rows[-1]) + 1][rows - rows[0]],
+                                  f"action chunk at {where}")
         state = g["obs/state"][t].astype(np.float32) if self.state_dim else np.zeros(0, np.float32)
         policy_action = g["policy_actions"][t].astype(np.float64) if "policy_actions" in g else \
             np.full(self.action_dim, np.nan)
@@ -278,9 +326,19 @@ class StepDataset(torch.utils.data.Dataset):
 
     def all_actions(self) -> np.ndarray:
         """Raw actions of every kept step, (N, D) (for statistics and checks)."""
+        return self._gather(self._step[:, None])[:, 0]
+
+    def all_chunks(self) -> np.ndarray:
+        """Raw action chunks of every item, (N, H, D) (the corpus a FAST tokenizer is fitted on)."""
+        if self._chunk_steps is None:
+            raise TrainingDataError("this dataset reads one action per step: build it with horizon=H for chunks")
+        return self._gather(self._chunk_steps)
+
+    def _gather(self, step_rows: np.ndarray) -> np.ndarray:
+        """Actions at raw step indices ``step_rows`` (N, W) of each item's episode, (N, W, D)."""
         import h5py
 
-        out = np.empty((len(self), self.action_dim), dtype=np.float64)
+        out = np.empty((len(self), step_rows.shape[1], self.action_dim), dtype=np.float64)
         by_ep: dict[int, np.ndarray] = {}
         for e in np.unique(self._ep_idx):
             by_ep[int(e)] = np.flatnonzero(self._ep_idx == e)
@@ -290,7 +348,7 @@ class StepDataset(torch.utils.data.Dataset):
                 ref = self._episodes[e]
                 f = files.get(ref.file) or files.setdefault(ref.file, h5py.File(self.paths[ref.file], "r"))
                 acts = f["data"][ref.name]["actions"][()]
-                out[rows] = acts[self._step[rows]]
+                out[rows] = acts[step_rows[rows]]
         finally:
             for f in files.values():
                 f.close()
@@ -352,6 +410,11 @@ def check_policy_compatible(dataset: StepDataset, policy) -> None:
         raise TrainingDataError(
             f"mismatched state dimensions: the dataset has {dataset.state_dim}-D robot states, the policy "
             f"expects {state_dim}-D states")
+    horizon = getattr(policy, "chunk_horizon", None)
+    if horizon != dataset.horizon:
+        raise TrainingDataError(
+            f"the policy predicts {'chunks of ' + str(horizon) + ' actions' if horizon else 'one action per step'} "
+            f"but the data was read {'in chunks of ' + str(dataset.horizon) if dataset.horizon else 'step by step'}")
     check_stats(policy.action_stats, "the policy")
 
 

@@ -262,11 +262,12 @@ def apo_loss(
     z0: torch.Tensor | float | None = None,
     scale: torch.Tensor | None = None,
     sft_weight: float = 0.0,
-    n_tokens: int | None = None,
+    n_tokens: int | torch.Tensor | None = None,
 ) -> LossResult:
     """APO (``reweight=True``) or KTO (``reweight=False``); see the module docstring.
 
-    ``sft_weight`` > 0 adds ``sft_weight`` x the negative log-likelihood per action token (``n_tokens``
+    ``sft_weight`` > 0 adds ``sft_weight`` x the negative log-likelihood per action token (``n_tokens``, a
+    number or a per-sample tensor when samples have different token counts, e.g. FAST chunks,
     per action) of each desirable sample to its per-sample loss: a likelihood anchor on what should be
     done, so pushing undesirable actions down cannot drag the shared action bins with it.
 
@@ -313,9 +314,9 @@ def apo_loss(
     per_sample = lam - v
     sft_nll = None
     if sft_weight:
-        if sft_weight < 0 or not n_tokens or n_tokens <= 0:
+        if sft_weight < 0 or n_tokens is None:
             raise ValueError(f"sft_weight must be >= 0 with n_tokens > 0, got {sft_weight} and {n_tokens}")
-        sft_nll = -policy_logps / float(n_tokens)
+        sft_nll = -policy_logps / _token_counts(n_tokens, policy_logps)
         per_sample = per_sample + float(sft_weight) * torch.where(desirable, sft_nll, torch.zeros_like(sft_nll))
     loss, value = _reduce(per_sample, reduction, reducer)
 
@@ -393,12 +394,22 @@ def dpo_loss(
     return LossResult(loss=loss, value=value, metrics=metrics, per_sample=per_sample.detach())
 
 
-def bc_loss(policy_logps: torch.Tensor, n_tokens: int, *, reducer: Reducer | None = None) -> LossResult:
+def _token_counts(n_tokens, policy_logps: torch.Tensor) -> torch.Tensor | float:
+    """``n_tokens`` as a divisor of the per-sample log-probs: a positive number, or a positive (B,) tensor."""
+    if isinstance(n_tokens, torch.Tensor):
+        _check_1d("n_tokens", n_tokens, policy_logps.shape[0])
+        if torch.any(n_tokens <= 0):
+            raise ValueError(f"n_tokens must be positive, got {n_tokens.tolist()}")
+        return n_tokens.detach().to(device=policy_logps.device, dtype=policy_logps.dtype)
+    if not n_tokens or n_tokens <= 0:
+        raise ValueError(f"n_tokens must be positive, got {n_tokens}")
+    return float(n_tokens)
+
+
+def bc_loss(policy_logps: torch.Tensor, n_tokens: int | torch.Tensor, *, reducer: Reducer | None = None) -> LossResult:
     """Behaviour cloning: mean negative log-likelihood per action token."""
     reducer = reducer or LOCAL
     _check_1d("policy_logps", policy_logps)
-    if n_tokens <= 0:
-        raise ValueError(f"n_tokens must be positive, got {n_tokens}")
-    per_sample = -policy_logps / float(n_tokens)
+    per_sample = -policy_logps / _token_counts(n_tokens, policy_logps)
     loss, value = _reduce(per_sample, "mean", reducer)
     return LossResult(loss=loss, value=value, metrics={"loss": value}, per_sample=per_sample.detach())

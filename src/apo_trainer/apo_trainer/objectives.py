@@ -14,6 +14,11 @@ instead of testing loss names. :data:`LOSS_NAMES`, the registry's keys, is the o
 - :class:`LikelihoodObjective` (``bc``): NLL per action token; no reference; the only one that takes
   ``data.image_shift`` augmentation (the others compare with a reference cached on unshifted images).
 
+Chunked policies (``ChunkedVLAPolicy``, data read with ``StepDataset(horizon=H)``) go through the same
+objectives: ``batch["actions"]`` holds (B, H, D) chunks, log-probs are those of a chunk's whole token
+sequence, the L1 is over the decoded chunk, "per action token" divides by each sample's own token
+count (:func:`tokens_per_sample`), and DPO's negatives are whole chunks (:func:`apo_trainer.pairs.rejected_chunks`).
+
 The pure maths stays in :mod:`apo_trainer.losses`; an objective gathers its inputs through the
 trainer's forward functions (``tr._forward``, ``tr._reference_forward``) and its state (``tr.ref``,
 ``tr.model`` / ``tr.ddp_model``, ``tr.loss_reducer``, ``tr.policy``, ``tr.rt``, ``tr.step``).
@@ -30,10 +35,17 @@ from apo_core.errors import ConfigError
 from apo_trainer.augment import random_shift
 from apo_trainer.data import DESIRABLE_KINDS, KIND_NAMES
 from apo_trainer.losses import LossResult, apo_loss, bc_loss, dpo_loss, estimate_z0, weight_scale
-from apo_trainer.pairs import rejected_actions
+from apo_trainer.pairs import rejected_actions, rejected_chunks
 
 if TYPE_CHECKING:
     from apo_trainer.config import TrainConfig
+
+
+def tokens_per_sample(policy, metrics) -> int | torch.Tensor:
+    """Action tokens per sample for per-token NLL: the policy's fixed count (one per action dimension),
+    or each sample's own count when it varies (FAST chunks: ``metrics.n_tokens``)."""
+    n = getattr(metrics, "n_tokens", None)
+    return policy.action_dim if n is None else n.to(metrics.logps.dtype)
 
 
 def free_running_l1(policy, images, instructions, actions, states=None) -> torch.Tensor:
@@ -44,6 +56,8 @@ def free_running_l1(policy, images, instructions, actions, states=None) -> torch
     |decode(greedy tokens) - decode(tokens of the target)|. One greedy pass of ``action_dim`` tokens
     with a KV cache (``predict_normalised_batch``); a policy without it is decoded sample by sample.
     """
+    if hasattr(policy, "free_running_l1"):  # a chunked policy: greedy chunk vs the decoded target chunk
+        return policy.free_running_l1(images, instructions, actions, states)
     actions = np.asarray(actions)
     target = policy.action_tokenizer.decode(policy.labels_from_actions(actions))
     with torch.no_grad():
@@ -183,7 +197,7 @@ class PreferenceObjective(Objective):
             l1, z0, scale = self.l1_for_weights(tr, batch, m.l1), None, None
         if self.reports_free_running_l1:
             extra["l1_free_running"] = l1
-        res = self.loss_of(m.logps.double(), ref, l1, desirable, n_tokens=tr.policy.action_dim,
+        res = self.loss_of(m.logps.double(), ref, l1, desirable, n_tokens=tokens_per_sample(tr.policy, m),
                            reducer=tr.loss_reducer, kl_pol=kl_pol, kl_ref=kl_ref, z0=z0, scale=scale)
         return res, extra
 
@@ -205,6 +219,12 @@ class PairObjective(Objective):
         return {"dpo": [self.loss.dpo_perturbation, self.loss.dpo_use_policy_proposals]}
 
     def rejected(self, tr, batch: dict) -> np.ndarray:
+        if np.ndim(batch["actions"]) == 3:
+            rej, _ = rejected_chunks(
+                batch["actions"], batch["policy_actions"], batch["index"].numpy(), tr.policy.action_stats,
+                perturbation=self.loss.dpo_perturbation, use_policy_proposals=self.loss.dpo_use_policy_proposals,
+                seed=self.cfg.train.seed)
+            return rej
         rej, _ = rejected_actions(
             batch["actions"], batch["policy_actions"], batch["index"].numpy(), tr.policy.action_stats,
             perturbation=self.loss.dpo_perturbation, use_policy_proposals=self.loss.dpo_use_policy_proposals,
@@ -249,7 +269,7 @@ class LikelihoodObjective(Objective):
             rng = np.random.default_rng([self.cfg.train.seed, tr.rt.rank, tr.step, int(batch["index"][0])])
             batch = {**batch, "images": random_shift(batch["images"], shift, rng)}
         m = tr._forward(batch, batch["actions"], tr.ddp_model)
-        return bc_loss(m.logps, tr.policy.action_dim, reducer=tr.loss_reducer), \
+        return bc_loss(m.logps, tokens_per_sample(tr.policy, m), reducer=tr.loss_reducer), \
             {"l1": m.l1, "token_accuracy": m.token_accuracy}
 
 

@@ -53,3 +53,45 @@ def rejected_actions(
         cand[outside] = n[row][outside] - signs[outside] * perturbation
         out[row] = np.clip(cand, -1.0, 1.0)
     return stats.unnormalise(out), from_proposal
+
+
+def rejected_chunks(
+    chunks: np.ndarray,
+    policy_actions: np.ndarray | None,
+    indices,
+    stats: ActionStats,
+    *,
+    perturbation: float = 0.25,
+    use_policy_proposals: bool = True,
+    seed: int = 0,
+    min_gap: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rejected raw chunks (B, H, D), mask of rows built from the policy proposal) for a chunked policy.
+
+    A chunk's negative is the whole target chunk moved, so it stays as smooth as the target (a jagged
+    negative would be told apart by its high frequencies alone): by the overridden policy proposal's
+    offset from the chunk's first action (a correction whose proposal differs by at least ``min_gap``),
+    otherwise by ``delta`` per dimension with signs drawn from ``(seed, step index)`` as in
+    :func:`rejected_actions`, a dimension's sign flipped when the moved column would leave [-1, 1]
+    (then clipped). Normalised units throughout.
+    """
+    chunks = np.asarray(chunks, dtype=np.float64)
+    b, _, d = chunks.shape
+    n = stats.normalise(chunks)
+    gap = perturbation / 2 if min_gap is None else min_gap
+    out = np.empty_like(n)
+    from_proposal = np.zeros(b, dtype=bool)
+    for row, idx in enumerate(np.asarray(indices).tolist()):
+        p = None if policy_actions is None else np.asarray(policy_actions[row], dtype=np.float64)
+        if use_policy_proposals and p is not None and np.all(np.isfinite(p)):
+            offset = stats.normalise(p) - n[row, 0]
+            if np.max(np.abs(offset)) >= gap:
+                out[row] = np.clip(n[row] + offset, -1.0, 1.0)
+                from_proposal[row] = True
+                continue
+        rng = np.random.default_rng([int(seed), int(idx)])
+        offset = rng.choice([-1.0, 1.0], size=d) * perturbation
+        leaves = np.any(np.abs(n[row] + offset) > 1.0, axis=0)
+        offset[leaves] = -offset[leaves]
+        out[row] = np.clip(n[row] + offset, -1.0, 1.0)
+    return stats.unnormalise(out), from_proposal

@@ -126,6 +126,26 @@ def tiny_policy(action_stats: ActionStats | None = None, *, action_dim: int = 7,
 
 
 TINY_POLICY_SECTION = {"image_size": 32, "text_vocab_size": 300, "vision": TINY_VISION, "text": TINY_TEXT}
+# policy.* keys that make a new policy of a training config a tiny chunked VLA (chunks of 4 actions).
+TINY_CHUNKED_SECTION = {**TINY_POLICY_SECTION, "architecture": "chunked_vla", "chunk_horizon": 4,
+                        "fast_vocab_size": 128}
+
+
+def tiny_chunked_policy(action_stats: ActionStats, paths, *, horizon: int = 4, seed: int = 0, **execution):
+    """A tiny ChunkedVLAPolicy whose FAST tokenizer is fitted on the chunks of the dataset files ``paths``
+    (every step kind), as ``apo-train-bc`` with :data:`TINY_CHUNKED_SECTION` fits it on its data."""
+    from apo_core.fast_tokenizer import FastActionTokenizer
+    from apo_core.policy.chunked_vla import ChunkedVLAPolicy
+    from apo_trainer.data import StepDataset
+
+    ds = StepDataset(paths, horizon=horizon)
+    try:
+        fast = FastActionTokenizer.fit(action_stats.normalise(ds.all_chunks()), None,
+                                       vocab_size=TINY_CHUNKED_SECTION["fast_vocab_size"])
+    finally:
+        ds.close()
+    return ChunkedVLAPolicy.create(fast, action_stats, image_size=32, text_vocab_size=300, vision=TINY_VISION,
+                                   text=TINY_TEXT, seed=seed, **execution)
 
 
 def tiny_train_config(output_dir, paths, *, policy_path=None, loss="apo", max_steps=4, batch_size=8, **sections):

@@ -101,6 +101,14 @@ def _lr_lambda(cfg: TrainConfig):
     return fn
 
 
+def _action_token_scheme(policy) -> tuple:
+    """What turns a normalised action into tokens: the bins, or the whole FAST tokenizer of a chunked policy."""
+    fast = getattr(policy, "fast_tokenizer", None)
+    if fast is not None:
+        return ("fast", fast.horizon, fast.scale, fast.bpe.to_str())
+    return ("bins", policy.action_tokenizer.n_bins)
+
+
 def _json_safe(v):
     if isinstance(v, float) and not math.isfinite(v):
         return None
@@ -132,7 +140,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         rt.barrier()
         kinds = cfg.data.kinds if cfg.data.kinds is not None else list(self.objective.default_kinds)
-        self.dataset = StepDataset(cfg.data.paths, k=cfg.data.k, kinds=kinds)
+        self.dataset = StepDataset(cfg.data.paths, k=cfg.data.k, kinds=kinds, horizon=self._chunk_horizon())
         if rt.is_main:
             log.info("dataset: %s", json.dumps(self.dataset.summary.as_dict()))
         torch.manual_seed(cfg.train.seed)
@@ -161,6 +169,17 @@ class Trainer:
         if rt.is_main:
             (self.out / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
 
+    def _chunk_horizon(self) -> int | None:
+        """Actions per training item: the chunk length of a chunked starting policy (its saved
+        ``apo_policy.json``) or of a new one (``policy.architecture``); None for one action per step."""
+        cfg = self.cfg
+        if cfg.policy.path:
+            from apo_core.policy import read_policy_meta
+
+            horizon = read_policy_meta(cfg.policy.path).get("horizon")
+            return int(horizon) if horizon is not None else None
+        return cfg.policy.chunk_horizon if cfg.policy.architecture == "chunked_vla" else None
+
     def _load_policy(self):
         cfg = self.cfg
         if cfg.policy.path:
@@ -172,11 +191,29 @@ class Trainer:
         from apo_core.policy.small_vla import SmallVLAPolicy
 
         stats, origin = dataset_action_stats(cfg.data.paths, self.dataset)
+        if cfg.policy.architecture == "chunked_vla":
+            return self._new_chunked_policy(stats, origin)
         log.info("new small VLA (random init, seed %d); action statistics: %s", cfg.policy.init_seed, origin)
         policy = SmallVLAPolicy.create(
             stats, action_dim=self.dataset.action_dim, state_dim=self.dataset.state_dim,
             image_size=cfg.policy.image_size, text_vocab_size=cfg.policy.text_vocab_size, n_bins=cfg.policy.n_bins,
             vision=cfg.policy.vision or None, text=cfg.policy.text or None, seed=cfg.policy.init_seed)
+        policy.model.to(self.rt.device)
+        return policy
+
+    def _new_chunked_policy(self, stats, origin: str):
+        """A new chunked VLA whose FAST tokenizer is fitted on this run's training chunks."""
+        from apo_core.fast_tokenizer import FastActionTokenizer
+        from apo_core.policy.chunked_vla import ChunkedVLAPolicy
+
+        cfg = self.cfg.policy
+        fast = FastActionTokenizer.fit(stats.normalise(self.dataset.all_chunks()), None, scale=cfg.fast_scale,
+                                       vocab_size=cfg.fast_vocab_size)
+        log.info("new chunked VLA (random init, seed %d, horizon %d, FAST vocabulary %d fitted on %d chunks); "
+                 "action statistics: %s", cfg.init_seed, fast.horizon, fast.vocab_size, len(self.dataset), origin)
+        policy = ChunkedVLAPolicy.create(
+            fast, stats, state_dim=self.dataset.state_dim, image_size=cfg.image_size,
+            text_vocab_size=cfg.text_vocab_size, vision=cfg.vision or None, text=cfg.text or None, seed=cfg.init_seed)
         policy.model.to(self.rt.device)
         return policy
 
@@ -282,7 +319,7 @@ class Trainer:
         ref.model.eval()
         mine, theirs = self.policy.action_stats, ref.action_stats
         same = (ref.action_dim == self.policy.action_dim
-                and ref.action_tokenizer.n_bins == self.policy.action_tokenizer.n_bins
+                and _action_token_scheme(ref) == _action_token_scheme(self.policy)
                 and all(np.array_equal(getattr(mine, k), getattr(theirs, k)) for k in ("q01", "q99", "mask")))
         if not same:
             raise TrainingError(f"reference.path {path} discretises actions differently from the starting policy "
@@ -353,7 +390,10 @@ class Trainer:
         state = ckpt.read_state(path)
         old = _flatten(state["config"])
         new = _flatten(dataclasses.asdict(self.cfg))
-        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+        defaults = _flatten(dataclasses.asdict(TrainConfig()))
+        # A key added to the config since the checkpoint was written is unchanged if it holds its default.
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
+                         and not (k not in old and new.get(k) == defaults.get(k)))
         if changed:
             raise ckpt.CheckpointError(
                 f"cannot resume from {path}: the config changed in {changed} (was "
