@@ -131,9 +131,10 @@ TINY_CHUNKED_SECTION = {**TINY_POLICY_SECTION, "architecture": "chunked_vla", "c
                         "fast_vocab_size": 128}
 
 
-def tiny_chunked_policy(action_stats: ActionStats, paths, *, horizon: int = 4, seed: int = 0, **execution):
+def tiny_chunked_policy(action_stats: ActionStats, paths, *, horizon: int = 4, seed: int = 0, **kwargs):
     """A tiny ChunkedVLAPolicy whose FAST tokenizer is fitted on the chunks of the dataset files ``paths``
-    (every step kind), as ``apo-train-bc`` with :data:`TINY_CHUNKED_SECTION` fits it on its data."""
+    (every step kind), as ``apo-train-bc`` with :data:`TINY_CHUNKED_SECTION` fits it on its data;
+    ``kwargs`` go to ``ChunkedVLAPolicy.create`` (``state_dim``, ``replan_every``, ...)."""
     from apo_core.fast_tokenizer import FastActionTokenizer
     from apo_core.policy.chunked_vla import ChunkedVLAPolicy
     from apo_trainer.data import StepDataset
@@ -145,7 +146,7 @@ def tiny_chunked_policy(action_stats: ActionStats, paths, *, horizon: int = 4, s
     finally:
         ds.close()
     return ChunkedVLAPolicy.create(fast, action_stats, image_size=32, text_vocab_size=300, vision=TINY_VISION,
-                                   text=TINY_TEXT, seed=seed, **execution)
+                                   text=TINY_TEXT, seed=seed, **kwargs)
 
 
 def tiny_train_config(output_dir, paths, *, policy_path=None, loss="apo", max_steps=4, batch_size=8, **sections):

@@ -229,3 +229,28 @@ def test_reference_policy_must_tokenise_chunks_the_same_way(data, tmp_path):
                             reference={"path": str(data.start)}, train={"tensorboard": False})
     with pytest.raises(TrainingError, match="discretises actions differently"):
         train(cfg)
+
+
+def test_apo_round_on_converted_recorder_bags(tmp_path, capsys):
+    """Bags written by the recorder's own writer -> apo-convert's converter -> apo-train --loss apo."""
+    synthetic = pytest.importorskip("apo_recorder.synthetic")
+    from apo_trainer.convert import convert_bags
+
+    root = tmp_path / "bags"
+    for e in range(3):
+        synthetic.write_recorded_episode(root, f"rec_{e}", [1] * 20 + [2] * 5 + [1] * 5, image_size=(32, 32))
+    data = tmp_path / "data" / "round1.hdf5"
+    report = convert_bags(root, data, progress=False, settle_seconds=0)
+    assert [b.status for b in report.bags] == ["added"] * 3, report.summary()
+    stats = ActionStats.from_actions(StepDataset(data).all_actions())
+    stats.save(data.parent / "action_stats.json")
+    start = tiny_chunked_policy(stats, [data], state_dim=9).save(tmp_path / "start")
+    out = tmp_path / "apo1"
+    assert main(["--policy", str(start), "--dataset", str(data), "--output", str(out), "--loss", "apo",
+                 "--max-steps", "2", "--set", "train.batch_size=4", "--set", "train.progress_bar=false",
+                 "--set", "train.tensorboard=false", "--set", "train.torch_threads=1"]) == 0
+    capsys.readouterr()
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["dataset"]["horizon"] == H and summary["dataset"]["state_dim"] == 9
+    assert summary["dataset"]["kinds"]["undesirable"] > 0 and summary["dataset"]["kinds"]["human"] == 15
+    assert isinstance(load_policy(out / "policy"), ChunkedVLAPolicy)
