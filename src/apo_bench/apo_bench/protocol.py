@@ -203,7 +203,8 @@ class Protocol:
             shutil.rmtree(stale, ignore_errors=True)
         pol = load_policy(self.policy_dir(task, seed, policy))
         pol.model.eval()
-        env = SimEnv(task, image_size=self.s.image_size, camera=self.s.camera, control_freq=self.s.control_freq)
+        env = SimEnv(task, image_size=self.s.image_size, camera=self.s.camera, control_freq=self.s.control_freq,
+                     perturbation=self.s.deployment_scenes)
         episodes = []
         try:
             dep = LockstepDeployment(env, pol, max_steps=self.s.episode_limit(task), bags_dir=bags,
@@ -234,8 +235,9 @@ class Protocol:
         from apo_bench.evaluation import evaluate_seeds
 
         seeds = self.s.eval_seeds(episodes)
+        scenes = perturbation or self.s.deployment_scenes  # "none" in the records: the run's own scenes
         records = evaluate_seeds(self.policy_dir(task, seed, policy), task, seeds, self.s.episode_limit(task),
-                                 control_freq=self.s.control_freq, perturbation=perturbation,
+                                 control_freq=self.s.control_freq, perturbation=scenes,
                                  workers=self.s.eval.workers, progress=self.progress, pools=self.evaluators(),
                                  camera=self.s.camera)
         return {"policy": policy, "perturbation": perturbation or "none", "episodes": records}

@@ -110,6 +110,16 @@ def paired_table(evals: list[dict]) -> list[list[str]]:
     return rows
 
 
+def _scenes_note(settings) -> list[str]:
+    """One line saying where the robot was deployed and evaluated, when that is not the demos' scenes."""
+    notes = [f"Camera: {settings.camera}."]
+    if settings.deployment_scenes:
+        notes.append(f"Deployment shift: demos in the training scenes; deployment with takeovers and this "
+                     f"table's evaluation in `{settings.deployment_scenes}`-perturbed scenes "
+                     f"(`deployment_scenes: {settings.deployment_scenes}`).")
+    return notes
+
+
 def perturbation_table(evals: list[dict], kinds: list[str]) -> list[list[str]]:
     rows = [["method", "none", *kinds]]
     for method in METHOD_ORDER:
@@ -175,7 +185,8 @@ def write_report(out, settings, cells: dict[str, dict], preset: str, command: st
           "Autonomous success % of evaluation episodes, Wilson 95 % interval, episode count "
           f"(pooled over training seeds {seeds_run}; evaluation scenes seeds "
           f"{settings.eval.seed_base}..{settings.eval.seed_base + settings.eval.episodes - 1}, disjoint from "
-          "demo and interactive scenes). Methods after one deploy -> retrain round from the same base and data.", "",
+          "demo and interactive scenes). Methods after one deploy -> retrain round from the same base and data.",
+          *_scenes_note(settings), "",
           _md_table(main_table(evals, tasks)), ""]
     paired = paired_table(evals)
     if len(paired) > 1:

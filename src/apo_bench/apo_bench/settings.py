@@ -78,6 +78,11 @@ class BenchSettings:
     image_size: int = 64
     # The simulator camera every policy of the run sees (demos, deployment, evaluation); see apo_sim.env.
     camera: str = "agentview"
+    # Where the robot works after its demos (None: the demos' scenes). A perturbation kind (e.g.
+    # "position") is the deployment shift takeovers exist for: demos stay in the training range, while
+    # deployment (with takeovers) and the main evaluation use the perturbed scenes. Every policy is still
+    # evaluated on the same scene seeds, so the comparison stays paired.
+    deployment_scenes: str | None = None
     control_freq: float = 20.0
     torch_threads: int = 2
     max_steps: dict[str, int] = field(default_factory=dict)  # per-task episode limit (deploy and eval)
@@ -99,6 +104,9 @@ class BenchSettings:
         for name in (*self.lifelong.methods, *[m for m in self.perturbations.methods if m != "base"]):
             if name not in self.methods:
                 raise ConfigError(f"method {name!r} is used by lifelong/perturbations but not configured in methods")
+        if self.deployment_scenes is not None and self.deployment_scenes not in PERTURBATIONS:
+            raise ConfigError(f"deployment_scenes: unknown {self.deployment_scenes!r}; valid: null or one of "
+                              f"{list(PERTURBATIONS)}")
         bad = [k for k in self.perturbations.kinds if k not in PERTURBATIONS]
         if bad:
             raise ConfigError(f"perturbations.kinds: unknown {bad}; valid: {list(PERTURBATIONS)}")
