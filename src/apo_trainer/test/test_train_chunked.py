@@ -254,3 +254,17 @@ def test_apo_round_on_converted_recorder_bags(tmp_path, capsys):
     assert summary["dataset"]["horizon"] == H and summary["dataset"]["state_dim"] == 9
     assert summary["dataset"]["kinds"]["undesirable"] > 0 and summary["dataset"]["kinds"]["human"] == 15
     assert isinstance(load_policy(out / "policy"), ChunkedVLAPolicy)
+
+
+def test_retrain_gate_scores_chunked_policies_on_held_out_chunks(data, tmp_path):
+    from apo_trainer.retrain.evaluate import compare_heldout_l1, heldout_samples
+
+    samples = heldout_samples(data.inter, 10, horizon=H)
+    assert np.stack(samples[3]).shape[1:] == (H, 7)
+    base, same = compare_heldout_l1(data.start_chunked, data.start_chunked, data.inter, 10)
+    assert base == same and 0 < base <= 2
+    other = tiny_chunked_policy(data.stats, [data.expert, data.inter], seed=1).save(tmp_path / "other")
+    base, cand = compare_heldout_l1(data.start_chunked, other, data.inter, 10)
+    assert base != cand and 0 < cand <= 2
+    with pytest.raises(ValueError, match="chunks of 4 with one predicting chunks of None"):
+        compare_heldout_l1(data.start_chunked, data.start, data.inter, 10)

@@ -60,9 +60,13 @@ def last_logged_step(output_dir: Path) -> int | None:
     return None
 
 
-def heldout_samples(path: Path, k: int, max_samples: int = 512):
-    """Desirable driven steps (autonomous and human) of the held-out episodes."""
+def heldout_samples(path: Path, k: int, max_samples: int = 512, horizon: int | None = None):
+    """Desirable driven steps (autonomous and human) of the held-out episodes; with ``horizon`` H each
+    step's action is the (H, D) chunk a chunked policy is scored on (``apo_trainer.data.chunk_steps``:
+    the next H steps not in HOLD / E-STOP, the last repeated)."""
     import h5py
+
+    from apo_trainer.data import DROPPED_MODES, chunk_steps
 
     images, instructions, states, actions = [], [], [], []
     with h5py.File(path, "r") as f:
@@ -71,11 +75,12 @@ def heldout_samples(path: Path, k: int, max_samples: int = 512):
         ep = read_episode(path, name)
         labels = ep.labels(k)
         keep = np.isin(labels, [Label.AUTONOMOUS, Label.HUMAN]) & np.isin(ep.modes, [0, 1])
+        rows = chunk_steps(~np.isin(ep.modes, DROPPED_MODES), horizon) if horizon is not None else None
         for i in np.flatnonzero(keep):
             images.append(ep.images[i])
             instructions.append(ep.instruction)
             states.append(ep.states[i])
-            actions.append(ep.actions[i])
+            actions.append(ep.actions[i] if rows is None else ep.actions[rows[i]])
     if len(actions) > max_samples:
         idx = np.random.default_rng(0).choice(len(actions), max_samples, replace=False)
         pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
@@ -100,7 +105,13 @@ def mean_l1(policy_dir: Path, samples, batch_size: int = 32) -> float:
 
 
 def compare_heldout_l1(base_dir: Path, candidate_dir: Path, heldout: Path, k: int) -> tuple[float, float]:
-    samples = heldout_samples(heldout, k)
+    from apo_core.policy import read_policy_meta
+
+    horizons = [read_policy_meta(d).get("horizon") for d in (base_dir, candidate_dir)]
+    if horizons[0] != horizons[1]:
+        raise ValueError(f"cannot compare held-out L1 of a policy predicting chunks of {horizons[0]} with one "
+                         f"predicting chunks of {horizons[1]} (None: one action per step)")
+    samples = heldout_samples(heldout, k, horizon=horizons[0])
     if not samples[3]:
         raise ValueError(f"{heldout} holds no desirable steps to evaluate on")
     return mean_l1(base_dir, samples), mean_l1(candidate_dir, samples)
