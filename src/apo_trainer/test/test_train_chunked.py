@@ -130,11 +130,22 @@ def test_bc_from_scratch_builds_a_chunked_vla_and_learns(data, tmp_path):
     pol = load_policy(res.policy_dir)
     assert isinstance(pol, ChunkedVLAPolicy) and pol.chunk_horizon == H
     assert json.loads((res.policy_dir / "action_stats.json").read_text()) == data.stats.to_dict()
-    first, last = res.history[0], res.history[-1]
-    assert last["loss"] < 0.7 * first["loss"], res.history
-    assert last["action_l1"] < first["action_l1"], res.history
+    start = tiny_chunked_policy(data.stats, [data.expert])  # the run's initial policy: same seed, sizes, FAST fit
+    assert start.fast_tokenizer.bpe.to_str() == pol.fast_tokenizer.bpe.to_str()
+    (l1_before, nll_before), (l1_after, nll_after) = _dataset_fit(start, data.expert), _dataset_fit(pol, data.expert)
+    # Measured: L1 0.71 -> 0.59, NLL per token 6.07 -> 4.00 after 60 steps.
+    assert l1_after < 0.9 * l1_before and nll_after < 0.8 * nll_before, (l1_before, l1_after, nll_before, nll_after)
     summary = json.loads(res.metrics_path.read_text())
     assert summary["dataset"]["horizon"] == H
+
+
+def _dataset_fit(policy, path) -> tuple[float, float]:
+    """(mean teacher-forced chunk L1, mean NLL per token) over every chunk of a dataset."""
+    ds = StepDataset(path, horizon=H)
+    batch = collate_steps([ds[i] for i in range(len(ds))])
+    with torch.no_grad():
+        m = policy.forward_batch(policy.encode_batch(batch["images"], batch["instructions"], None, batch["actions"]))
+    return float(m.l1.mean()), float((-m.logps / m.n_tokens).mean())
 
 
 def _one_step(data, tmp_path, kinds_wanted, loss="apo"):
