@@ -85,6 +85,7 @@ class LockstepDeployment:
         core.policy_version = version
         obs = self.env.reset(seed=int(seed))
         self.expert.reset()
+        self.policy.reset()  # a chunked policy starts the episode with a fresh chunk
         writer = (open_episode_bag(self.bags_dir, episode_id, self.env.instruction, self.env.task, version)
                   if self._encoder is not None else None)
         enc = self._encoder

@@ -14,7 +14,9 @@ gained but start-up time (about a second each) and memory (about 300 MB each). H
 
 The batched forward must not change any action: :func:`predict_many` uses the policy's
 ``predict_batch_exact`` (rows bitwise equal to single-sample ``predict``) when it has one, and falls
-back to one ``predict`` per observation otherwise (same results, no batching gain).
+back to one ``predict`` per observation otherwise (same results, no batching gain). A policy with
+per-episode state (a chunked policy's chunk) keeps it per simulator: it is reset when that simulator
+starts a seed and told which simulator each row comes from.
 """
 
 from __future__ import annotations
@@ -40,15 +42,26 @@ def default_pool_size() -> int:
     return POOL_SIZE_PER_CORE * (os.cpu_count() or 1)
 
 
-def predict_many(policy: VLAPolicy, observations: list[Observation]) -> list[np.ndarray]:
-    """One action per observation, each exactly what ``policy.predict`` gives for it alone."""
+def predict_many(policy: VLAPolicy, observations: list[Observation], slots: list[int]) -> list[np.ndarray]:
+    """One action per observation, each exactly what ``policy.predict`` gives for it alone.
+
+    ``slots[i]`` is the simulator observation i comes from: a policy with per-episode state
+    (``episode_state_per_slot``, e.g. a chunked policy executing its chunk) keeps one state per simulator.
+    """
+    if len(slots) != len(observations):
+        raise ValueError(f"{len(observations)} observations but {len(slots)} slots")
+    per_slot = policy.episode_state_per_slot
     exact = getattr(policy, "predict_batch_exact", None)
     with_state = [o.state is not None for o in observations]
     if exact is None or len(observations) < 2 or len(set(with_state)) > 1:
+        if per_slot:
+            return [policy.predict(o, slot=w) for o, w in zip(observations, slots, strict=True)]
         return [policy.predict(o) for o in observations]
     states = np.stack([np.asarray(o.state) for o in observations]) if with_state[0] else None
-    acts = exact(np.stack([o.image for o in observations]), [o.instruction for o in observations], states)
-    return list(acts)
+    images, instructions = np.stack([o.image for o in observations]), [o.instruction for o in observations]
+    if per_slot:
+        return list(exact(images, instructions, states, slots=list(slots)))
+    return list(exact(images, instructions, states))
 
 
 class _Progress:
@@ -118,6 +131,7 @@ class PoolEvaluator:
         commands: dict[int, tuple] = {}
         for w in range(min(pool.size, len(todo))):
             slot[w], s = queue.pop()
+            pol.reset(w)  # a new episode in simulator w: the policy's state for w (a chunk) starts fresh
             commands[w] = pool.start_command(s, max_steps)
         while commands:
             t0 = time.perf_counter()
@@ -134,12 +148,13 @@ class PoolEvaluator:
                 report.episode(r.record)
                 if queue:  # the free simulator takes the next seed in this same round
                     slot[w], s = queue.pop()
+                    pol.reset(w)
                     commands[w] = pool.start_command(s, max_steps)
             if running:
                 t0 = time.perf_counter()
                 obs = [Observation(replies[w].image, pool.instruction, replies[w].proprio if use_state else None)
                        for w in running]
-                for w, action in zip(running, predict_many(pol, obs), strict=True):
+                for w, action in zip(running, predict_many(pol, obs, running), strict=True):
                     commands[w] = pool.step_command(action)
                 clock["forward_s"] += time.perf_counter() - t0
         if timings is not None:

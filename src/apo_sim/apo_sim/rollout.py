@@ -82,6 +82,7 @@ def evaluate_policy(policy_dir, task: str = "Lift", episodes: int = 10, seed: in
     try:
         for i, s in enumerate(todo):
             ep = PolicyEpisode(env, s, max_steps)
+            policy.reset()  # per-episode state (a chunked policy's chunk) must not leak into the next seed
             while not ep.done:
                 ep.apply(policy.predict(ep.policy_input(use_state)))
             records.append(ep.record())

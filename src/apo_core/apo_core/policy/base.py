@@ -85,6 +85,10 @@ class VLAPolicy(abc.ABC):
     action_tokenizer: ActionTokenizer
     action_dim: int
     version: str = ""
+    # True for a policy that keeps per-episode state (a chunked policy's chunk): then ``predict`` takes
+    # ``slot=`` (and ``predict_batch_exact`` ``slots=``), one independent episode per slot, and
+    # ``reset(slot)`` must be called when the environment of that slot starts an episode.
+    episode_state_per_slot: bool = False
 
     @property
     @abc.abstractmethod
@@ -107,9 +111,10 @@ class VLAPolicy(abc.ABC):
     def save(self, directory) -> Path:
         """Write the policy in Hugging Face layout (safetensors) with its action statistics."""
 
-    def reset(self) -> None:
-        """Start of an episode: forget per-episode state. A no-op for policies that map each observation
-        alone; a chunked policy (``ChunkedVLAPolicy``) drops the chunk it is executing."""
+    def reset(self, slot: int | None = None) -> None:
+        """Start of an episode (in ``slot``; None: in every slot): forget per-episode state. A no-op for
+        policies that map each observation alone; a chunked policy (``ChunkedVLAPolicy``) drops the
+        chunk it is executing."""
         return None
 
     def action_logprobs(self, images, instructions, actions, states=None) -> torch.Tensor:

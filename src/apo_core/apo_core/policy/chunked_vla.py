@@ -73,6 +73,8 @@ class ChunkMetrics(ActionMetrics):
 class ChunkedVLAPolicy(VLAPolicy):
     """The small chunked VLA (see the module docstring)."""
 
+    episode_state_per_slot = True  # one ChunkExecutor state per slot (environment)
+
     def __init__(self, model: SmallVLAModel, tokenizer, fast: FastActionTokenizer, action_stats: ActionStats, *,
                  replan_every: int | None = None, ensemble_decay: float | None = None,
                  max_action_tokens: int | None = None, version: str = ""):
