@@ -3,7 +3,8 @@
 For task T and training seed s (every policy of one (T, s) starts from the same base and the same data):
 
 1. ``demos``: scripted-expert demonstrations on demo seeds;
-2. ``base``: behaviour cloning of a new small VLA on them (pi^0, deliberately imperfect: few demos);
+2. ``base``: behaviour cloning of a new policy on them (pi^0, deliberately imperfect: few demos), of the
+   run's ``policy_architecture`` (small VLA or chunked VLA); every later policy starts from it;
 3. ``deploy r0``: pi^0 deployed with the scripted operator (lockstep, the graph's arbiter/operator/
    labelling code), one bag per episode, converted with the real converter;
 4. ``train <method> r1``: DAgger (BC on demos + corrections), KTO, DPO, APO from pi^0 on demos + r0;
@@ -138,7 +139,8 @@ class Protocol:
         cfg = load_train_config(None, preset=BC_PRESET, overrides=merge_overrides({
             "output_dir": str(out),
             "data": {"paths": [str(self.work(task, seed) / "expert.h5")]},
-            "policy": {"image_size": self.s.image_size, "init_seed": seed},
+            "policy": {"image_size": self.s.image_size, "init_seed": seed,
+                       "architecture": self.s.policy_architecture, "chunk_horizon": self.s.chunk_horizon},
             "optim": {"lr": bc.lr},
             "train": {"max_steps": bc.steps, "batch_size": bc.batch_size, "seed": seed,
                       "checkpoint_every": max(100, bc.steps // 4), "log_every": 50,

@@ -17,6 +17,7 @@ from apo_core.errors import ConfigError
 
 METHODS = ("dagger", "kto", "dpo", "apo")
 PERTURBATIONS = ("position", "background", "texture")
+ARCHITECTURES = ("small_vla", "chunked_vla")  # apo-train's policy.architecture for a new (base) policy
 SEED_STRIDE = 1000  # seeds of one training seed / round never overlap the next one's
 
 
@@ -76,6 +77,12 @@ class BenchSettings:
     tasks: list[str] = field(default_factory=lambda: ["Lift", "Stack", "PickPlaceCan"])
     train_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     image_size: int = 64
+    # The policy family of the run: the base policy is trained as this architecture, and every later cell
+    # (deployment, each method's retraining, evaluation) starts from it. small_vla: one token per action
+    # dimension per control step; chunked_vla: a chunk of chunk_horizon actions as FAST tokens (pi0-FAST
+    # style), executed one action per step, re-planned every chunk_horizon // 2 steps.
+    policy_architecture: str = "small_vla"
+    chunk_horizon: int = 8  # chunked_vla only: actions per chunk (apo-train's policy.chunk_horizon)
     # The simulator camera every policy of the run sees (demos, deployment, evaluation); see apo_sim.env.
     camera: str = "agentview"
     # Where the robot works after its demos (None: the demos' scenes). A perturbation kind (e.g.
@@ -104,6 +111,10 @@ class BenchSettings:
         for name in (*self.lifelong.methods, *[m for m in self.perturbations.methods if m != "base"]):
             if name not in self.methods:
                 raise ConfigError(f"method {name!r} is used by lifelong/perturbations but not configured in methods")
+        if self.policy_architecture not in ARCHITECTURES:
+            raise ConfigError(f"policy_architecture: unknown {self.policy_architecture!r}; valid: {list(ARCHITECTURES)}")
+        if isinstance(self.chunk_horizon, bool) or self.chunk_horizon < 1:
+            raise ConfigError(f"chunk_horizon must be an integer >= 1, got {self.chunk_horizon!r}")
         if self.deployment_scenes is not None and self.deployment_scenes not in PERTURBATIONS:
             raise ConfigError(f"deployment_scenes: unknown {self.deployment_scenes!r}; valid: null or one of "
                               f"{list(PERTURBATIONS)}")
