@@ -14,7 +14,9 @@ A probe node in this process counts what flows. Every ``--report-every`` seconds
 
 At the end, a verdict against the goals: every node's RSS grows < 10 % from the first report after the
 warm-up (``--warmup-minutes``, default 1) to the last, and 0 steps lost: no step_index gap, no recorder
-drop, and every step of every finished episode is in its bag (metadata message counts).
+drop, and every step of every finished episode is in its bag (metadata message counts; an incomplete bag
+is named with the step indices it lacks). Episodes that end after the graph began to stop are shown but not
+judged: the runner stops the recorder first, which closes the running bag while the arbiter still steps.
 
 Usage: python bench/bench_soak.py [--minutes 30] [--warmup-minutes 1] [--control-rate 10] [--image-size 84]
                                   [--task Lift] [--out DIR] [--report-every 60]
@@ -69,7 +71,9 @@ class Probe:
         self.lock = threading.Lock()
         self.counts: dict[str, int] = defaultdict(int)
         self.steps_per_episode: dict[str, int] = defaultdict(int)
+        self.indices: dict[str, set[int]] = defaultdict(set)  # step indices seen, to name the missing ones
         self.last_index: dict[str, int] = {}
+        self.end_at: dict[str, float] = {}  # monotonic time the probe saw each episode's END
         self.step_gaps = 0
         self.ended: set[str] = set()
         self.diag: dict[str, dict[str, str]] = {}
@@ -100,6 +104,7 @@ class Probe:
             self.counts["steps"] += 1
             ep = msg.episode_id
             self.steps_per_episode[ep] += 1
+            self.indices[ep].add(msg.step_index)
             expected = self.last_index.get(ep, -1) + 1
             if msg.step_index != expected:
                 self.step_gaps += abs(msg.step_index - expected)
@@ -109,6 +114,7 @@ class Probe:
         with self.lock:
             if msg.event in self._end_events:
                 self.ended.add(msg.episode_id)
+                self.end_at[msg.episode_id] = time.monotonic()
                 self.counts["episodes"] += 1
 
     def _on_diag(self, msg):
@@ -119,7 +125,8 @@ class Probe:
     def snapshot(self) -> dict:
         with self.lock:
             return {"counts": dict(self.counts), "gaps": self.step_gaps, "diag": {k: dict(v) for k, v in self.diag.items()},
-                    "ended": set(self.ended), "steps_per_episode": dict(self.steps_per_episode)}
+                    "ended": set(self.ended), "steps_per_episode": dict(self.steps_per_episode),
+                    "indices": {k: set(v) for k, v in self.indices.items()}, "end_at": dict(self.end_at)}
 
 
 def recorder_values(diag: dict) -> dict[str, str]:
@@ -155,6 +162,46 @@ def bags_summary(bags_dir: Path) -> tuple[int, int, dict[str, int]]:
                     if e.get("topic_metadata", {}).get("name") == topics.STEP)
         steps[strings_of(info.get("custom_data")).get(KEY_EPISODE_ID, bag.name)] = count
     return len(bags), size, steps
+
+
+def read_custom_data(bag: Path) -> dict[str, str]:
+    from apo_core.bags.layout import read_custom_data as read
+
+    return read(bag)
+
+
+def episode_bags(bags_dir: Path) -> dict[str, Path]:
+    """Finished bags (with metadata.yaml) by the episode id in their custom_data."""
+    from apo_core.bag_contract import KEY_EPISODE_ID
+    from apo_core.bags.layout import find_bags, load_metadata, strings_of
+
+    found = {}
+    for bag in find_bags(bags_dir) if bags_dir.exists() else []:
+        info = load_metadata(bag)
+        if info is not None:
+            found[strings_of(info.get("custom_data")).get(KEY_EPISODE_ID, bag.name)] = bag
+    return found
+
+
+def bag_step_indices(bag: Path) -> list[int]:
+    """step_index of every LabelledStep in the bag, in log-time order."""
+    from apo_core import topics
+    from apo_recorder.reader import iter_messages
+
+    return [m.msg.step_index for m in iter_messages(bag, [topics.STEP])]
+
+
+def describe_missing(seen: set[int], in_bag: list[int]) -> str:
+    """Which step indices the probe saw that the bag lacks, and where they sit in the episode."""
+    missing = sorted(seen - set(in_bag))
+    if not missing:
+        return "none (the bag has duplicates?)" if len(in_bag) != len(set(in_bag)) else "none"
+    last = max(seen)
+    where = ("the last steps" if missing[-1] == last and missing == list(range(missing[0], last + 1))
+             else "the first steps" if missing[0] == 0 and missing == list(range(0, missing[-1] + 1))
+             else "in the middle")
+    shown = ", ".join(map(str, missing[:12])) + (", ..." if len(missing) > 12 else "")
+    return f"{shown} ({where}; the episode has steps 0..{last})"
 
 
 def main() -> None:
@@ -214,10 +261,11 @@ def main() -> None:
             prev, prev_t = snap, now
             if why.startswith("required node") or now >= end:
                 break
+        stop_at = time.monotonic()
         runner.stop()
         time.sleep(1.0)  # the recorder's last bag closed by its shutdown
         final = probe.snapshot()
-    verdict_ok = verdict(args, samples, final, bags_dir, why)
+    verdict_ok = verdict(args, samples, final, bags_dir, why, stop_at)
     print(f"[soak] logs and bags in {out}")
     raise SystemExit(0 if verdict_ok else 1)
 
@@ -239,7 +287,7 @@ def report(elapsed: float, dt: float, prev: dict, snap: dict, rss: dict, bags_di
           f"{c.get('episodes', 0)}, bags {n_bags} ({size / 2**20:.1f} MB)", flush=True)
 
 
-def verdict(args, samples, final, bags_dir: Path, why: str) -> bool:
+def verdict(args, samples, final, bags_dir: Path, why: str, stop_at: float) -> bool:
     ok = True
     print("\n[soak] verdict")
     if why.startswith("required node"):
@@ -263,20 +311,34 @@ def verdict(args, samples, final, bags_dir: Path, why: str) -> bool:
             print(f"  {mark} RSS {name:<24s} {a / 2**20:7.1f} MB at {t_a:4.1f} min -> {b / 2**20:7.1f} MB at "
                   f"{t_b:4.1f} min: {growth * 100:+5.1f} % (goal < {RSS_GROWTH_GOAL * 100:.0f} %)")
     rec = recorder_values(final["diag"])
-    dropped = int(rec.get("messages_dropped", 0) or 0) + int(rec.get("late_steps", 0) or 0)
+    dropped = sum(int(rec.get(key, 0) or 0) for key in ("messages_dropped", "messages_rejected", "late_steps"))
     _, size, in_bags = bags_summary(bags_dir)
+    paths = episode_bags(bags_dir)
+    # The runner stops the recorder first: it closes the running episode's bag (outcome unknown) while the
+    # arbiter still executes steps. An episode that ends in those seconds is not a finished recording;
+    # it is shown, not judged.
+    judged = sorted(ep for ep in final["ended"] if final["end_at"][ep] < stop_at)
+    during_stop = sorted(set(final["ended"]) - set(judged))
     missing = 0
-    for ep in final["ended"]:
+    for ep in judged + during_stop:
         seen = final["steps_per_episode"].get(ep, 0)
-        if ep in in_bags and in_bags[ep] < seen:
+        if ep not in in_bags or in_bags[ep] >= seen:
+            continue
+        if ep in judged:
             missing += seen - in_bags[ep]
-    unbagged = [ep for ep in final["ended"] if ep not in in_bags and final["steps_per_episode"].get(ep)]
+        bag = paths[ep]
+        print(f"  {'episode' if ep in judged else 'ended while the graph stopped (not judged):'} {ep}: {seen} steps "
+              f"seen, {in_bags[ep]} in its bag (outcome {read_custom_data(bag).get('outcome', '?')}); missing step "
+              f"indices: {describe_missing(final['indices'][ep], bag_step_indices(bag))}")
+    unbagged = [ep for ep in judged if ep not in in_bags and final["steps_per_episode"].get(ep)]
     lost = final["gaps"] + dropped + missing
     mark = "ok  " if lost == 0 and not unbagged else "FAIL"
     ok &= lost == 0 and not unbagged
-    print(f"  {mark} steps lost: {lost} (step_index gaps {final['gaps']}, recorder dropped/late {dropped}, "
+    print(f"  {mark} steps lost: {lost} (step_index gaps {final['gaps']}, recorder dropped/rejected/late {dropped}, "
           f"missing from bags {missing}); finished episodes without a bag: {len(unbagged)}; "
-          f"{final['counts'].get('steps', 0)} steps, {len(final['ended'])} episodes, bags {size / 2**20:.1f} MB")
+          f"{final['counts'].get('steps', 0)} steps, {len(judged)} episodes judged (+{len(during_stop)} ended while "
+          f"the graph stopped), recorder step subscription {rec.get('step_subscription', '?')}, bags "
+          f"{size / 2**20:.1f} MB")
     print(f"  {'PASS' if ok else 'FAIL'}")
     return ok
 

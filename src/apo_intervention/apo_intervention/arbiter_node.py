@@ -42,7 +42,7 @@ from apo_intervention.mux import Mode
 from apo_intervention.ros_common import destroy_on_error, load_node_config, send_last
 from apo_ros.node import run_node
 from apo_ros.params import CallbackGuard
-from apo_ros.qos import qos_for
+from apo_ros.qos import qos_for, qos_profile
 
 _SOURCE = {POLICY: ActionCommand.SOURCE_POLICY, TELEOP: ActionCommand.SOURCE_TELEOP, None: ActionCommand.SOURCE_HOLD}
 _OUTCOME_OF_REQUEST = {EpisodeControl.Request.SUCCESS: Event.SUCCESS, EpisodeControl.Request.FAILURE: Event.FAILURE,
@@ -62,7 +62,10 @@ class ArbiterNode(Node):
         self._reported = {}
 
         self.command_pub = self.create_publisher(ActionCommand, topics.COMMAND, qos_for(topics.COMMAND))
-        self.step_pub = self.create_publisher(LabelledStep, topics.STEP, qos_for(topics.STEP))
+        # Steps are kept for late joiners (transient local, same depth): a recorder whose subscription
+        # matches after an episode started still gets its first steps (volatile subscribers are unaffected).
+        self.step_pub = self.create_publisher(LabelledStep, topics.STEP,
+                                              qos_profile("latched", topics.QOS[topics.STEP][1]))
         self.mode_pub = self.create_publisher(InterventionMode, topics.MODE, qos_for(topics.MODE))
         self.episode_pub = self.create_publisher(EpisodeEvent, topics.EPISODE, qos_for(topics.EPISODE))
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, qos_for(topics.DIAGNOSTICS))

@@ -33,7 +33,7 @@ import socket
 import sys
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from pathlib import Path
 
 from rclpy.node import Node
@@ -55,6 +55,7 @@ __all__ = ["NODE_NAME", "RecorderNode", "main", "parse_topics"]
 NODE_NAME = "apo_recorder"
 _MAX_PREROLL_MESSAGES = 5000
 _STEP_HOLD_S = 5.0  # how long a step of a not-yet-started episode is held back
+_REMEMBER_RECORDED = 4096  # episode ids whose late steps count as late (not as history)
 
 
 def _import_msg(msgtype: str):
@@ -118,6 +119,7 @@ class RecorderNode(Node):
         self._skipped_paused = 0
         self._not_recorded = 0
         self._late_steps = 0
+        self._recorded: OrderedDict[str, None] = OrderedDict()  # episodes this recorder opened a bag for (recent)
         self._received = dict.fromkeys(self._topics, 0)
         self._last_error: str | None = None
         # Why the recorder cannot write right now (diagnostics say ERROR while either is set):
@@ -135,9 +137,12 @@ class RecorderNode(Node):
                 self.get_logger().error(f"cannot record {topic}: {exc}")
                 del self._topics[topic]
         self._subs = []
+        self._step_durability = ""  # of the /apo/step subscription once made ("" = waiting for a publisher)
         ordered = sorted(self._topics, key=lambda t: t != T.EPISODE)  # episode events first
         for topic in ordered:
-            self._subscribe(topic, self._topics[topic])
+            if topic != T.STEP:  # steps: once their publisher is seen (_subscribe_steps_when_published)
+                self._subscribe(topic, self._topics[topic])
+        self._subscribe_steps_when_published()
 
         from diagnostic_msgs.msg import DiagnosticArray
         from std_srvs.srv import SetBool, Trigger
@@ -150,7 +155,7 @@ class RecorderNode(Node):
         self.create_timer(0.05, self._guarded_timer("housekeeping", self._housekeeping))
         self.create_timer(cfg.diagnostics_period_s, self._guarded_timer("diagnostics", self._publish_diagnostics))
         self.get_logger().info(
-            f"apo_recorder {__version__}: recording {len(self._subs)} topics into {self._output_dir} "
+            f"apo_recorder {__version__}: recording {len(self._topics)} topics into {self._output_dir} "
             f"(one MCAP bag per episode, grace {self._grace_s():.2f} s, flush every "
             f"{self._writer_kwargs['flush_period_s']:.2f} s)")
 
@@ -209,23 +214,46 @@ class RecorderNode(Node):
         if self._dir_problem is not None or not (d.is_dir() and os.access(d, os.W_OK | os.X_OK)):
             self._check_output_dir()
 
-    def _subscribe(self, topic: str, msgtype: str) -> None:
+    def _subscribe_steps_when_published(self) -> None:
+        """Subscribe to /apo/step once a publisher of it is known, transient local if it offers that.
+
+        The arbiter keeps its last steps for late joiners (transient local): a recorder whose step
+        subscription matches after an episode started (DDS discovery takes up to seconds, or the recorder
+        started late) still gets that episode's first steps. A volatile request would not get them; a
+        transient-local request to a volatile publisher (an older arbiter, a test publisher) would match
+        nothing at all, so the durability is chosen from what the publishers offer, as rosbag2 does."""
+        if self._step_durability or T.STEP not in self._topics:
+            return
+        from rclpy.qos import DurabilityPolicy
+
+        offered = self.get_publishers_info_by_topic(T.STEP)
+        if not offered:
+            return
+        latched = all(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in offered)
+        depth = max(T.QOS[T.STEP][1], self._cfg.reliable_queue_depth)
+        self._subscribe(T.STEP, self._topics[T.STEP], qos_profile("latched" if latched else "reliable", depth))
+        self._step_durability = "transient_local" if latched else "volatile"
+        self.get_logger().info(f"subscribed to {T.STEP} ({self._step_durability}, depth {depth})")
+
+    def _default_qos(self, topic: str):
+        if topic not in T.QOS:
+            return qos_profile("reliable", self._cfg.reliable_queue_depth)
+        kind, depth = T.QOS[topic]
+        if kind == "sensor":
+            return qos_profile("sensor", self._cfg.image_queue_depth)
+        if kind == "reliable":
+            return topic_qos(topic, max(depth, self._cfg.reliable_queue_depth))
+        return topic_qos(topic)
+
+    def _subscribe(self, topic: str, msgtype: str, qos=None) -> None:
         try:
             cls = _import_msg(msgtype)
         except (ImportError, AttributeError, ValueError) as exc:
             self.get_logger().error(f"cannot record {topic}: message type {msgtype!r} is not importable ({exc})")
             self._topics.pop(topic, None)
             return
-        if topic in T.QOS:
-            kind, depth = T.QOS[topic]
-            if kind == "sensor":
-                qos = qos_profile("sensor", self._cfg.image_queue_depth)
-            elif kind == "reliable":
-                qos = topic_qos(topic, max(depth, self._cfg.reliable_queue_depth))
-            else:
-                qos = topic_qos(topic)
-        else:
-            qos = qos_profile("reliable", self._cfg.reliable_queue_depth)
+        if qos is None:
+            qos = self._default_qos(topic)
         if topic == T.EPISODE:
             callback = self._on_episode
         else:
@@ -275,7 +303,10 @@ class RecorderNode(Node):
                     w.write(topic, now, data)
                 return
             if step_id is not None and self._tracker.finished(step_id):
-                self._late_steps += 1  # its bag is closed already
+                if step_id in self._recorded:
+                    self._late_steps += 1  # its bag is closed already
+                else:  # the publisher's history of an episode that was over before we joined
+                    self._not_recorded += 1
                 return
             self._hold(topic, now, data, step_id)
             if self._paused or not self._enabled:
@@ -375,6 +406,9 @@ class RecorderNode(Node):
             return
         custom = info.custom_data(__version__, episode_id=info.episode_id or dir_name)
         w = self._writers[info.episode_id] = self._new_writer(path, custom)
+        self._recorded[info.episode_id] = None
+        while len(self._recorded) > _REMEMBER_RECORDED:
+            self._recorded.popitem(last=False)
         self._last_ending = None
         # Pre-roll: recent messages of other topics, and steps already received for this episode.
         held, self._preroll = self._preroll, deque()
@@ -448,6 +482,7 @@ class RecorderNode(Node):
                 f"messages, {s.bytes_written / 1e6:.1f} MB, {s.messages_dropped} dropped")
 
     def _housekeeping(self) -> None:
+        self._subscribe_steps_when_published()
         with self._lock:
             now = time.monotonic()
             for eid, deadline in list(self._deadlines.items()):
@@ -542,6 +577,7 @@ class RecorderNode(Node):
                 "messages_skipped_paused": self._skipped_paused,
                 "messages_not_recorded": self._not_recorded,  # outside episodes (and no between bag)
                 "late_steps": self._late_steps,
+                "step_subscription": self._step_durability or "waiting for a publisher",
                 "bags_completed": self._bags_completed,
                 "bags_failed": self._bags_failed,
                 "bags_open": len(self._active),
