@@ -15,13 +15,21 @@ from apo_core.policy.base import POLICY_META_FILENAME, VLAPolicy
 
 
 def read_policy_meta(directory) -> dict:
-    """The ``apo_policy.json`` of a policy directory (or ``{"kind": "openvla"}`` for an OpenVLA config)."""
+    """The ``apo_policy.json`` of a policy directory (or ``{"kind": "openvla"}`` for an OpenVLA config).
+
+    A LeRobot / openpi π0-FAST checkpoint is recognised and refused with what it holds and lacks
+    (:mod:`apo_core.policy.pi0fast_checkpoint`)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise MissingPathError(f"model directory not found: {directory}")
     meta_path = directory / POLICY_META_FILENAME
     if meta_path.is_file():
         return read_json_object(meta_path)
+    from apo_core.policy.pi0fast_checkpoint import UnsupportedCheckpointError, detect_pi0fast_checkpoint
+
+    foreign = detect_pi0fast_checkpoint(directory)
+    if foreign is not None:
+        raise UnsupportedCheckpointError(foreign.refusal())
     config_path = directory / "config.json"
     if config_path.is_file():
         cfg = read_json_object(config_path)
