@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="Lift", choices=_sim_tasks())
     for name in ("round-episodes", "retrain-steps", "bc-steps", "demo-episodes", "eval-episodes"):
         p.add_argument(f"--{name}", type=int, help="override the preset")
+    from apo_bench.settings import ARCHITECTURES
+
+    p.add_argument("--policy-architecture", choices=list(ARCHITECTURES),
+                   help="the base policy: small VLA (default) or chunked pi0-FAST-style VLA")
+    p.add_argument("--chunk-horizon", type=int, help="actions per chunk of a chunked_vla base (default 8)")
     p.set_defaults(func=_demo)
 
     from apo_bench.cli import __doc__ as bench_doc

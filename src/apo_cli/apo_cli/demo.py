@@ -1,7 +1,9 @@
 """``apo demo``: the whole deploy-optimize loop of APO on the embedded default, end to end.
 
 1. demos       the simulator's scripted expert records demonstrations (HDF5)
-2. base BC     the small VLA is trained from them by behaviour cloning -> model version v0001
+2. base BC     a new policy is trained from them by behaviour cloning -> model version v0001: the small
+               VLA, or with ``--policy-architecture chunked_vla`` the chunked (pi0-FAST style) VLA; every
+               later step (deployment, retraining, evaluation) runs that policy
 3. deploy v1   the deploy graph runs (simulated arm, policy node, arbiter, scripted operator who takes
                over when the policy goes wrong, recorder): N episodes, one labelled bag each
 4. retrain     ``/apo/retrain`` is called like an operator would; the job converts the bags, trains
@@ -22,6 +24,9 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from apo_bench.settings import ARCHITECTURES  # the policy architectures a new base policy can have
+from apo_core.errors import ConfigError
 
 PRESETS = {
     # about 3 minutes on 2 cores
@@ -51,6 +56,18 @@ class DemoSettings:
     control_rate_hz: float = 10.0
     loss: str = "apo"
     seed: int = 0
+    # The base policy's architecture (apo-train's policy.architecture): small_vla, or chunked_vla (FAST
+    # action chunks of chunk_horizon actions, executed one per control step, re-planned every H // 2).
+    policy_architecture: str = "small_vla"
+    chunk_horizon: int = 8  # chunked_vla only
+
+    def __post_init__(self):
+        if self.policy_architecture not in ARCHITECTURES:
+            raise ConfigError(f"policy_architecture: unknown {self.policy_architecture!r}; valid: "
+                              f"{list(ARCHITECTURES)}")
+        if isinstance(self.chunk_horizon, bool) or int(self.chunk_horizon) != self.chunk_horizon \
+                or self.chunk_horizon < 1:
+            raise ConfigError(f"chunk_horizon must be an integer >= 1, got {self.chunk_horizon!r}")
 
 
 class PhaseTimer:
@@ -89,24 +106,32 @@ def collect(settings: DemoSettings, out: Path) -> Path:
 
 def train_base(settings: DemoSettings, out: Path, expert: Path) -> str:
     from apo_core.model_store import ModelStore
+    from apo_core.policy import read_policy_meta
     from apo_trainer.config import BC_PRESET, load_train_config
     from apo_trainer.train import train
 
     store = ModelStore(out / "models")
     if store.current_version():
-        say(f"base policy already in the store ({store.current_version()}); not retraining it")
-        return store.current_version()
+        version = store.current_version()
+        kind = read_policy_meta(store.path(version)).get("kind")
+        if kind != settings.policy_architecture:
+            raise ConfigError(f"{out / 'models'} already holds a {kind} policy ({version}); this run asks for "
+                              f"{settings.policy_architecture}: use another --out")
+        say(f"base policy already in the store ({version}); not retraining it")
+        return version
     cfg = load_train_config(None, preset=BC_PRESET, overrides={
         "output_dir": str(out / "bc"),
         "data": {"paths": [str(expert)]},
-        "policy": {"image_size": settings.image_size},
+        "policy": {"image_size": settings.image_size, "architecture": settings.policy_architecture,
+                   "chunk_horizon": settings.chunk_horizon},
         "optim": {"lr": settings.bc_lr},
         "train": {"max_steps": settings.bc_steps, "batch_size": settings.bc_batch, "seed": settings.seed,
                   "checkpoint_every": max(100, settings.bc_steps // 4), "log_every": 50},
     })
     result = train(cfg)
     version = store.add(Path(result.policy_dir), note={"source": "bc", "metrics": _jsonable(result.final)})
-    say(f"base policy {version}: final training action L1 {result.final.get('action_l1', float('nan')):.3f}")
+    say(f"base policy {version} ({settings.policy_architecture}): final training action L1 "
+        f"{result.final.get('action_l1', float('nan')):.3f}")
     return version
 
 
@@ -289,13 +314,23 @@ def _jsonable(obj):
         return str(obj)
 
 
-def main_demo(args) -> int:
-    preset = dict(PRESETS["quick" if args.quick else "default"])
-    settings = DemoSettings(out=args.out, task=args.task, **preset)
-    for key in ("round_episodes", "retrain_steps", "bc_steps", "demo_episodes", "eval_episodes"):
+def settings_from_args(args) -> DemoSettings:
+    """The preset (``--quick`` or default) with the command line's overrides."""
+    chosen = dict(PRESETS["quick" if args.quick else "default"])
+    for key in ("round_episodes", "retrain_steps", "bc_steps", "demo_episodes", "eval_episodes",
+                "policy_architecture", "chunk_horizon"):
         value = getattr(args, key, None)
         if value is not None:
-            setattr(settings, key, value)
+            chosen[key] = value
+    return DemoSettings(out=args.out, task=args.task, **chosen)
+
+
+def main_demo(args) -> int:
+    try:
+        settings = settings_from_args(args)
+    except ConfigError as exc:
+        print(f"apo demo: error: {exc}", file=sys.stderr)
+        return 2
     say(f"settings: {asdict(settings)}")
     try:
         return run_demo(settings)
