@@ -112,7 +112,10 @@ def paired_table(evals: list[dict]) -> list[list[str]]:
 
 def _scenes_note(settings) -> list[str]:
     """One line saying where the robot was deployed and evaluated, when that is not the demos' scenes."""
-    notes = [f"Camera: {settings.camera}."]
+    arch = settings.policy_architecture
+    if arch == "chunked_vla":
+        arch += f" (action chunks of {settings.chunk_horizon} steps)"
+    notes = [f"Policy: {arch}; camera: {settings.camera}."]
     if settings.deployment_scenes:
         notes.append(f"Deployment shift: demos in the training scenes; deployment with takeovers and this "
                      f"table's evaluation in `{settings.deployment_scenes}`-perturbed scenes "
