@@ -3,15 +3,23 @@ bare ``predict`` on the same frames in one run (issue 12; goals: image -> policy
 image -> command <= 1.10 x predict).
 
 The policy node and the arbiters run as their own processes (as in deployment). This process publishes
-an image + robot state every ``--period`` seconds (slower than inference, so no frame is dropped on
+an image + robot state per frame (one at a time, slower than inference, so no frame is dropped on
 purpose), a different random image each frame to a policy whose random weights make every action
 different, so commands are matched to their frame by their values, and
 timestamps what comes back. Two arbiters listen to the same policy actions at once: one in
 ``publish_mode: event`` on /apo/command and one in ``publish_mode: tick`` with its command topic
-remapped, so both command paths are measured on the same actions. Reported (median and p95):
+remapped, so both command paths are measured on the same actions.
 
-- bare predict on the same frames, back to back and at the loop's cadence (the ratios use the latter:
-  both then start from equally cold caches), and predict inside the node (its diagnostics);
+Side by side: each frame is first run through a bare ``predict`` in this process (``--period`` s after
+the previous frame's answers came back), then published to the loop ``--period`` s later. The bare predicts
+and the loop
+thus share the machine's load over the whole run (on a shared machine, a bare predict measured before or
+after the loop sees another load); the ratios are to these interleaved bare predicts. Reported (median
+and p95):
+
+- bare predict on the same frames, back to back before the run (for reference) and interleaved with the
+  loop (the ratios' reference), and where a frame's time goes inside the node (its diagnostics: arrival,
+  mailbox wait, decode, predict, publish, garbage-collector pauses);
 - image -> /apo/policy_action: the policy node's whole path (DDS, decoding, mailbox, inference, publish);
 - image -> /apo/command, event mode: + the arbiter publishing the action when it arrives;
 - image -> /apo/command, tick mode: + up to one control period waiting for the tick.
@@ -33,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 TICK_COMMAND = "/apo/bench/command_tick"  # the tick-mode arbiter's /apo/command, remapped
+NODE_STAGES = ("arrival_ms", "wait_ms", "decode_ms", "predict_ms", "publish_ms", "gc_ms", "gc_collections")  # its diagnostics
 
 
 def main() -> None:
@@ -80,14 +89,12 @@ def main() -> None:
         t0 = time.perf_counter()
         policy.predict(Observation(images[i], instruction, proprio))
         hot.append((time.perf_counter() - t0) * 1000)
-    # The loop's cadence: a call every --period s finds colder caches than back-to-back calls, which is
-    # what the node sees too.
-    for i in range(warmup, n):
-        time.sleep(args.period)
+
+    def bare_predict(i: int) -> None:  # interleaved with the loop's frames (see the module doc)
         t0 = time.perf_counter()
         policy.predict(Observation(images[i], instruction, proprio))
-        bare.append((time.perf_counter() - t0) * 1000)
-    del policy
+        if i >= warmup:
+            bare.append((time.perf_counter() - t0) * 1000)
 
     arbiter = "apo_intervention.arbiter_node"
     procs = [
@@ -100,19 +107,20 @@ def main() -> None:
                                      f"/apo/command:={TICK_COMMAND}", "-p", f"control_rate_hz:={args.rate}",
                                      "-p", "publish_mode:=tick"], log_path=str(tmp / "arbiter_tick.log")),
     ]
+    load_before = os.getloadavg()
     try:
-        loop = measure(args, images, proprio, warmup)
+        loop = measure(args, images, proprio, warmup, bare_predict)
     finally:
         for p in procs:
             stop_process(p)
-    report(args, hot, bare, loop)
+    report(args, hot, bare, loop, (load_before, os.getloadavg()))
 
 
 def _stats(ms: list[float]) -> tuple[float, float]:
     return statistics.median(ms), float(np.percentile(ms, 95))
 
 
-def report(args, hot, bare, loop) -> None:
+def report(args, hot, bare, loop, loads) -> None:
     def line(name, ms, ratio_to=None):
         if not ms:
             return f"  {name:<38s} (nothing measured)"
@@ -123,11 +131,18 @@ def report(args, hot, bare, loop) -> None:
         return text
 
     ref = _stats(bare)
+    (before, after), cores = loads, os.cpu_count()
     print(f"\nsmall VLA, {args.image_size}px image + 9-D state, {args.threads} torch thread(s), a frame every "
-          f"{args.period:g} s, arbiter control tick {args.rate:g} Hz; ratios are to bare predict at that cadence")
-    print(line("bare predict, back to back", hot))
-    print(line(f"bare predict, every {args.period:g} s", bare))
-    print(line("predict inside the policy node", loop["in_node"]))
+          f"{args.period:g} s + the loop's answer, with a bare predict between frames, arbiter control tick {args.rate:g} Hz; "
+          f"ratios are to the interleaved bare predicts. Machine load average {before[0]:.1f} at the start, "
+          f"{after[0]:.1f} at the end ({cores} cores)")
+    print(line("bare predict, back to back (before)", hot))
+    print(line("bare predict, interleaved with the loop", bare))
+    node = loop["node_stages"]
+    if node:
+        print("  inside the policy node, last frames (median/p95/max ms): " +
+              ", ".join(f"{k.removesuffix('_ms')} {v}" for k, v in node.items() if k.endswith("_ms")) +
+              f"; {node.get('gc_collections', '?')} garbage collections")
     print(line("image -> /apo/policy_action", loop["policy"], ref))
     print(line("image -> /apo/command (event mode)", loop["event"], ref))
     print(line("image -> /apo/command (tick mode)", loop["tick"], ref))
@@ -135,7 +150,7 @@ def report(args, hot, bare, loop) -> None:
     print(f"\n  frames without a measurement: {lost}   (goals: policy action <= 1.05, command <= 1.10 x predict)")
 
 
-def measure(args, images, proprio, warmup) -> dict[str, list[float]]:
+def measure(args, images, proprio, warmup, bare_predict) -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
@@ -147,7 +162,7 @@ def measure(args, images, proprio, warmup) -> dict[str, list[float]]:
     from apo_ros.testing import RosGraph
 
     sent: dict[tuple[int, int], float] = {}
-    out: dict[str, list[float]] = {"policy": [], "event": [], "tick": [], "in_node": []}
+    out: dict = {"policy": [], "event": [], "tick": [], "node_stages": {}}
     # action values -> time its image was sent, per arbiter; popped by the first command carrying them
     awaiting: dict[str, dict[tuple, float]] = {"event": {}, "tick": {}}
     early: dict[str, dict[tuple, float]] = {"event": {}, "tick": {}}  # command seen first: its receive time
@@ -184,10 +199,9 @@ def measure(args, images, proprio, warmup) -> dict[str, list[float]]:
 
         def on_diag(msg):
             for st in msg.status:
-                if st.name == "apo_policy":
-                    for kv in st.values:
-                        if kv.key == "last_inference_ms" and sent:
-                            out["in_node"].append(float(kv.value))
+                if st.name == "apo_policy" and sent:
+                    values = {kv.key: kv.value for kv in st.values}
+                    out["node_stages"] = {k: values[k] for k in NODE_STAGES if k in values}
 
         node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, on_diag, qos_profile("reliable", 10))
         node.create_subscription(ActionCommand, topics.POLICY_ACTION, on_policy, topic_qos(topics.POLICY_ACTION))
@@ -200,15 +214,23 @@ def measure(args, images, proprio, warmup) -> dict[str, list[float]]:
         g.wait_until(lambda: node.count_publishers(topics.COMMAND) > 0 and node.count_publishers(TICK_COMMAND) > 0,
                      timeout=120, what="both arbiters")
         for i in range(len(images)):
+            bare_predict(i)
+            time.sleep(args.period)
             stamp = node.get_clock().now().to_msg()
             st = RobotState(proprio=[float(x) for x in proprio])
             st.header.stamp = stamp
             st_pub.publish(st)
             msg = Image(**rgb_to_image_fields(images[i]))
             msg.header.stamp = stamp
+            counts = {k: len(out[k]) for k in ("policy", "event", "tick")}
             if i >= warmup:
                 sent[(stamp.sec, stamp.nanosec)] = time.perf_counter()
             img_pub.publish(msg)
+            # This frame's answers come in before the next bare predict runs in this process (it would
+            # hold the GIL the probe's callbacks need); a frame without one waits at most a second.
+            deadline = time.monotonic() + 1.0
+            while i >= warmup and time.monotonic() < deadline and any(len(out[k]) == n for k, n in counts.items()):
+                time.sleep(0.001)
             time.sleep(args.period)
         time.sleep(1.0)
         assert rclpy.ok(context=g.context)

@@ -52,8 +52,7 @@ def image_array(height: int, width: int, encoding: str, step: int, data, is_bige
         raise ImageEncodingError(f"{encoding} needs an even width (two pixels share U and V), got {width}")
     dtype = np.dtype(kind).newbyteorder(">" if is_bigendian else "<")
     row_bytes = width * ch * dtype.itemsize
-    buf = np.frombuffer(data if isinstance(data, (bytes, bytearray, np.ndarray, memoryview)) else bytes(data),
-                        dtype=np.uint8)
+    buf = _byte_view(data)
     if step < row_bytes or buf.size < step * height:
         raise ImageEncodingError(
             f"image data too short: {buf.size} bytes for {height}x{width} {encoding} with step {step}")
@@ -62,11 +61,30 @@ def image_array(height: int, width: int, encoding: str, step: int, data, is_bige
     return pixels.astype(dtype.newbyteorder("="), copy=False)
 
 
+def _byte_view(data) -> np.ndarray:
+    """The message's bytes as a uint8 array without copying them when they are a buffer (bytes, bytearray,
+    memoryview, numpy, and rclpy's ``array.array('B')``); a list of ints is copied once."""
+    if isinstance(data, (list, tuple)):
+        return np.array(data, dtype=np.uint8)
+    if isinstance(data, np.ndarray):
+        return np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    try:
+        view = memoryview(data)
+    except TypeError:
+        return np.frombuffer(bytes(data), dtype=np.uint8)
+    return np.frombuffer(view.cast("B") if view.format != "B" or view.ndim != 1 else view, dtype=np.uint8)
+
+
 def image_to_rgb(height: int, width: int, encoding: str, step: int, data, *, is_bigendian: int = 0,
-                 depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE) -> np.ndarray:
-    """Decode an Image message's fields to an (H, W, 3) uint8 RGB array (a copy; see the module doc)."""
-    return array_to_rgb(image_array(height, width, encoding, step, data, is_bigendian), encoding,
-                        depth_range=depth_range)
+                 depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE, copy: bool = True) -> np.ndarray:
+    """Decode an Image message's fields to an (H, W, 3) uint8 RGB array (a copy; see the module doc).
+
+    ``copy=False``: an ``rgb8`` image without row padding comes back as a view of ``data`` (no copy at all;
+    valid while ``data`` lives, and changed if ``data`` is); every other case is converted as usual."""
+    pixels = image_array(height, width, encoding, step, data, is_bigendian)
+    if not copy and encoding == "rgb8":
+        return pixels
+    return array_to_rgb(pixels, encoding, depth_range=depth_range)
 
 
 def array_to_rgb(pixels: np.ndarray, encoding: str, *, depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE

@@ -1,7 +1,12 @@
 """ROS 2 node: newest image + robot state + instruction -> VLA action on /apo/policy_action.
 
 - Inference runs on a worker thread, never on the executor: callbacks only drop the newest frame in
-  a one-slot mailbox (stale frames are replaced and counted, never queued).
+  a one-slot mailbox (stale frames are replaced and counted, never queued); the camera subscription
+  is best effort with depth 1, so DDS keeps no backlog either. The frame's bytes are read in place
+  (an rgb8 image is a view of the message buffer; the policy converts it once into its reused float
+  input). After each model load the heap is frozen for the garbage collector (see _settle_heap).
+- /diagnostics carries where a frame's time goes over the last 200 frames (arrival, mailbox wait,
+  decode, predict, publish and garbage-collector pauses: median/p95/max ms, stage_times.py).
 - Policies come only from the ``model_path`` parameter set at start (a model store or one policy
   directory, see policy_source.py). A store that is missing, empty or has no current version is
   waited for: the node runs without a policy, publishes no action (the arbiter holds), reports
@@ -15,6 +20,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -35,6 +41,7 @@ from apo_interfaces.srv import LoadPolicy
 from apo_policy_node.config import PolicyNodeConfig
 from apo_policy_node.latest import LatestSlot
 from apo_policy_node.policy_source import PolicySource
+from apo_policy_node.stage_times import StageTimes
 from apo_ros.node import build_or_destroy, run_node
 from apo_ros.params import CallbackGuard, fill_failure, load_parameters, parameter_names
 from apo_ros.qos import topic_qos
@@ -52,6 +59,7 @@ class PolicyNode(Node):
         self._running = False
         self._worker: threading.Thread | None = None
         self._frames = LatestSlot()
+        self._times = StageTimes()
         super().__init__("apo_policy", **kwargs)
         build_or_destroy(self, self._build)
 
@@ -70,6 +78,7 @@ class PolicyNode(Node):
         self._failed_version: str | None = None  # not retried until the store's pointer changes
         if cfg.model_version or self._source.current_version() is not None:
             self._policy = self._source.load(cfg.model_version)  # a bad model still stops the start (exit 2)
+            _settle_heap()
         else:
             self._waiting_reason = (f"model store {self._source.root} has no current version yet; import one with "
                                     f"`apo models import DIR --store {self._source.root}`")
@@ -97,6 +106,7 @@ class PolicyNode(Node):
         self.create_timer(1.0, self._publish_diagnostics)
         self.create_timer(cfg.store_poll_s, self._load_when_store_filled)
         self._running = True
+        self._times.watch_gc()
         self._worker = threading.Thread(target=self._inference_loop, name="policy-inference", daemon=True)
         self._worker.start()
         if self._policy is None:
@@ -145,6 +155,7 @@ class PolicyNode(Node):
             if self._policy is None:  # a LoadPolicy request may have been faster
                 self._policy = policy
                 self._waiting_reason = ""
+        _settle_heap()
         self.get_logger().info(f"policy {self.policy_version!r} from {self._source.root} loaded; proposing actions")
 
     async def _on_load(self, request, response):
@@ -189,12 +200,17 @@ class PolicyNode(Node):
         response.loaded_version = new_policy.version
         response.message = (f"switched from {old.version!r} to {new_policy.version!r}" if old is not None
                             else f"loaded {new_policy.version!r} (no policy before)")
+        del old
+        _settle_heap()  # the old model is freed here (it was frozen), the new one frozen
         self.get_logger().info(response.message)
         return response
 
     # --- inputs ------------------------------------------------------------------------------
     def _on_image(self, msg: Image):
         self._frames.put((msg, time.perf_counter()))
+        stamp = msg.header.stamp
+        if stamp.sec or stamp.nanosec:  # how old the frame is when it reaches us (driver, DDS, executor)
+            self._times.record(arrival=(self.get_clock().now().nanoseconds - _stamp_s(stamp) * 1e9) / 1e6)
 
     def _on_state(self, msg: RobotState):
         with self._state_lock:
@@ -211,7 +227,8 @@ class PolicyNode(Node):
             if item is None:
                 continue
             msg, arrived = item
-            self._stats["last_wait_ms"] = (time.perf_counter() - arrived) * 1000
+            self._stats["last_wait_ms"] = wait_ms = (time.perf_counter() - arrived) * 1000
+            self._times.record(wait=wait_ms)
             try:
                 self._infer_and_publish(msg)
             except Exception as exc:  # keep the loop alive; the arbiter holds when proposals stop
@@ -229,8 +246,11 @@ class PolicyNode(Node):
             self._stats["no_instruction"] += 1
             self.get_logger().warning("no instruction yet (parameter or episode START)", throttle_duration_sec=5.0)
             return
+        t0 = time.perf_counter()
         try:
-            image = image_to_rgb(msg.height, msg.width, msg.encoding, msg.step, msg.data)
+            # rgb8 (the camera topic's encoding): a view of the message's own buffer, no copy; the policy's
+            # preprocessing reads it once into its float input
+            image = image_to_rgb(msg.height, msg.width, msg.encoding, msg.step, msg.data, copy=False)
         except ImageEncodingError as exc:
             self._stats["bad_images"] += 1
             self.get_logger().error(f"dropping image: {exc}", throttle_duration_sec=5.0)
@@ -241,9 +261,10 @@ class PolicyNode(Node):
             if state is None:
                 self._stats["no_state"] += 1
                 return
-        t0 = time.perf_counter()
+        t1 = time.perf_counter()
         action = policy.predict(Observation(image, self._instruction, state))
-        self._stats["last_inference_ms"] = (time.perf_counter() - t0) * 1000
+        t2 = time.perf_counter()
+        self._stats["last_inference_ms"] = (t2 - t1) * 1000
         if not np.all(np.isfinite(action)):
             self._stats["rejected_nonfinite"] += 1
             self.get_logger().error("policy produced a non-finite action; not published", throttle_duration_sec=5.0)
@@ -256,6 +277,8 @@ class PolicyNode(Node):
         out.policy_version = policy.version
         self._pub.publish(out)
         self._stats["published"] += 1
+        self._times.record(decode=(t1 - t0) * 1000, predict=(t2 - t1) * 1000,
+                           publish=(time.perf_counter() - t2) * 1000)
 
     def _current_state(self, image_msg: Image):
         with self._state_lock:
@@ -275,7 +298,7 @@ class PolicyNode(Node):
             status.level, status.message = DiagnosticStatus.OK, f"version {version}"
         else:
             status.level, status.message = DiagnosticStatus.WARN, f"no policy loaded: {self._waiting_reason}"
-        values = {**self.stats, "version": version, "instruction": self._instruction,
+        values = {**self.stats, **self._times.summary(), "version": version, "instruction": self._instruction,
                   "model_path": str(self._source.root)}
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         arr = DiagnosticArray()
@@ -290,6 +313,7 @@ class PolicyNode(Node):
 
     def destroy_node(self):
         self._running = False
+        self._times.unwatch_gc()
         self._frames.close()
         if self._worker is not None and self._worker.is_alive():
             self._worker.join(timeout=5.0)
@@ -303,6 +327,17 @@ def _read_only_parameters(params) -> SetParametersResult:
         return SetParametersResult(successful=True)
     return SetParametersResult(successful=False, reason=f"{', '.join(names)}: parameters of {PROGRAM} are read "
                                                         "at start only; restart the node to change them")
+
+
+def _settle_heap() -> None:
+    """After a model load: collect once, then move every surviving object (torch, transformers, rclpy and
+    the model: about 380,000 objects for the small VLA) out of the garbage collector's view. A full
+    collection of that heap holds the GIL for about 140 ms (measured on the 2-core machine), stalling
+    inference and the executor alike; frozen, the collections the loop triggers walk only what was
+    allocated since."""
+    gc.unfreeze()  # a replaced model was frozen with the rest: only a collection after this frees it
+    gc.collect()
+    gc.freeze()
 
 
 def _short(text: str, limit: int = 600) -> str:

@@ -12,6 +12,8 @@ exactly the OpenVLA layout (image features after BOS), with the action tokens ta
 from __future__ import annotations
 
 import json
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -146,8 +148,25 @@ class SmallVLAModel(PreTrainedModel):
             super()._init_weights(module)
 
 
+_inference_pixels = threading.local()  # per thread: one reusable float image buffer for inference
+
+
+def _reusable_pixels(shape: tuple[int, ...]) -> torch.Tensor:
+    """This thread's float (B, 3, H, W) buffer with the layout ``.permute(0, 3, 1, 2).float()`` gives (the
+    HWC bytes in order, so values and strides stay exactly those of a fresh conversion)."""
+    buf = getattr(_inference_pixels, "buf", None)
+    if buf is None or buf.shape != shape:
+        b, c, h, w = shape
+        buf = _inference_pixels.buf = torch.empty((b, h, w, c), dtype=torch.float32).permute(0, 3, 1, 2)
+    return buf
+
+
 def preprocess_images(images, image_size: int) -> torch.Tensor:
-    """uint8 (B, H, W, 3) or (H, W, 3) -> float (B, 3, S, S) in [-1, 1]."""
+    """uint8 (B, H, W, 3) or (H, W, 3) -> float (B, 3, S, S) in [-1, 1].
+
+    No copy of the uint8 pixels (a read-only view, e.g. of a ROS message's buffer, is read in place) and,
+    under ``torch.inference_mode``, the float image reuses this thread's buffer instead of a new allocation
+    per frame (nothing keeps it past the forward pass there; training always gets a fresh tensor)."""
     arr = np.asarray(images)
     if arr.ndim == 3:
         arr = arr[None]
@@ -155,7 +174,19 @@ def preprocess_images(images, image_size: int) -> torch.Tensor:
         raise ValueError(f"images must be (B, H, W, 3) RGB, got shape {arr.shape}")
     if arr.dtype != np.uint8:
         raise ValueError(f"images must be uint8, got {arr.dtype}")
-    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:  # only read below; torch warns about any read-only array
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            pixels = torch.from_numpy(arr)
+    else:
+        pixels = torch.from_numpy(arr)
+    pixels = pixels.permute(0, 3, 1, 2)
+    if torch.is_inference_mode_enabled():
+        x = _reusable_pixels(tuple(pixels.shape)).copy_(pixels)
+    else:
+        x = pixels.float()
+    x.div_(127.5).sub_(1.0)
     if x.shape[-1] != image_size or x.shape[-2] != image_size:
         x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
     return x
