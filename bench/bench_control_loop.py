@@ -31,10 +31,12 @@ Usage: python bench/bench_control_loop.py [--frames 500] [--period 0.1] [--image
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -150,6 +152,35 @@ def report(args, hot, bare, loop, loads) -> None:
     print(f"\n  frames without a measurement: {lost}   (goals: policy action <= 1.05, command <= 1.10 x predict)")
 
 
+@contextlib.contextmanager
+def single_threaded_node(context, name: str):
+    """A node spun by its own single-threaded executor. The graph's multi-threaded executor holds back a
+    subscription while another callback of its (mutually exclusive) group runs, and the answers of one frame
+    (policy action, two commands, diagnostics) arrive together: measured, that added stalls of hundreds of
+    ms to the probe's receive times, not to the loop's."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    node = rclpy.create_node(name, context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+
+    def spin():
+        try:
+            executor.spin()
+        except ExternalShutdownException:
+            pass
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    try:
+        yield node
+    finally:
+        executor.shutdown()
+        thread.join(timeout=5.0)
+        node.destroy_node()
+
+
 def measure(args, images, proprio, warmup, bare_predict) -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -163,6 +194,8 @@ def measure(args, images, proprio, warmup, bare_predict) -> dict:
 
     sent: dict[tuple[int, int], float] = {}
     out: dict = {"policy": [], "event": [], "tick": [], "node_stages": {}}
+    answered = threading.Event()  # set by the probe's callbacks whenever a measurement comes in
+    jitter = np.random.default_rng(1)
     # action values -> time its image was sent, per arbiter; popped by the first command carrying them
     awaiting: dict[str, dict[tuple, float]] = {"event": {}, "tick": {}}
     early: dict[str, dict[tuple, float]] = {"event": {}, "tick": {}}  # command seen first: its receive time
@@ -170,14 +203,14 @@ def measure(args, images, proprio, warmup, bare_predict) -> dict:
     def key(values) -> tuple:
         return tuple(np.round(np.clip(np.asarray(values, dtype=float), -1.0, 1.0), 6))
 
-    with RosGraph() as g:
-        node = g.probe_node("bench_loop")
+    with RosGraph() as g, single_threaded_node(g.context, "bench_loop") as node:
 
         def on_policy(msg):
             now = time.perf_counter()
             t_sent = sent.get((msg.header.stamp.sec, msg.header.stamp.nanosec))
             if t_sent is not None:
                 out["policy"].append((now - t_sent) * 1000)
+                answered.set()
                 k = key(msg.action)
                 for mode, waiting in awaiting.items():
                     t_cmd = early[mode].pop(k, None)
@@ -185,6 +218,7 @@ def measure(args, images, proprio, warmup, bare_predict) -> dict:
                         waiting[k] = t_sent
                     else:
                         out[mode].append((t_cmd - t_sent) * 1000)
+                        answered.set()
 
         def on_command(mode):
             def cb(msg):
@@ -193,6 +227,7 @@ def measure(args, images, proprio, warmup, bare_predict) -> dict:
                 t_sent = awaiting[mode].pop(k, None)
                 if t_sent is not None:
                     out[mode].append((now - t_sent) * 1000)
+                    answered.set()
                 elif msg.source == msg.SOURCE_POLICY:  # here before its policy action (another subscription)
                     early[mode].setdefault(k, now)
             return cb
@@ -215,22 +250,27 @@ def measure(args, images, proprio, warmup, bare_predict) -> dict:
                      timeout=120, what="both arbiters")
         for i in range(len(images)):
             bare_predict(i)
-            time.sleep(args.period)
-            stamp = node.get_clock().now().to_msg()
+            # a random phase against the tick-mode arbiter's timer (pacing by the answers would lock it)
+            time.sleep(args.period + jitter.uniform(0.0, 1.0 / args.rate))
+            # messages built before the stamp (rclpy checks every byte of an Image's data in Python: ms), so
+            # the node's 'arrival' stage is the transport's
             st = RobotState(proprio=[float(x) for x in proprio])
-            st.header.stamp = stamp
-            st_pub.publish(st)
             msg = Image(**rgb_to_image_fields(images[i]))
-            msg.header.stamp = stamp
+            stamp = node.get_clock().now().to_msg()
+            st.header.stamp = msg.header.stamp = stamp
+            st_pub.publish(st)
             counts = {k: len(out[k]) for k in ("policy", "event", "tick")}
             if i >= warmup:
                 sent[(stamp.sec, stamp.nanosec)] = time.perf_counter()
             img_pub.publish(msg)
             # This frame's answers come in before the next bare predict runs in this process (it would
             # hold the GIL the probe's callbacks need); a frame without one waits at most a second.
+            # (woken by the callbacks, not by polling: a polling loop here would compete with the node for CPU)
             deadline = time.monotonic() + 1.0
-            while i >= warmup and time.monotonic() < deadline and any(len(out[k]) == n for k, n in counts.items()):
-                time.sleep(0.001)
+            while i >= warmup and any(len(out[k]) == n for k, n in counts.items()):
+                answered.clear()
+                if all(len(out[k]) > n for k, n in counts.items()) or not answered.wait(deadline - time.monotonic()):
+                    break
             time.sleep(args.period)
         time.sleep(1.0)
         assert rclpy.ok(context=g.context)

@@ -5,8 +5,9 @@
   is best effort with depth 1, so DDS keeps no backlog either. The frame's bytes are read in place
   (an rgb8 image is a view of the message buffer; the policy converts it once into its reused float
   input). After each model load the heap is frozen for the garbage collector (see _settle_heap).
-- /diagnostics carries where a frame's time goes over the last 200 frames (arrival, mailbox wait,
-  decode, predict, publish and garbage-collector pauses: median/p95/max ms, stage_times.py).
+- /diagnostics carries where a frame's time goes (arrival, mailbox wait,
+  decode, predict, publish and garbage-collector pauses: median/p95/max ms over the last 1000
+  frames, stage_times.py).
 - Policies come only from the ``model_path`` parameter set at start (a model store or one policy
   directory, see policy_source.py). A store that is missing, empty or has no current version is
   waited for: the node runs without a policy, publishes no action (the arbiter holds), reports
@@ -207,10 +208,10 @@ class PolicyNode(Node):
 
     # --- inputs ------------------------------------------------------------------------------
     def _on_image(self, msg: Image):
-        self._frames.put((msg, time.perf_counter()))
         stamp = msg.header.stamp
         if stamp.sec or stamp.nanosec:  # how old the frame is when it reaches us (driver, DDS, executor)
             self._times.record(arrival=(self.get_clock().now().nanoseconds - _stamp_s(stamp) * 1e9) / 1e6)
+        self._frames.put((msg, time.perf_counter()))
 
     def _on_state(self, msg: RobotState):
         with self._state_lock:

@@ -20,7 +20,7 @@ STAGES = ("arrival", "wait", "decode", "predict", "publish")
 
 
 class StageTimes:
-    def __init__(self, window: int = 200):
+    def __init__(self, window: int = 1000):
         self._stages = {name: deque(maxlen=window) for name in STAGES}
         self._gc = deque(maxlen=window)  # duration (ms) of each recent collection
         self.gc_collections = 0
