@@ -87,7 +87,9 @@ class PolicyNode(Node):
         self._state: RobotState | None = None
         self._state_lock = threading.Lock()
         self._stats = {"published": 0, "rejected_nonfinite": 0, "bad_images": 0, "no_instruction": 0,
-                       "no_state": 0, "no_policy": 0, "last_inference_ms": 0.0, "last_wait_ms": 0.0}
+                       "no_state": 0, "no_policy": 0, "episode_resets": 0, "last_inference_ms": 0.0,
+                       "last_wait_ms": 0.0}
+        self._episode_started = False
         self._guard = CallbackGuard(self)
 
         self._pub = self.create_publisher(ActionCommand, topics.POLICY_ACTION, topic_qos(topics.POLICY_ACTION))
@@ -218,7 +220,12 @@ class PolicyNode(Node):
             self._state = msg
 
     def _on_episode(self, msg: EpisodeEvent):
-        if msg.event == EpisodeEvent.EVENT_START and msg.instruction and not self.config.instruction:
+        if msg.event != EpisodeEvent.EVENT_START:
+            return
+        # A policy with episode state (a chunked VLA's planned chunks) starts each episode fresh; the
+        # inference thread resets it before its next predict, so predict and reset never overlap.
+        self._episode_started = True
+        if msg.instruction and not self.config.instruction:
             self._instruction = msg.instruction
 
     # --- inference ---------------------------------------------------------------------------
@@ -262,6 +269,10 @@ class PolicyNode(Node):
             if state is None:
                 self._stats["no_state"] += 1
                 return
+        if self._episode_started:
+            self._episode_started = False
+            policy.reset()
+            self._stats["episode_resets"] += 1
         t1 = time.perf_counter()
         action = policy.predict(Observation(image, self._instruction, state))
         t2 = time.perf_counter()
