@@ -47,7 +47,7 @@ QOS = {
     JOY: ("reliable", 10),
     TELEOP_ACTION: ("reliable", 10),
     COMMAND: ("reliable", 10),
-    STEP: ("reliable", 200),
+    STEP: ("reliable", 200),  # what subscribers ask; the arbiter offers STEP_OFFERED (below)
     MODE: ("latched", 1),
     EPISODE: ("latched", 20),
     ESTOP: ("reliable", 10),
@@ -56,3 +56,9 @@ QOS = {
     RETRAIN_STATUS_TOPIC: ("latched", 1),
     DIAGNOSTICS: ("reliable", 10),
 }
+
+# The arbiter (and the bag replay) offer /apo/step transient local with the same depth: a recorder whose
+# subscription matches after an episode started still gets that episode's first steps. Volatile
+# subscribers (the default above) match it too; the recorder asks for transient local only when every
+# publisher offers it.
+STEP_OFFERED = ("latched", QOS[STEP][1])

@@ -65,7 +65,7 @@ class ArbiterNode(Node):
         # Steps are kept for late joiners (transient local, same depth): a recorder whose subscription
         # matches after an episode started still gets its first steps (volatile subscribers are unaffected).
         self.step_pub = self.create_publisher(LabelledStep, topics.STEP,
-                                              qos_profile("latched", topics.QOS[topics.STEP][1]))
+                                              qos_profile(*topics.STEP_OFFERED))
         self.mode_pub = self.create_publisher(InterventionMode, topics.MODE, qos_for(topics.MODE))
         self.episode_pub = self.create_publisher(EpisodeEvent, topics.EPISODE, qos_for(topics.EPISODE))
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, qos_for(topics.DIAGNOSTICS))

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from apo_core import topics
 from apo_recorder.reader import iter_messages, list_episode_bags
 from apo_ros.qos import qos_profile, topic_qos
 
@@ -59,7 +60,8 @@ class BagReplayer:
         pub = self._pubs.get(topic)
         if pub is None:
             try:
-                qos = topic_qos(topic)
+                # /apo/step as the arbiter offers it, so a recorder asking for its history matches a replay too
+                qos = qos_profile(*topics.STEP_OFFERED) if topic == topics.STEP else topic_qos(topic)
             except KeyError:
                 qos = qos_profile("reliable", 10)
             pub = self._pubs[topic] = self.node.create_publisher(message_class(msgtype), topic, qos)
