@@ -44,16 +44,15 @@ import torch
 from apo_core.errors import ConfigError, MissingPathError
 from apo_core.fast_tokenizer import FastActionTokenizer, FastDecodeError
 from apo_core.normalization import STATS_FILENAME, ActionStats, check_finite
-from apo_core.policy.base import IGNORE_INDEX, POLICY_META_FILENAME, ActionMetrics, Observation, VLAPolicy
+from apo_core.policy.base import IGNORE_INDEX, POLICY_META_FILENAME, ActionMetrics, Observation
 from apo_core.policy.chunk_execution import ChunkExecutor, check_execution, default_replan_every
-from apo_core.policy.prompt import build_prompt
 from apo_core.policy.small_vla import (
     DEFAULT_TEXT,
     DEFAULT_VISION,
     EXACT_MARGIN,
     SmallVLAConfig,
     SmallVLAModel,
-    preprocess_images,
+    SmallVLATrunkPolicy,
 )
 from apo_core.policy.text_tokenizer import build_text_tokenizer
 
@@ -70,7 +69,7 @@ class ChunkMetrics(ActionMetrics):
     n_tokens: torch.Tensor | None = None  # (B,) target tokens (FAST ids + </s>)
 
 
-class ChunkedVLAPolicy(VLAPolicy):
+class ChunkedVLAPolicy(SmallVLATrunkPolicy):
     """The small chunked VLA (see the module docstring)."""
 
     episode_state_per_slot = True  # one ChunkExecutor state per slot (environment)
@@ -179,27 +178,6 @@ class ChunkedVLAPolicy(VLAPolicy):
         except ValueError as exc:
             raise ConfigError(f"{directory}: {exc}") from exc
 
-    # --- model access ------------------------------------------------------------------------
-    @property
-    def model(self) -> torch.nn.Module:
-        return self._model
-
-    def set_model(self, model: torch.nn.Module) -> None:
-        """Replace the module (e.g. with its peft wrapper)."""
-        self._model = model
-
-    @property
-    def device(self) -> torch.device:
-        return next(self._model.parameters()).device
-
-    @property
-    def config(self) -> SmallVLAConfig:
-        return self._base_model().config
-
-    def _base_model(self) -> SmallVLAModel:
-        m = self._model
-        return m.get_base_model() if hasattr(m, "get_base_model") else m
-
     # --- actions <-> tokens ------------------------------------------------------------------
     def _check_chunks(self, chunks) -> np.ndarray:
         arr = check_finite(chunks, "action chunk")
@@ -230,32 +208,10 @@ class ChunkedVLAPolicy(VLAPolicy):
         return np.stack([self._decode_normalised(ids) for ids in self.labels_from_actions(actions)])
 
     # --- encoding ----------------------------------------------------------------------------
-    def _prompt_ids(self, instruction: str) -> list[int]:
-        ids = self._prompt_cache.get(instruction)
-        if ids is None:
-            ids = [self.tokenizer.bos_token_id] + self.tokenizer.encode(build_prompt(instruction), add_special_tokens=False)
-            if len(self._prompt_cache) < 1024:
-                self._prompt_cache[instruction] = ids
-        return ids
-
-    def _states_tensor(self, states, batch: int) -> torch.Tensor | None:
-        if self.config.state_dim == 0:
-            return None
-        if states is None:
-            raise ValueError("this policy is conditioned on robot state but no state was given")
-        arr = check_finite(states, "robot state").reshape(batch, -1)
-        if arr.shape[1] != self.config.state_dim:
-            raise ValueError(f"state has {arr.shape[1]} dims, the policy expects {self.config.state_dim}")
-        return torch.from_numpy(arr.astype(np.float32)).to(self.device)
-
     def encode_batch(self, images, instructions, states=None, actions=None) -> dict:
         """Model inputs; ``actions``, if given, are raw chunks (B, H, D) whose FAST ids + ``</s>`` become labels."""
-        if isinstance(instructions, str):
-            instructions = [instructions]
-        pixel_values = preprocess_images(images, self.config.image_size).to(self.device)
+        pixel_values, instructions = self._pixels_and_instructions(images, instructions)
         b = pixel_values.shape[0]
-        if len(instructions) != b:
-            raise ValueError(f"{len(instructions)} instructions for {b} images")
         targets = None
         if actions is not None:
             targets = [(ids + self.first_fast_id).tolist() + [self.eos_id] for ids in self.labels_from_actions(actions)]

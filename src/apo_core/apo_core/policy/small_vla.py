@@ -192,7 +192,63 @@ def preprocess_images(images, image_size: int) -> torch.Tensor:
     return x
 
 
-class SmallVLAPolicy(VLAPolicy):
+class SmallVLATrunkPolicy(VLAPolicy):
+    """What every policy on the small VLA's trunk shares (one token per action dimension here, FAST chunks in
+    :mod:`apo_core.policy.chunked_vla`): model access through a peft wrapper, the cached prompt ids, the
+    robot-state tensor and the image/instruction inputs of a batch. Subclasses set ``_model``,
+    ``tokenizer`` and ``_prompt_cache``."""
+
+    # --- model access ------------------------------------------------------------------------
+    @property
+    def model(self) -> torch.nn.Module:
+        return self._model
+
+    def set_model(self, model: torch.nn.Module) -> None:
+        """Replace the module (e.g. with its peft wrapper)."""
+        self._model = model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self._model.parameters()).device
+
+    @property
+    def config(self) -> SmallVLAConfig:
+        return self._base_model().config
+
+    def _base_model(self) -> SmallVLAModel:
+        m = self._model
+        return m.get_base_model() if hasattr(m, "get_base_model") else m
+
+    # --- encoding ----------------------------------------------------------------------------
+    def _prompt_ids(self, instruction: str) -> list[int]:
+        ids = self._prompt_cache.get(instruction)
+        if ids is None:
+            ids = [self.tokenizer.bos_token_id] + self.tokenizer.encode(build_prompt(instruction), add_special_tokens=False)
+            if len(self._prompt_cache) < 1024:
+                self._prompt_cache[instruction] = ids
+        return ids
+
+    def _states_tensor(self, states, batch: int) -> torch.Tensor | None:
+        if self.config.state_dim == 0:
+            return None
+        if states is None:
+            raise ValueError("this policy is conditioned on robot state but no state was given")
+        arr = check_finite(states, "robot state").reshape(batch, -1)
+        if arr.shape[1] != self.config.state_dim:
+            raise ValueError(f"state has {arr.shape[1]} dims, the policy expects {self.config.state_dim}")
+        return torch.from_numpy(arr.astype(np.float32)).to(self.device)
+
+    def _pixels_and_instructions(self, images, instructions) -> tuple[torch.Tensor, list[str]]:
+        """The batch's preprocessed images on the policy's device and one instruction per image."""
+        if isinstance(instructions, str):
+            instructions = [instructions]
+        pixel_values = preprocess_images(images, self.config.image_size).to(self.device)
+        if len(instructions) != pixel_values.shape[0]:
+            raise ValueError(f"{len(instructions)} instructions for {pixel_values.shape[0]} images")
+        return pixel_values, instructions
+
+
+class SmallVLAPolicy(SmallVLATrunkPolicy):
     """The embedded default policy (see module docstring)."""
 
     def __init__(self, model: SmallVLAModel, tokenizer, action_stats: ActionStats, version: str = ""):
@@ -276,55 +332,10 @@ class SmallVLAPolicy(VLAPolicy):
         meta = json.loads((directory / POLICY_META_FILENAME).read_text()) if (directory / POLICY_META_FILENAME).is_file() else {}
         return cls(model, tokenizer, stats, version=version if version is not None else meta.get("version", ""))
 
-    # --- model access ------------------------------------------------------------------------
-    @property
-    def model(self) -> torch.nn.Module:
-        return self._model
-
-    def set_model(self, model: torch.nn.Module) -> None:
-        """Replace the module (e.g. with its peft wrapper)."""
-        self._model = model
-
-    @property
-    def device(self) -> torch.device:
-        return next(self._model.parameters()).device
-
-    @property
-    def config(self) -> SmallVLAConfig:
-        return self._base_model().config
-
-    def _base_model(self) -> SmallVLAModel:
-        m = self._model
-        if hasattr(m, "get_base_model"):
-            m = m.get_base_model()
-        return m
-
     # --- encoding ----------------------------------------------------------------------------
-    def _prompt_ids(self, instruction: str) -> list[int]:
-        ids = self._prompt_cache.get(instruction)
-        if ids is None:
-            ids = [self.tokenizer.bos_token_id] + self.tokenizer.encode(build_prompt(instruction), add_special_tokens=False)
-            if len(self._prompt_cache) < 1024:
-                self._prompt_cache[instruction] = ids
-        return ids
-
-    def _states_tensor(self, states, batch: int) -> torch.Tensor | None:
-        if self.config.state_dim == 0:
-            return None
-        if states is None:
-            raise ValueError("this policy is conditioned on robot state but no state was given")
-        arr = check_finite(states, "robot state").reshape(batch, -1)
-        if arr.shape[1] != self.config.state_dim:
-            raise ValueError(f"state has {arr.shape[1]} dims, the policy expects {self.config.state_dim}")
-        return torch.from_numpy(arr.astype(np.float32)).to(self.device)
-
     def encode_batch(self, images, instructions, states=None, actions=None) -> dict:
-        if isinstance(instructions, str):
-            instructions = [instructions]
-        pixel_values = preprocess_images(images, self.config.image_size).to(self.device)
+        pixel_values, instructions = self._pixels_and_instructions(images, instructions)
         b = pixel_values.shape[0]
-        if len(instructions) != b:
-            raise ValueError(f"{len(instructions)} instructions for {b} images")
         action_ids = self.labels_from_actions(actions) if actions is not None else None
         seqs, labs = [], []
         for i, text in enumerate(instructions):
