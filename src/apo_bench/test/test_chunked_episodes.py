@@ -6,50 +6,15 @@ import pytest
 
 from apo_bench.deploy import LockstepDeployment
 from apo_bench.evaluation import EvaluatorCache, evaluate_seeds
-from apo_core.fast_tokenizer import FastActionTokenizer
-from apo_core.normalization import ActionStats
-from apo_core.policy.chunked_vla import ChunkedVLAPolicy
+from apo_core.policy.tiny_chunked import RecordingChunkedPolicy, tiny_chunked_policy
 from apo_sim.env import SimEnv
 from apo_sim.rollout import evaluate_policy
 
 pytestmark = pytest.mark.sim
 
-H, D = 4, 7
-TINY = dict(image_size=32, text_vocab_size=300,
-            vision={"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1], "layer_type": "basic"},
-            text={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                  "num_key_value_heads": 2, "max_position_embeddings": 128})
+D = 7
 SEEDS = [70003, 70000, 70002]  # more seeds than simulators: a simulator that finishes takes the next one
 MAX_STEPS = 7  # not a multiple of replan_every: an episode ends part-way through a chunk
-
-
-class PlanCountingPolicy(ChunkedVLAPolicy):
-    """The real chunked policy, counting the chunks it plans and noting the actions it returns."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.plans = 0
-        self.actions: list[np.ndarray] = []
-
-    def predict_chunks_exact(self, images, *args, **kwargs):
-        self.plans += len(images)
-        return super().predict_chunks_exact(images, *args, **kwargs)
-
-    def predict(self, obs, slot=0):
-        action = super().predict(obs, slot)
-        self.actions.append(action)
-        return action
-
-
-def tiny_chunked(cls=ChunkedVLAPolicy, **execution):
-    """A tiny chunked VLA whose FAST tokenizer is fitted on smooth synthetic 7-D chunks."""
-    t = np.linspace(0, 4, 200)
-    arm = np.stack([0.3 * np.sin(1.1 * t + p) for p in range(D - 1)], axis=1)
-    acts = np.concatenate([arm, np.sign(np.sin(2 * t))[:, None]], axis=1)
-    stats = ActionStats.from_actions(acts)
-    chunks = np.stack([acts[s:s + H] for s in range(len(acts) - H)])
-    fast = FastActionTokenizer.fit(stats.normalise(chunks), None, vocab_size=96)
-    return cls.create(fast, stats, seed=2, **TINY, **execution)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +24,7 @@ def policies(tmp_path_factory):
     out = []
     for name, kwargs in (("receding", {"state_dim": 9, "replan_every": 2}),
                          ("ensembling", {"replan_every": 1, "ensemble_decay": 0.5})):
-        p = tiny_chunked(**kwargs)
+        p = tiny_chunked_policy(**kwargs)
         p.version = name
         p.save(root / name)
         out.append(root / name)
@@ -78,7 +43,7 @@ def test_pooled_records_equal_sequential_ones_per_seed(policies):
 
 
 def test_an_episode_after_another_starts_from_a_fresh_chunk():
-    policy = tiny_chunked(PlanCountingPolicy, state_dim=9, replan_every=2)
+    policy = tiny_chunked_policy(RecordingChunkedPolicy, state_dim=9, replan_every=2)
     with SimEnv("Lift", image_size=32) as env:
         after = evaluate_policy(policy, "Lift", seeds=[5, 6], max_steps=MAX_STEPS, env=env)
         # A fresh chunk at step 0 of each episode, then one every 2 steps: steps 0, 2, 4, 6.
@@ -88,7 +53,7 @@ def test_an_episode_after_another_starts_from_a_fresh_chunk():
 
 
 def test_lockstep_deployment_starts_each_episode_from_a_fresh_chunk():
-    policy = tiny_chunked(PlanCountingPolicy, replan_every=2)
+    policy = tiny_chunked_policy(RecordingChunkedPolicy, replan_every=2)
     with SimEnv("Lift", image_size=32) as env:
         deploy = LockstepDeployment(env, policy, max_steps=MAX_STEPS, bags_dir=None, operator=False)
         first = deploy.run_episode(11)
@@ -101,7 +66,7 @@ def test_lockstep_deployment_starts_each_episode_from_a_fresh_chunk():
 
 
 def test_a_batch_of_several_environments_needs_their_slots():
-    policy = tiny_chunked()
+    policy = tiny_chunked_policy()
     images = np.zeros((2, 32, 32, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match="pass slots="):
         policy.predict_batch_exact(images, "lift the cube")

@@ -4,29 +4,15 @@ import numpy as np
 import pytest
 
 from apo_core import topics
-from apo_core.fast_tokenizer import FastActionTokenizer
 from apo_core.image_codec import rgb_to_image_fields
-from apo_core.normalization import ActionStats
-from apo_core.policy.chunked_vla import ChunkedVLAPolicy
+from apo_core.policy.tiny_chunked import tiny_chunked_policy
 from apo_ros.qos import topic_qos
 from apo_ros.testing import RosGraph
 
 pytestmark = pytest.mark.ros
 
-H = 4
-TINY = dict(image_size=32, text_vocab_size=300,
-            vision={"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1], "layer_type": "basic"},
-            text={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                  "num_key_value_heads": 2, "max_position_embeddings": 128})
-
-
 def _chunked_policy_dir(root):
-    t = np.linspace(0, 4, 200)
-    acts = np.stack([0.5 * np.sin(1.3 * t + p) for p in range(6)] + [np.sign(np.sin(2 * t))], axis=1)
-    stats = ActionStats.from_actions(acts)
-    fast = FastActionTokenizer.fit(stats.normalise(np.stack([acts[s:s + H] for s in range(len(acts) - H)])),
-                                   None, vocab_size=96)
-    policy = ChunkedVLAPolicy.create(fast, stats, seed=0, replan_every=H, **TINY)  # a plan every 4 frames
+    policy = tiny_chunked_policy(seed=0, replan_every=4)  # a plan every 4 frames (H = 4)
     policy.version = "chunked"
     return policy.save(root / "chunked")
 
