@@ -158,7 +158,9 @@ def episode_facts(custom_data: Mapping[str, str] | None, events: Iterable = (), 
     - episode id: ``apo.episode_id``, else ``first_episode_id``, else the first event naming one, else
       ``default_episode_id``;
     - instruction / task: custom data, else the START event's, else the first event carrying one;
-    - policy version: custom data, else the START event's, else the version most of the steps carry;
+    - policy version: custom data, else the last event naming one (the arbiter's outcome and END
+      events state the version the episode's policy steps ran; START's can be stale after a model
+      swap), else the version most of the steps carry;
     - outcome: ``apo.outcome`` if it is a *known* outcome (success / failure / abort); else the last
       success / failure / abort event; else ``"unknown"``. An ``apo.outcome`` that is not one of
       :data:`OUTCOMES` is noted and ignored; one that contradicts the last outcome event is kept and
@@ -188,7 +190,8 @@ def episode_facts(custom_data: Mapping[str, str] | None, events: Iterable = (), 
     task = custom.get(KEY_TASK) or from_events("task")
     versions = Counter(step_policy_versions)
     versions.pop("", None)
-    policy_version = (custom.get(KEY_POLICY_VERSION) or (start.policy_version if start is not None else "")
+    policy_version = (custom.get(KEY_POLICY_VERSION)
+                      or next((e.policy_version for e in reversed(events) if e.policy_version), "")
                       or (versions.most_common(1)[0][0] if versions else ""))
 
     stated = custom.get(KEY_OUTCOME, "")

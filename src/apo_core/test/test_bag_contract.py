@@ -155,6 +155,10 @@ def test_other_facts_precedence():
                                                                                        "", "v2")
     assert bc.episode_facts({}, [], default_episode_id="dir").episode_id == "dir"
     assert bc.episode_facts({}, [], step_policy_versions={"v7": 3, "v8": 1}).policy_version == "v7"
+    # START names the version the arbiter saw before the episode; after a model swap the END event
+    # states the one the steps ran, and the last event naming a version wins.
+    swapped = [START, ev(bc.EVENT_FAILURE, policy_version="v0004"), ev(bc.EVENT_END, policy_version="v0004")]
+    assert bc.episode_facts({}, swapped).policy_version == "v0004"
 
 
 # --------------------------------------------------------------------------------------------

@@ -161,7 +161,7 @@ class ArbiterCore:
         self.ticks += 1
         self._last_command_at = now
         self._pending = False  # whatever waited is superseded by this command (newest action wins)
-        index = self.episodes.step()
+        index = self.episodes.step(self.policy_version if decision.source == POLICY else "")
         if index is None:
             return Tick(decision)
         proposal = self.mux.fresh_action(POLICY, now)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from apo_core.bag_contract import OUTCOME_EVENTS, EpisodeEventCode
 
@@ -40,9 +41,16 @@ class _Episode:
     episode_id: str
     instruction: str
     task: str
-    policy_version: str
+    policy_version: str  # provisional: the version last seen before the episode started
     steps: int = 0
     saw_not_success: bool = False
+    # Policy-executed steps per version. The version last seen at START can be stale (a new model is
+    # swapped in and its first action arrives after the episode started), so the outcome and END
+    # events state the version most of the episode's policy steps ran instead.
+    policy_steps: Counter = field(default_factory=Counter)
+
+    def version(self) -> str:
+        return self.policy_steps.most_common(1)[0][0] if self.policy_steps else self.policy_version
 
 
 def make_id_factory(prefix: str = "ep", clock: Callable[[], float] = time.time) -> Callable[[], str]:
@@ -120,12 +128,18 @@ class EpisodeManager:
         self._current = None
         return True, f"{done}: {outcome.name.lower()} after {steps} steps", events
 
-    def step(self) -> int | None:
-        """Account one executed step; returns its index, or None outside an episode."""
+    def step(self, policy_version: str = "") -> int | None:
+        """Account one executed step; returns its index, or None outside an episode.
+
+        ``policy_version``: the version of the policy action this step executed ("" for a human or
+        hold step); the episode's stated version is the one most of its policy steps ran.
+        """
         if self._current is None:
             return None
         index = self._current.steps
         self._current.steps += 1
+        if policy_version:
+            self._current.policy_steps[policy_version] += 1
         return index
 
     def check_limit(self) -> list[EpisodeEventData]:
@@ -152,4 +166,4 @@ class EpisodeManager:
 
     def _event(self, event: Event, reason: str) -> EpisodeEventData:
         ep = self._current
-        return EpisodeEventData(ep.episode_id, event, ep.instruction, ep.task, ep.policy_version, reason)
+        return EpisodeEventData(ep.episode_id, event, ep.instruction, ep.task, ep.version(), reason)

@@ -71,3 +71,19 @@ def test_start_refuses_a_bad_instruction():
         ok, message, events = core.start_episode(text)
         assert not ok and message.startswith("START refused") and events == [] and not core.episodes.active
     assert core.start_episode("lift the cube")[0]
+
+
+def test_episode_after_a_model_swap_states_the_new_version():
+    """The demo's CI failure: v0001 ran until the swap, the episode started before v0002's first action
+    reached the arbiter, so START (and the recorded bag) named v0001 although every step ran v0002."""
+    core = _core()
+    core.submit_policy(np.zeros(7), 0.0, "v0001")
+    core.tick(0.0)
+    _, _, (start,) = core.start_episode("lift")
+    assert start.policy_version == "v0001"  # all the arbiter knows at START
+    events = []
+    for k in range(1, 4):
+        core.submit_policy(np.zeros(7), 0.05 * k, "v0002")
+        assert core.tick(0.05 * k).step.policy_version == "v0002"
+    _, _, events = core.finish_episode(Event.FAILURE)
+    assert [e.policy_version for e in events] == ["v0002", "v0002"]

@@ -81,3 +81,16 @@ def test_policy_version_first_seen_during_episode():
     m.set_policy_version("v1")
     m.set_policy_version("v2")
     assert m.finish(Event.FAILURE)[2][0].policy_version == "v1"
+
+
+def test_stated_version_is_the_one_most_policy_steps_ran():
+    m = mgr()
+    m.start(policy_version="v1")  # provisional: what the arbiter saw before the episode
+    assert m.step() == 0  # a human or hold step names no version
+    for version in ("v1", "v2", "v2"):
+        m.step(version)
+    events = m.finish(Event.SUCCESS)[2]
+    assert [e.policy_version for e in events] == ["v2", "v2"]
+    m.start(policy_version="v2")
+    m.step()  # no policy step at all: the provisional version stands
+    assert m.finish(Event.FAILURE)[2][0].policy_version == "v2"

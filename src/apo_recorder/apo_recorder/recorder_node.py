@@ -343,10 +343,11 @@ class RecorderNode(Node):
             w = self._writers.get(ev.episode_id)
             if w is not None:
                 w.write(T.EPISODE, now, data)  # episode events are recorded even while paused
-                # The first episode's START can precede the policy's first proposal, so its version may
-                # only be known at the end event (the arbiter fills it in during the episode).
+                # START states the version the arbiter saw last, which is empty before the policy's first
+                # proposal and stale right after a model swap; the outcome and END events state the
+                # version the episode's policy steps ran, so they win.
                 if ev.event != EpisodeEvent.EVENT_START and ev.policy_version and \
-                        not w.custom_data.get(contract.KEY_POLICY_VERSION):
+                        w.custom_data.get(contract.KEY_POLICY_VERSION) != ev.policy_version:
                     w.update_custom_data({contract.KEY_POLICY_VERSION: ev.policy_version})
 
     # ------------------------------------------------------------------ decisions

@@ -19,6 +19,7 @@ class EpisodeProbe:
 
         self.graph = graph
         self.node = graph.probe_node(name)
+        self._versions: dict[str, str] = {}
         self.EpisodeEvent, self.LabelledStep = EpisodeEvent, LabelledStep
         self.ActionCommand, self.RobotState, self.Image = ActionCommand, RobotState, Image
         self.pubs = {
@@ -48,10 +49,13 @@ class EpisodeProbe:
             reason=reason)))
 
     def start(self, episode_id: str, **kw) -> None:
+        self._versions[episode_id] = kw.get("policy_version", "v1")
         self.event(episode_id, self.EpisodeEvent.EVENT_START, **kw)
 
     def end(self, episode_id: str, event: int | None = None) -> None:
-        self.event(episode_id, self.EpisodeEvent.EVENT_SUCCESS if event is None else event)
+        # Like the arbiter: the outcome event states the episode's version (here the one START named).
+        self.event(episode_id, self.EpisodeEvent.EVENT_SUCCESS if event is None else event,
+                   policy_version=self._versions.get(episode_id, "v1"))
 
     def step(self, episode_id: str, index: int, label: int = 1, with_observation: bool = True) -> None:
         if with_observation:
