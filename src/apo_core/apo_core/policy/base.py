@@ -13,6 +13,7 @@ action tokens and the L1 error of the greedy (teacher-forced) decoded action aga
 from __future__ import annotations
 
 import abc
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,3 +134,21 @@ class VLAPolicy(abc.ABC):
     def decode_tokens(self, token_ids) -> np.ndarray:
         """Action token ids (D,) -> raw action."""
         return self.action_stats.unnormalise(self.action_tokenizer.decode(token_ids))
+
+    def token_metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> ActionMetrics:
+        """:func:`action_token_metrics` with this policy's action tokenizer and dimension."""
+        return action_token_metrics(logits, labels, self.action_tokenizer, self.action_dim)
+
+    # --- the policy directory's apo_policy.json ------------------------------------------------
+    def write_meta(self, directory: Path, kind: str, **extra) -> None:
+        """Write ``apo_policy.json``: the ``kind`` :func:`apo_core.policy.factory.load_policy` dispatches on,
+        the version, the action dimension and any kind-specific ``extra`` entries."""
+        meta = {"kind": kind, "version": self.version, "action_dim": self.action_dim, **extra}
+        (directory / POLICY_META_FILENAME).write_text(json.dumps(meta, indent=2))
+
+    @staticmethod
+    def saved_version(directory: Path, version: str | None = None) -> str:
+        """``version`` if given, else the version the directory's ``apo_policy.json`` states ("" if none)."""
+        meta_path = directory / POLICY_META_FILENAME
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        return version if version is not None else meta.get("version", "")

@@ -44,7 +44,7 @@ import torch
 from apo_core.errors import ConfigError, MissingPathError
 from apo_core.fast_tokenizer import FastActionTokenizer, FastDecodeError
 from apo_core.normalization import STATS_FILENAME, ActionStats, check_finite
-from apo_core.policy.base import IGNORE_INDEX, POLICY_META_FILENAME, ActionMetrics, Observation
+from apo_core.policy.base import IGNORE_INDEX, ActionMetrics, Observation
 from apo_core.policy.chunk_execution import ChunkExecutor, check_execution, default_replan_every
 from apo_core.policy.small_vla import (
     DEFAULT_TEXT,
@@ -143,8 +143,7 @@ class ChunkedVLAPolicy(SmallVLATrunkPolicy):
         self.fast_tokenizer.save_pretrained(directory / FAST_SUBDIR)
         self.action_stats.save(directory / STATS_FILENAME)
         (directory / CHUNK_CONFIG_FILENAME).write_text(json.dumps(self.execution_config(), indent=2))
-        meta = {"kind": KIND, "version": self.version, "action_dim": self.action_dim, "horizon": self.chunk_horizon}
-        (directory / POLICY_META_FILENAME).write_text(json.dumps(meta, indent=2))
+        self.write_meta(directory, KIND, horizon=self.chunk_horizon)
         return directory
 
     @classmethod
@@ -169,12 +168,10 @@ class ChunkedVLAPolicy(SmallVLATrunkPolicy):
         model.to(device).eval()
         tokenizer = PreTrainedTokenizerFast.from_pretrained(directory)
         stats = ActionStats.load(directory / STATS_FILENAME)
-        meta_path = directory / POLICY_META_FILENAME
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        version = cls.saved_version(directory, version)
         settings = {k: saved[k] for k in ("replan_every", "ensemble_decay", "max_action_tokens")} | execution
         try:
-            return cls(model, tokenizer, fast, stats, version=version if version is not None else meta.get("version", ""),
-                       **settings)
+            return cls(model, tokenizer, fast, stats, version=version, **settings)
         except ValueError as exc:
             raise ConfigError(f"{directory}: {exc}") from exc
 
@@ -217,31 +214,7 @@ class ChunkedVLAPolicy(SmallVLATrunkPolicy):
             targets = [(ids + self.first_fast_id).tolist() + [self.eos_id] for ids in self.labels_from_actions(actions)]
             if len(targets) != b:
                 raise ValueError(f"{len(targets)} action chunks for {b} images")
-        seqs, labs = [], []
-        for i, text in enumerate(instructions):
-            ids = list(self._prompt_ids(text))
-            lab = [IGNORE_INDEX] * len(ids)
-            if targets is not None:
-                ids += targets[i]
-                lab += targets[i]
-            seqs.append(ids)
-            labs.append(lab)
-        length = max(len(s) for s in seqs)
-        input_ids = torch.full((b, length), self.tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full((b, length), IGNORE_INDEX, dtype=torch.long)
-        attention = torch.zeros((b, length), dtype=torch.long)
-        for i, (s, lab) in enumerate(zip(seqs, labs, strict=True)):
-            input_ids[i, : len(s)] = torch.tensor(s)
-            labels[i, : len(lab)] = torch.tensor(lab)
-            attention[i, : len(s)] = 1
-        batch = {"pixel_values": pixel_values, "input_ids": input_ids.to(self.device),
-                 "attention_mask": attention.to(self.device)}
-        st = self._states_tensor(states, b)
-        if st is not None:
-            batch["state"] = st
-        if targets is not None:
-            batch["labels"] = labels.to(self.device)
-        return batch
+        return self._encode(pixel_values, instructions, states, targets)
 
     # --- training-side forward ---------------------------------------------------------------
     def forward_batch(self, batch: dict, model: torch.nn.Module | None = None) -> ChunkMetrics:

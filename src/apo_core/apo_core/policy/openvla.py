@@ -25,14 +25,7 @@ from apo_core.action_tokenizer import ActionTokenizer
 from apo_core.config import read_json_object
 from apo_core.errors import ApoError, ConfigError, MissingPathError
 from apo_core.normalization import STATS_FILENAME, ActionStats
-from apo_core.policy.base import (
-    IGNORE_INDEX,
-    POLICY_META_FILENAME,
-    ActionMetrics,
-    Observation,
-    VLAPolicy,
-    action_token_metrics,
-)
+from apo_core.policy.base import IGNORE_INDEX, ActionMetrics, Observation, VLAPolicy
 from apo_core.policy.prompt import build_prompt
 
 OPENVLA_STATS_FILENAME = "dataset_statistics.json"
@@ -173,10 +166,8 @@ class OpenVLAPolicy(VLAPolicy):
         ).to(device)
         model.eval()
         stats = load_openvla_stats(directory, unnorm_key)
-        meta_path = directory / POLICY_META_FILENAME
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        return cls(model, processor, stats, action_dim=stats.dim,
-                   version=version if version is not None else meta.get("version", ""), dtype=dtype)
+        return cls(model, processor, stats, action_dim=stats.dim, version=cls.saved_version(directory, version),
+                   dtype=dtype)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -217,8 +208,7 @@ class OpenVLAPolicy(VLAPolicy):
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         out = (model or self._model)(**inputs)
         n_prefix = out.logits.shape[1] - labels.shape[1]
-        return action_token_metrics(out.logits, pad_labels_for_prefix(labels, n_prefix), self.action_tokenizer,
-                                    self.action_dim)
+        return self.token_metrics(out.logits, pad_labels_for_prefix(labels, n_prefix))
 
     @torch.inference_mode()
     def predict(self, obs: Observation) -> np.ndarray:
@@ -243,6 +233,5 @@ class OpenVLAPolicy(VLAPolicy):
         self._model.save_pretrained(directory, safe_serialization=True)
         self.processor.save_pretrained(directory)
         self.action_stats.save(directory / STATS_FILENAME)
-        meta = {"kind": "openvla", "version": self.version, "action_dim": self.action_dim}
-        (directory / POLICY_META_FILENAME).write_text(json.dumps(meta, indent=2))
+        self.write_meta(directory, "openvla")
         return directory

@@ -11,7 +11,6 @@ exactly the OpenVLA layout (image features after BOS), with the action tokens ta
 
 from __future__ import annotations
 
-import json
 import threading
 import warnings
 from pathlib import Path
@@ -33,14 +32,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from apo_core.action_tokenizer import ActionTokenizer
 from apo_core.errors import MissingPathError
 from apo_core.normalization import STATS_FILENAME, ActionStats, check_finite
-from apo_core.policy.base import (
-    IGNORE_INDEX,
-    POLICY_META_FILENAME,
-    ActionMetrics,
-    Observation,
-    VLAPolicy,
-    action_token_metrics,
-)
+from apo_core.policy.base import IGNORE_INDEX, ActionMetrics, Observation, VLAPolicy
 from apo_core.policy.prompt import build_prompt
 from apo_core.policy.text_tokenizer import build_text_tokenizer
 
@@ -238,6 +230,36 @@ class SmallVLATrunkPolicy(VLAPolicy):
             raise ValueError(f"state has {arr.shape[1]} dims, the policy expects {self.config.state_dim}")
         return torch.from_numpy(arr.astype(np.float32)).to(self.device)
 
+    def _encode(self, pixel_values: torch.Tensor, instructions: list[str], states, targets) -> dict:
+        """Model inputs: per sample BOS + prompt ids, then its target token ids (``targets[i]``, a list; None:
+        no targets) as labels; right-padded, with the attention mask and the robot-state tensor."""
+        b = pixel_values.shape[0]
+        seqs, labs = [], []
+        for i, text in enumerate(instructions):
+            ids = list(self._prompt_ids(text))
+            lab = [IGNORE_INDEX] * len(ids)
+            if targets is not None:
+                ids += targets[i]
+                lab += targets[i]
+            seqs.append(ids)
+            labs.append(lab)
+        length = max(len(s) for s in seqs)
+        input_ids = torch.full((b, length), self.tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full((b, length), IGNORE_INDEX, dtype=torch.long)
+        attention = torch.zeros((b, length), dtype=torch.long)
+        for i, (s, lab) in enumerate(zip(seqs, labs, strict=True)):
+            input_ids[i, : len(s)] = torch.tensor(s)
+            labels[i, : len(lab)] = torch.tensor(lab)
+            attention[i, : len(s)] = 1
+        batch = {"pixel_values": pixel_values, "input_ids": input_ids.to(self.device),
+                 "attention_mask": attention.to(self.device)}
+        st = self._states_tensor(states, b)
+        if st is not None:
+            batch["state"] = st
+        if targets is not None:
+            batch["labels"] = labels.to(self.device)
+        return batch
+
     def _pixels_and_instructions(self, images, instructions) -> tuple[torch.Tensor, list[str]]:
         """The batch's preprocessed images on the policy's device and one instruction per image."""
         if isinstance(instructions, str):
@@ -313,8 +335,7 @@ class SmallVLAPolicy(SmallVLATrunkPolicy):
         model.save_pretrained(directory, safe_serialization=True)
         self.tokenizer.save_pretrained(directory)
         self.action_stats.save(directory / STATS_FILENAME)
-        meta = {"kind": "small_vla", "version": self.version, "action_dim": self.action_dim}
-        (directory / POLICY_META_FILENAME).write_text(json.dumps(meta, indent=2))
+        self.write_meta(directory, "small_vla")
         return directory
 
     @classmethod
@@ -329,50 +350,21 @@ class SmallVLAPolicy(SmallVLATrunkPolicy):
         model.to(device).eval()
         tokenizer = PreTrainedTokenizerFast.from_pretrained(directory)
         stats = ActionStats.load(directory / STATS_FILENAME)
-        meta = json.loads((directory / POLICY_META_FILENAME).read_text()) if (directory / POLICY_META_FILENAME).is_file() else {}
-        return cls(model, tokenizer, stats, version=version if version is not None else meta.get("version", ""))
+        return cls(model, tokenizer, stats, version=cls.saved_version(directory, version))
 
     # --- encoding ----------------------------------------------------------------------------
     def encode_batch(self, images, instructions, states=None, actions=None) -> dict:
         pixel_values, instructions = self._pixels_and_instructions(images, instructions)
-        b = pixel_values.shape[0]
         action_ids = self.labels_from_actions(actions) if actions is not None else None
-        seqs, labs = [], []
-        for i, text in enumerate(instructions):
-            ids = list(self._prompt_ids(text))
-            lab = [IGNORE_INDEX] * len(ids)
-            if action_ids is not None:
-                ids += action_ids[i].tolist()
-                lab += action_ids[i].tolist()
-            seqs.append(ids)
-            labs.append(lab)
-        length = max(len(s) for s in seqs)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((b, length), pad, dtype=torch.long)
-        labels = torch.full((b, length), IGNORE_INDEX, dtype=torch.long)
-        attention = torch.zeros((b, length), dtype=torch.long)
-        for i, (s, lab) in enumerate(zip(seqs, labs, strict=True)):
-            input_ids[i, : len(s)] = torch.tensor(s)
-            labels[i, : len(lab)] = torch.tensor(lab)
-            attention[i, : len(s)] = 1
-        batch = {
-            "pixel_values": pixel_values,
-            "input_ids": input_ids.to(self.device),
-            "attention_mask": attention.to(self.device),
-        }
-        st = self._states_tensor(states, b)
-        if st is not None:
-            batch["state"] = st
-        if action_ids is not None:
-            batch["labels"] = labels.to(self.device)
-        return batch
+        targets = None if action_ids is None else [action_ids[i].tolist() for i in range(len(instructions))]
+        return self._encode(pixel_values, instructions, states, targets)
 
     # --- training-side forward ---------------------------------------------------------------
     def forward_batch(self, batch: dict, model: torch.nn.Module | None = None) -> ActionMetrics:
         if "labels" not in batch:
             raise ValueError("forward_batch needs a batch encoded with target actions")
         out, labels = (model or self._model)(**batch)
-        return action_token_metrics(out.logits, labels, self.action_tokenizer, self.action_dim)
+        return self.token_metrics(out.logits, labels)
 
     # --- inference ---------------------------------------------------------------------------
     @torch.inference_mode()
