@@ -33,26 +33,12 @@ def rejected_actions(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(rejected raw actions (B, D), mask of rows that use the policy proposal)."""
     actions = np.asarray(actions, dtype=np.float64)
-    b, d = actions.shape
-    n = stats.normalise(actions)
-    gap = perturbation / 2 if min_gap is None else min_gap
-    out = np.empty_like(n)
-    from_proposal = np.zeros(b, dtype=bool)
-    for row, idx in enumerate(np.asarray(indices).tolist()):
-        p = None if policy_actions is None else np.asarray(policy_actions[row], dtype=np.float64)
-        if use_policy_proposals and p is not None and np.all(np.isfinite(p)):
-            pn = stats.normalise(p)
-            if np.max(np.abs(pn - n[row])) >= gap:
-                out[row] = pn
-                from_proposal[row] = True
-                continue
-        rng = np.random.default_rng([int(seed), int(idx)])
-        signs = rng.choice([-1.0, 1.0], size=d)
-        cand = n[row] + signs * perturbation
-        outside = np.abs(cand) > 1.0
-        cand[outside] = n[row][outside] - signs[outside] * perturbation
-        out[row] = np.clip(cand, -1.0, 1.0)
-    return stats.unnormalise(out), from_proposal
+    if actions.ndim != 2:
+        raise ValueError(f"actions must have shape (B, D), got {actions.shape}")
+    out, from_proposal = _rejected_normalised(
+        stats.normalise(actions)[:, None, :], policy_actions, indices, stats, perturbation=perturbation,
+        use_policy_proposals=use_policy_proposals, seed=seed, min_gap=min_gap, move_chunk=False)
+    return stats.unnormalise(out[:, 0, :]), from_proposal
 
 
 def rejected_chunks(
@@ -76,17 +62,33 @@ def rejected_chunks(
     (then clipped). Normalised units throughout.
     """
     chunks = np.asarray(chunks, dtype=np.float64)
-    b, _, d = chunks.shape
-    n = stats.normalise(chunks)
+    out, from_proposal = _rejected_normalised(
+        stats.normalise(chunks), policy_actions, indices, stats, perturbation=perturbation,
+        use_policy_proposals=use_policy_proposals, seed=seed, min_gap=min_gap, move_chunk=True)
+    return stats.unnormalise(out), from_proposal
+
+
+def _rejected_normalised(n, policy_actions, indices, stats, *, perturbation, use_policy_proposals, seed, min_gap,
+                         move_chunk: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The rules of both functions on normalised targets ``n`` (B, H, D); H = 1 for single actions.
+
+    The two differ only where the policy proposal p is the negative: a single action's negative is p
+    itself, as the policy proposed it (``move_chunk`` False); a chunk's is the target chunk moved by p's
+    offset from its first action, clipped to [-1, 1] (``move_chunk`` True). The perturbation rule is the
+    same for both: per dimension, the sign flips where any step of the moved column would leave [-1, 1]
+    (for one action, the per-dimension rule of the module docstring).
+    """
+    b, _, d = n.shape
     gap = perturbation / 2 if min_gap is None else min_gap
     out = np.empty_like(n)
     from_proposal = np.zeros(b, dtype=bool)
     for row, idx in enumerate(np.asarray(indices).tolist()):
         p = None if policy_actions is None else np.asarray(policy_actions[row], dtype=np.float64)
         if use_policy_proposals and p is not None and np.all(np.isfinite(p)):
-            offset = stats.normalise(p) - n[row, 0]
+            pn = stats.normalise(p)
+            offset = pn - n[row, 0]
             if np.max(np.abs(offset)) >= gap:
-                out[row] = np.clip(n[row] + offset, -1.0, 1.0)
+                out[row] = np.clip(n[row] + offset, -1.0, 1.0) if move_chunk else pn
                 from_proposal[row] = True
                 continue
         rng = np.random.default_rng([int(seed), int(idx)])
@@ -94,4 +96,4 @@ def rejected_chunks(
         leaves = np.any(np.abs(n[row] + offset) > 1.0, axis=0)
         offset[leaves] = -offset[leaves]
         out[row] = np.clip(n[row] + offset, -1.0, 1.0)
-    return stats.unnormalise(out), from_proposal
+    return out, from_proposal
