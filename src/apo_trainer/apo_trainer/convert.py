@@ -46,7 +46,8 @@ without CRCs (older recorders) convert as before and are reported ``unverified``
 
 Expert demonstrations from another dataset file are merged in (``source="expert"``), and the
 action statistics over all actions in the output (expert + interactive) are recomputed into
-``action_stats.json`` next to it (gripper = last dimension left unnormalised).
+``action_stats.json`` next to it (gripper = last dimension left unnormalised): operations on the
+dataset file, in :mod:`apo_trainer.dataset_ops`.
 """
 
 from __future__ import annotations
@@ -91,13 +92,13 @@ from apo_core.dataset import (
     Episode,
     append_episode,
     episode_ids,
-    read_episode,
     sorted_episode_names,
 )
-from apo_core.errors import ApoError, MissingPathError
+from apo_core.errors import ApoError
 from apo_core.labels import DEFAULT_K, Label, apply_k_window, label_counts
-from apo_core.normalization import STATS_FILENAME, ActionStats
+from apo_core.normalization import STATS_FILENAME
 from apo_trainer.convert_align import DEFAULT_MAX_LATENESS_S, StepAligner
+from apo_trainer.dataset_ops import ExpertResult, compute_action_stats, merge_expert, relabel
 
 CONVERT_TOPICS = (topics.IMAGE, topics.ROBOT_STATE, topics.STEP, topics.EPISODE)
 # The outcome of each success/failure/abort event (apo_core.bag_contract.OUTCOME_EVENTS; old name kept).
@@ -171,16 +172,6 @@ class BagResult:
                 parts.append(f"    integrity: {integrity_text(self.read)}")
         parts.extend(f"    note: {n}" for n in self.notes)
         return "\n".join(parts)
-
-
-@dataclass
-class ExpertResult:
-    path: str
-    added: int = 0
-    skipped: int = 0
-    steps: int = 0
-    source_changed: int = 0  # episodes whose source attribute was not "expert" in the input
-    errors: list = field(default_factory=list)
 
 
 @dataclass
@@ -647,89 +638,8 @@ class _EpisodeSink:
 
 
 # --------------------------------------------------------------------------------------------
-# Expert demonstrations, relabelling, statistics
+# Action statistics of the output
 # --------------------------------------------------------------------------------------------
-def merge_expert(expert_path, output, k: int = DEFAULT_K, known: set | None = None,
-                 image_compression: str | None = None) -> ExpertResult:
-    """Copy the episodes of another dataset file into ``output`` as ``source="expert"``.
-
-    Episodes whose id is already in ``output`` are skipped, so re-running is harmless. One
-    episode is in memory at a time (expert demonstrations are short).
-    """
-    import h5py
-
-    expert_path, output = Path(expert_path), Path(output)
-    if not expert_path.is_file():
-        raise MissingPathError(f"expert demonstrations not found: {expert_path}")
-    if output.exists() and expert_path.resolve() == output.resolve():
-        raise ConvertError(f"--expert-demos {expert_path} is the output file itself")
-    result = ExpertResult(path=str(expert_path))
-    known = set(episode_ids(output)) if known is None else known
-    with h5py.File(expert_path, "r") as f:
-        names = sorted_episode_names(f)
-    for name in names:
-        try:
-            ep = read_episode(expert_path, name)
-            if ep.episode_id in known:
-                result.skipped += 1
-                continue
-            if ep.source != "expert":
-                result.source_changed += 1
-            ep.source = "expert"
-            ep.origin = ep.origin or f"{expert_path}:{name}"
-            append_episode(output, ep, k=k, image_compression=image_compression)
-        except (ApoError, OSError, KeyError, ValueError) as exc:
-            result.errors.append(f"{expert_path}:{name}: {exc}")
-            continue
-        known.add(ep.episode_id)
-        result.added += 1
-        result.steps += len(ep)
-    return result
-
-
-def relabel(output, k: int) -> int:
-    """Re-apply the K-window to every episode of ``output`` (labels from live_labels); returns the count."""
-    import h5py
-
-    output = Path(output)
-    if not output.is_file():
-        return 0
-    with h5py.File(output, "a") as f:
-        names = sorted_episode_names(f)
-        for name in names:
-            g = f["data"][name]
-            g["labels"][...] = apply_k_window(g["live_labels"][()], k, modes=g.get("modes")).astype(np.uint8)
-            g.attrs["k_window"] = k
-    return len(names)
-
-
-def compute_action_stats(output, unmask_zero_range: bool = False) -> tuple[ActionStats, list[int]]:
-    """Statistics over all actions in ``output`` (gripper = last dimension unmasked).
-
-    Returns the statistics and the dimensions whose range is zero (unmasked if asked).
-    """
-    import h5py
-
-    acts, sources = [], Counter()
-    with h5py.File(output, "r") as f:
-        for name in sorted_episode_names(f):
-            g = f["data"][name]
-            acts.append(g["actions"][()])
-            sources[str(g.attrs.get("source", ""))] += len(acts[-1])
-    if not acts:
-        raise ConvertError(f"{output} holds no episodes: no action statistics to compute")
-    stats = ActionStats.from_actions(np.concatenate(acts))
-    zero = stats.zero_range_dims()
-    if zero and unmask_zero_range:
-        mask = stats.mask.copy()
-        mask[zero] = False
-        stats = ActionStats(q01=stats.q01, q99=stats.q99, mask=mask, mean=stats.mean, std=stats.std,
-                            extra=stats.extra)
-    stats.extra.update({"samples_by_source": dict(sources), "dataset": Path(output).name,
-                        "zero_range_dims": zero, "zero_range_unmasked": bool(zero and unmask_zero_range)})
-    return stats, zero
-
-
 def _write_stats(output: Path, report: ConversionReport, options: ConvertOptions) -> None:
     if not output.is_file():
         report.stats_error = "the output has no episodes"
