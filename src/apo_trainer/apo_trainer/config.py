@@ -16,6 +16,7 @@ from apo_core.config import load_config, merge_overrides, read_yaml
 from apo_core.errors import ConfigError
 from apo_core.labels import DEFAULT_K
 from apo_trainer.data import KIND_NAMES
+from apo_trainer.objectives import LOSS_NAMES, objective_class
 from apo_trainer.sampler import split_problem
 
 
@@ -46,7 +47,7 @@ class DataSection:
 
 @dataclass
 class LossSection:
-    name: Literal["apo", "kto", "dpo", "bc"] = "apo"
+    name: Literal[LOSS_NAMES] = "apo"  # the objectives registry's keys
     beta: float = 0.1
     beta_d: float | None = None  # APO: lambda_D = 1 - exp(-beta_d * w); null: 8 (paper), 1 (reference, mean)
     beta_u: float | None = None  # APO: lambda_U = exp(-beta_u * w); null: as beta_d
@@ -146,7 +147,8 @@ class TrainConfig:
             bad = [k for k in self.data.kinds if k not in KIND_NAMES]
             if bad:
                 raise ConfigError(f"data.kinds: unknown kind(s) {bad}; valid: {list(KIND_NAMES)}")
-        if self.policy.path is None and self.loss.name != "bc":
+        objective = objective_class(self.loss.name)  # what the loss family needs, asked rather than named
+        if self.policy.path is None and objective.reference_keys:
             raise ConfigError(f"policy.path is required for loss {self.loss.name!r} (only bc can start from a "
                               "new, randomly initialised policy)")
         if self.policy.path is None and self.lora.enabled:
@@ -168,19 +170,19 @@ class TrainConfig:
             raise ConfigError(f"optim.warmup_ratio must be in [0, 1), got {self.optim.warmup_ratio}")
         if self.loss.z0_min is not None and self.loss.z0_max is not None and self.loss.z0_min > self.loss.z0_max:
             raise ConfigError(f"loss.z0_min {self.loss.z0_min} > loss.z0_max {self.loss.z0_max}")
-        if self.loss.z0_source == "mismatched" and self.loss.name in ("apo", "kto") and not self.lora.enabled:
+        if self.loss.z0_source == "mismatched" and objective.uses_z0 and not self.lora.enabled:
             raise ConfigError("loss.z0_source=mismatched needs the reference log-probs of pairs drawn per batch, "
                               "computed with the LoRA adapter disabled: set lora.enabled=true (or use z0_source=batch)")
-        if self.reference.path is not None and self.loss.name != "bc":
+        if self.reference.path is not None and objective.reference_keys:
             if self.reference.mode != "cached":
                 raise ConfigError("reference.path is loaded once to cache its log-probs: use reference.mode=cached")
-            if self.loss.z0_source == "mismatched" and self.loss.name in ("apo", "kto"):
+            if self.loss.z0_source == "mismatched" and objective.uses_z0:
                 raise ConfigError("loss.z0_source=mismatched computes reference log-probs per batch with the "
                                   "starting policy; with reference.path use z0_source=batch")
         if self.reference.mode == "online" and not self.lora.enabled:
             raise ConfigError("reference.mode=online computes the reference by disabling the LoRA adapter; with "
                               "lora.enabled=false use reference.mode=cached")
-        if self.train.batchnorm == "update" and self.loss.name != "bc":
+        if self.train.batchnorm == "update" and objective.reference_keys:
             raise ConfigError(f"train.batchnorm=update is for bc only: with loss {self.loss.name!r} the log-probs "
                               "must not depend on batch statistics (the reference log-probs are cached per step)")
         if self.lora.enabled and self.train.batchnorm == "update":
@@ -195,15 +197,14 @@ class TrainConfig:
                 raise ConfigError(f"{key} must be >= 0 (or null for the weight_norm's default), got {value}")
         if self.data.image_shift < 0:
             raise ConfigError(f"data.image_shift must be >= 0, got {self.data.image_shift}")
-        if self.data.image_shift and self.loss.name != "bc":
+        if self.data.image_shift and not objective.augments_images:
             raise ConfigError(f"data.image_shift is for loss bc only: {self.loss.name!r} compares log-probs with a "
                               "reference cached on unshifted images")
         if self.loss.sft_weight < 0:
             raise ConfigError(f"loss.sft_weight must be >= 0, got {self.loss.sft_weight}")
         if self.loss.lambda_d_floor is not None and not 0 <= self.loss.lambda_d_floor < 1:
             raise ConfigError(f"loss.lambda_d_floor must be in [0, 1) (or null), got {self.loss.lambda_d_floor}")
-        sampler_kind = self.sampler.kind if self.sampler.kind != "auto" else (
-            "uniform" if self.loss.name == "bc" else "balanced")
+        sampler_kind = self.sampler.kind if self.sampler.kind != "auto" else objective.default_sampler
         if sampler_kind == "balanced":
             problem = split_problem(self.sampler.shares, self.train.batch_size)
             if problem:

@@ -26,7 +26,7 @@ trainer's forward functions (``tr._forward``, ``tr._reference_forward``) and its
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -36,9 +36,6 @@ from apo_trainer.augment import random_shift
 from apo_trainer.data import DESIRABLE_KINDS, KIND_NAMES
 from apo_trainer.losses import LossResult, apo_loss, bc_loss, dpo_loss, estimate_z0, weight_scale
 from apo_trainer.pairs import rejected_actions, rejected_chunks
-
-if TYPE_CHECKING:
-    from apo_trainer.config import TrainConfig
 
 
 def tokens_per_sample(policy, metrics) -> int | torch.Tensor:
@@ -79,8 +76,11 @@ class Objective:
     batch_statistics_supported: ClassVar[bool] = False  # whole-batch statistics under gradient accumulation
     default_sampler: ClassVar[str] = "balanced"  # sampler.kind: auto
     augments_images: ClassVar[bool] = False  # data.image_shift applies
+    uses_z0: ClassVar[bool] = False  # a reference point z0 (loss.z0_source, z0_min, z0_max) applies
 
-    def __init__(self, name: str, cfg: TrainConfig):
+    def __init__(self, name: str, cfg):
+        """``cfg``: the run's :class:`apo_trainer.config.TrainConfig` (which imports this module for
+        :data:`LOSS_NAMES` and asks the objective classes what they need, so it is not imported here)."""
         self.name = name
         self.cfg = cfg
         self.loss = cfg.loss
@@ -119,6 +119,7 @@ class PreferenceObjective(Objective):
     default_kinds = KIND_NAMES
     reference_keys = ("chosen",)
     batch_statistics_supported = True
+    uses_z0 = True
     adaptive = True  # weights from the per-sample L1 (False: constant desirable/undesirable weights)
 
     @property
@@ -290,6 +291,6 @@ def objective_class(name: str) -> type[Objective]:
         raise ConfigError(f"unknown loss {name!r}; valid: {', '.join(LOSS_NAMES)}") from None
 
 
-def make_objective(cfg: TrainConfig) -> Objective:
+def make_objective(cfg) -> Objective:
     """The objective of ``cfg.loss.name``, set up with the config."""
     return objective_class(cfg.loss.name)(cfg.loss.name, cfg)
