@@ -26,16 +26,18 @@ from enum import IntEnum
 
 import numpy as np
 
+from apo_core.labels import MODE_AUTONOMOUS, MODE_ESTOP, MODE_HOLD, MODE_HUMAN
 from apo_intervention.validation import ActionValidator, Checked, Verdict
 
 
 class Mode(IntEnum):
-    """Same values as apo_interfaces/InterventionMode.MODE_*."""
+    """apo_interfaces/InterventionMode.MODE_* as an enum; the codes are apo_core.labels' (re-exported by
+    apo_core.bag_contract, compared with the generated interface by its tests), not restated here."""
 
-    AUTONOMOUS = 0
-    HUMAN = 1
-    HOLD = 2
-    ESTOP = 3
+    AUTONOMOUS = MODE_AUTONOMOUS
+    HUMAN = MODE_HUMAN
+    HOLD = MODE_HOLD
+    ESTOP = MODE_ESTOP
 
 
 @dataclass(frozen=True)
