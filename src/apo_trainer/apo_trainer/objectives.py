@@ -17,7 +17,7 @@ instead of testing loss names. :data:`LOSS_NAMES`, the registry's keys, is the o
 Chunked policies (``ChunkedVLAPolicy``, data read with ``StepDataset(horizon=H)``) go through the same
 objectives: ``batch["actions"]`` holds (B, H, D) chunks, log-probs are those of a chunk's whole token
 sequence, the L1 is over the decoded chunk, "per action token" divides by each sample's own token
-count (:func:`tokens_per_sample`), and DPO's negatives are whole chunks (:func:`apo_trainer.pairs.rejected_chunks`).
+count (:func:`tokens_per_sample`), and DPO's negatives are whole chunks (:func:`apo_trainer.pairs.rejected_targets`).
 
 The pure maths stays in :mod:`apo_trainer.losses`; an objective gathers its inputs through the
 trainer's forward functions (``tr._forward``, ``tr._reference_forward``) and its state (``tr.ref``,
@@ -35,7 +35,7 @@ from apo_core.errors import ConfigError
 from apo_trainer.augment import random_shift
 from apo_trainer.data import DESIRABLE_KINDS, KIND_NAMES
 from apo_trainer.losses import LossResult, apo_loss, bc_loss, dpo_loss, estimate_z0, weight_scale
-from apo_trainer.pairs import rejected_actions, rejected_chunks
+from apo_trainer.pairs import rejected_targets
 
 
 def tokens_per_sample(policy, metrics) -> int | torch.Tensor:
@@ -220,13 +220,8 @@ class PairObjective(Objective):
         return {"dpo": [self.loss.dpo_perturbation, self.loss.dpo_use_policy_proposals]}
 
     def rejected(self, tr, batch: dict) -> np.ndarray:
-        if np.ndim(batch["actions"]) == 3:
-            rej, _ = rejected_chunks(
-                batch["actions"], batch["policy_actions"], batch["index"].numpy(), tr.policy.action_stats,
-                perturbation=self.loss.dpo_perturbation, use_policy_proposals=self.loss.dpo_use_policy_proposals,
-                seed=self.cfg.train.seed)
-            return rej
-        rej, _ = rejected_actions(
+        """The rejected actions (B, D), or chunks (B, H, D) for a chunked policy, of a batch's targets."""
+        rej, _ = rejected_targets(
             batch["actions"], batch["policy_actions"], batch["index"].numpy(), tr.policy.action_stats,
             perturbation=self.loss.dpo_perturbation, use_policy_proposals=self.loss.dpo_use_policy_proposals,
             seed=self.cfg.train.seed)

@@ -20,8 +20,8 @@ import numpy as np
 from apo_core.normalization import ActionStats
 
 
-def rejected_actions(
-    actions: np.ndarray,
+def rejected_targets(
+    targets: np.ndarray,
     policy_actions: np.ndarray | None,
     indices,
     stats: ActionStats,
@@ -31,48 +31,49 @@ def rejected_actions(
     seed: int = 0,
     min_gap: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(rejected raw actions (B, D), mask of rows that use the policy proposal)."""
-    actions = np.asarray(actions, dtype=np.float64)
-    if actions.ndim != 2:
-        raise ValueError(f"actions must have shape (B, D), got {actions.shape}")
-    out, from_proposal = _rejected_normalised(
-        stats.normalise(actions)[:, None, :], policy_actions, indices, stats, perturbation=perturbation,
-        use_policy_proposals=use_policy_proposals, seed=seed, min_gap=min_gap, move_chunk=False)
-    return stats.unnormalise(out[:, 0, :]), from_proposal
+    """(rejected raw targets, mask of rows built from the policy proposal) for raw actions (B, D) or, for a
+    chunked policy, raw action chunks (B, H, D); ``policy_actions`` holds one proposal (D,) per row.
 
-
-def rejected_chunks(
-    chunks: np.ndarray,
-    policy_actions: np.ndarray | None,
-    indices,
-    stats: ActionStats,
-    *,
-    perturbation: float = 0.25,
-    use_policy_proposals: bool = True,
-    seed: int = 0,
-    min_gap: float | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(rejected raw chunks (B, H, D), mask of rows built from the policy proposal) for a chunked policy.
-
-    A chunk's negative is the whole target chunk moved, so it stays as smooth as the target (a jagged
-    negative would be told apart by its high frequencies alone): by the overridden policy proposal's
-    offset from the chunk's first action (a correction whose proposal differs by at least ``min_gap``),
-    otherwise by ``delta`` per dimension with signs drawn from ``(seed, step index)`` as in
-    :func:`rejected_actions`, a dimension's sign flipped when the moved column would leave [-1, 1]
-    (then clipped). Normalised units throughout.
+    Single actions follow the module docstring. A chunk's negative is the whole target chunk moved, so it
+    stays as smooth as the target (a jagged negative would be told apart by its high frequencies alone):
+    by the overridden policy proposal's offset from the chunk's first action (a correction whose proposal
+    differs by at least ``min_gap``), otherwise by ``delta`` per dimension with signs drawn from
+    ``(seed, step index)`` as for single actions, a dimension's sign flipped when the moved column would
+    leave [-1, 1] (then clipped). Normalised units throughout.
     """
-    chunks = np.asarray(chunks, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    if targets.ndim not in (2, 3):
+        raise ValueError(f"targets must be actions (B, D) or chunks (B, H, D), got shape {targets.shape}")
+    chunked = targets.ndim == 3
+    n = stats.normalise(targets)
     out, from_proposal = _rejected_normalised(
-        stats.normalise(chunks), policy_actions, indices, stats, perturbation=perturbation,
-        use_policy_proposals=use_policy_proposals, seed=seed, min_gap=min_gap, move_chunk=True)
-    return stats.unnormalise(out), from_proposal
+        n if chunked else n[:, None, :], policy_actions, indices, stats, perturbation=perturbation,
+        use_policy_proposals=use_policy_proposals, seed=seed, min_gap=min_gap, move_chunk=chunked)
+    return stats.unnormalise(out if chunked else out[:, 0, :]), from_proposal
+
+
+def rejected_actions(actions: np.ndarray, *args, **options) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`rejected_targets` for raw actions (B, D) only."""
+    _check_ndim(actions, 2, "actions (B, D)")
+    return rejected_targets(actions, *args, **options)
+
+
+def rejected_chunks(chunks: np.ndarray, *args, **options) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`rejected_targets` for raw action chunks (B, H, D) only."""
+    _check_ndim(chunks, 3, "chunks (B, H, D)")
+    return rejected_targets(chunks, *args, **options)
+
+
+def _check_ndim(targets, ndim: int, what: str) -> None:
+    if np.ndim(targets) != ndim:
+        raise ValueError(f"expected {what}, got shape {np.shape(targets)}")
 
 
 def _rejected_normalised(n, policy_actions, indices, stats, *, perturbation, use_policy_proposals, seed, min_gap,
                          move_chunk: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The rules of both functions on normalised targets ``n`` (B, H, D); H = 1 for single actions.
+    """:func:`rejected_targets` on normalised targets ``n`` (B, H, D); H = 1 for single actions.
 
-    The two differ only where the policy proposal p is the negative: a single action's negative is p
+    Actions and chunks differ only where the policy proposal p is the negative: a single action's negative is p
     itself, as the policy proposed it (``move_chunk`` False); a chunk's is the target chunk moved by p's
     offset from its first action, clipped to [-1, 1] (``move_chunk`` True). The perturbation rule is the
     same for both: per dimension, the sign flips where any step of the moved column would leave [-1, 1]
