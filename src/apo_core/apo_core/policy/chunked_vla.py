@@ -41,9 +41,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from apo_core.errors import ConfigError, MissingPathError
+from apo_core.errors import ConfigError
 from apo_core.fast_tokenizer import FastActionTokenizer, FastDecodeError
-from apo_core.normalization import STATS_FILENAME, ActionStats, check_finite
+from apo_core.normalization import ActionStats, check_finite
 from apo_core.policy.base import IGNORE_INDEX, ActionMetrics, Observation
 from apo_core.policy.chunk_execution import ChunkExecutor, check_execution, default_replan_every
 from apo_core.policy.small_vla import (
@@ -133,15 +133,8 @@ class ChunkedVLAPolicy(SmallVLATrunkPolicy):
 
     def save(self, directory) -> Path:
         """Model (safetensors) + text tokenizer + FAST tokenizer (``fast_tokenizer/``) + statistics + execution."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        model = self._model
-        if hasattr(model, "merge_and_unload"):  # a peft wrapper: store plain weights
-            model = model.merge_and_unload()
-        model.save_pretrained(directory, safe_serialization=True)
-        self.tokenizer.save_pretrained(directory)
+        directory = self._save_trunk(directory)
         self.fast_tokenizer.save_pretrained(directory / FAST_SUBDIR)
-        self.action_stats.save(directory / STATS_FILENAME)
         (directory / CHUNK_CONFIG_FILENAME).write_text(json.dumps(self.execution_config(), indent=2))
         self.write_meta(directory, KIND, horizon=self.chunk_horizon)
         return directory
@@ -150,12 +143,7 @@ class ChunkedVLAPolicy(SmallVLATrunkPolicy):
     def load(cls, directory, device: str = "cpu", version: str | None = None, **execution) -> ChunkedVLAPolicy:
         """Read a directory written by :meth:`save` (local files only); ``execution`` (replan_every,
         ensemble_decay, max_action_tokens) overrides the saved execution settings."""
-        from transformers import PreTrainedTokenizerFast
-
-        directory = Path(directory)
-        for needed in ("config.json", "model.safetensors", STATS_FILENAME, "tokenizer.json", CHUNK_CONFIG_FILENAME):
-            if not (directory / needed).is_file():
-                raise MissingPathError(f"model directory {directory} is incomplete: {directory / needed} not found")
+        directory = cls._trunk_directory(directory, CHUNK_CONFIG_FILENAME)
         saved = _read_execution(directory / CHUNK_CONFIG_FILENAME)
         unknown = sorted(set(execution) - {"replan_every", "ensemble_decay", "max_action_tokens"})
         if unknown:
@@ -164,10 +152,7 @@ class ChunkedVLAPolicy(SmallVLATrunkPolicy):
         if fast.horizon != saved["horizon"]:
             raise ConfigError(f"{directory}: {CHUNK_CONFIG_FILENAME} says horizon {saved['horizon']}, the FAST "
                               f"tokenizer {fast.horizon}")
-        model = SmallVLAModel.from_pretrained(directory)
-        model.to(device).eval()
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(directory)
-        stats = ActionStats.load(directory / STATS_FILENAME)
+        model, tokenizer, stats = cls._load_trunk(directory, device)
         version = cls.saved_version(directory, version)
         settings = {k: saved[k] for k in ("replan_every", "ensemble_decay", "max_action_tokens")} | execution
         try:
@@ -216,12 +201,11 @@ class ChunkedVLAPolicy(SmallVLATrunkPolicy):
                 raise ValueError(f"{len(targets)} action chunks for {b} images")
         return self._encode(pixel_values, instructions, states, targets)
 
-    # --- training-side forward ---------------------------------------------------------------
-    def forward_batch(self, batch: dict, model: torch.nn.Module | None = None) -> ChunkMetrics:
-        if "labels" not in batch:
-            raise ValueError("forward_batch needs a batch encoded with target action chunks")
-        out, labels = (model or self._model)(**batch)
-        return self.chunk_metrics(out.logits, labels)
+    # --- training-side forward (the trunk's forward_batch) --------------------------------------
+    TARGETS = "target action chunks"
+
+    def batch_metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> ChunkMetrics:
+        return self.chunk_metrics(logits, labels)
 
     def chunk_metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> ChunkMetrics:
         """Summed sequence log-probs, teacher-forced decoded-chunk L1 and token accuracy (module docstring)."""

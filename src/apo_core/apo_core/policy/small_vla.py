@@ -211,6 +211,52 @@ class SmallVLATrunkPolicy(VLAPolicy):
         m = self._model
         return m.get_base_model() if hasattr(m, "get_base_model") else m
 
+    # --- training-side forward ---------------------------------------------------------------
+    TARGETS = "target actions"  # what the labels of an encoded batch are, for forward_batch's error
+
+    def forward_batch(self, batch: dict, model: torch.nn.Module | None = None) -> ActionMetrics:
+        if "labels" not in batch:
+            raise ValueError(f"forward_batch needs a batch encoded with {self.TARGETS}")
+        out, labels = (model or self._model)(**batch)
+        return self.batch_metrics(out.logits, labels)
+
+    def batch_metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> ActionMetrics:
+        """The per-sample metrics of a teacher-forced pass (one token per action dimension here)."""
+        return self.token_metrics(logits, labels)
+
+    # --- files -------------------------------------------------------------------------------
+    def _save_trunk(self, directory) -> Path:
+        """Write the model (plain weights: a peft wrapper is merged first), the text tokenizer and the action
+        statistics into ``directory`` (created); the subclass adds its own files and ``apo_policy.json``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        model = self._model
+        if hasattr(model, "merge_and_unload"):  # a peft wrapper: store plain weights
+            model = model.merge_and_unload()
+        model.save_pretrained(directory, safe_serialization=True)
+        self.tokenizer.save_pretrained(directory)
+        self.action_stats.save(directory / STATS_FILENAME)
+        return directory
+
+    @staticmethod
+    def _trunk_directory(directory, *more_files: str) -> Path:
+        """``directory`` as a Path once the trunk's files (and ``more_files``) are in it; MissingPathError
+        naming the first missing file otherwise."""
+        directory = Path(directory)
+        for needed in ("config.json", "model.safetensors", STATS_FILENAME, "tokenizer.json", *more_files):
+            if not (directory / needed).is_file():
+                raise MissingPathError(f"model directory {directory} is incomplete: {directory / needed} not found")
+        return directory
+
+    @staticmethod
+    def _load_trunk(directory: Path, device: str) -> tuple[SmallVLAModel, object, ActionStats]:
+        """(model on ``device`` in eval mode, text tokenizer, action statistics) written by :meth:`_save_trunk`."""
+        from transformers import PreTrainedTokenizerFast
+
+        model = SmallVLAModel.from_pretrained(directory)
+        model.to(device).eval()
+        return model, PreTrainedTokenizerFast.from_pretrained(directory), ActionStats.load(directory / STATS_FILENAME)
+
     # --- encoding ----------------------------------------------------------------------------
     def _prompt_ids(self, instruction: str) -> list[int]:
         ids = self._prompt_cache.get(instruction)
@@ -327,29 +373,14 @@ class SmallVLAPolicy(SmallVLATrunkPolicy):
         return cls(model, tokenizer, stats)
 
     def save(self, directory) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        model = self._model
-        if hasattr(model, "merge_and_unload"):  # a peft wrapper: store plain weights
-            model = model.merge_and_unload()
-        model.save_pretrained(directory, safe_serialization=True)
-        self.tokenizer.save_pretrained(directory)
-        self.action_stats.save(directory / STATS_FILENAME)
+        directory = self._save_trunk(directory)
         self.write_meta(directory, "small_vla")
         return directory
 
     @classmethod
     def load(cls, directory, device: str = "cpu", version: str | None = None) -> SmallVLAPolicy:
-        from transformers import PreTrainedTokenizerFast
-
-        directory = Path(directory)
-        for needed in ("config.json", "model.safetensors", STATS_FILENAME, "tokenizer.json"):
-            if not (directory / needed).is_file():
-                raise MissingPathError(f"model directory {directory} is incomplete: {directory / needed} not found")
-        model = SmallVLAModel.from_pretrained(directory)
-        model.to(device).eval()
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(directory)
-        stats = ActionStats.load(directory / STATS_FILENAME)
+        directory = cls._trunk_directory(directory)
+        model, tokenizer, stats = cls._load_trunk(directory, device)
         return cls(model, tokenizer, stats, version=cls.saved_version(directory, version))
 
     # --- encoding ----------------------------------------------------------------------------
@@ -358,13 +389,6 @@ class SmallVLAPolicy(SmallVLATrunkPolicy):
         action_ids = self.labels_from_actions(actions) if actions is not None else None
         targets = None if action_ids is None else [action_ids[i].tolist() for i in range(len(instructions))]
         return self._encode(pixel_values, instructions, states, targets)
-
-    # --- training-side forward ---------------------------------------------------------------
-    def forward_batch(self, batch: dict, model: torch.nn.Module | None = None) -> ActionMetrics:
-        if "labels" not in batch:
-            raise ValueError("forward_batch needs a batch encoded with target actions")
-        out, labels = (model or self._model)(**batch)
-        return self.token_metrics(out.logits, labels)
 
     # --- inference ---------------------------------------------------------------------------
     @torch.inference_mode()
