@@ -164,14 +164,8 @@ class JoyMappingConfig:
         for key in ("axis", "scale", "offset"):
             if len(getattr(self, key)) != self.action_dim:
                 raise ConfigError(f"{key}: needs action_dim={self.action_dim} values, got {len(getattr(self, key))}")
-        seen: dict[int, int] = {}
-        for i, a in enumerate(self.axis):
-            if a < -1:
-                raise ConfigError(f"axis[{i}]: must be -1 (unmapped) or an axis index, got {a}")
-            if a >= 0 and a in seen:
-                raise ConfigError(f"axis[{i}]: axis {a} already drives dimension {seen[a]}")
-            if a >= 0:
-                seen[a] = i
+        _check_indices(((f"axis[{i}]", a, i) for i, a in enumerate(self.axis)), unmapped="unmapped",
+                       index="an axis index", taken=lambda a, dim: f"axis {a} already drives dimension {dim}")
         for i, s in enumerate(self.scale):
             if self.axis[i] >= 0 and s == 0:
                 raise ConfigError(f"scale[{i}]: must not be 0 for a mapped axis")
@@ -179,20 +173,26 @@ class JoyMappingConfig:
             raise ConfigError(f"deadzone: must be in [0, 1), got {self.deadzone}")
         if self.deadman_button < 0:
             raise ConfigError(f"deadman_button: must be a button index, got {self.deadman_button}")
-        buttons = {}
-        for key in self.button_keys():
-            b = getattr(self, key)
-            if b < -1:
-                raise ConfigError(f"{key}: must be -1 (unassigned) or a button index, got {b}")
-            if b >= 0 and b in buttons:
-                raise ConfigError(f"{key}: button {b} is already {buttons[b]}")
-            if b >= 0:
-                buttons[b] = key
+        _check_indices(((key, getattr(self, key), key) for key in self.button_keys()), unmapped="unassigned",
+                       index="a button index", taken=lambda b, key: f"button {b} is already {key}")
 
     @staticmethod
     def button_keys() -> tuple[str, ...]:
         return ("deadman_button", "start_button", "success_button", "failure_button", "abort_button",
                 "estop_button")
+
+
+def _check_indices(entries, *, unmapped: str, index: str, taken) -> None:
+    """Each ``(where, value, owner)`` of ``entries``: -1 leaves it unassigned, otherwise ``value`` is an index
+    (a joystick axis or button) that no earlier entry uses; ``taken(value, first owner)`` words a clash."""
+    seen = {}
+    for where, value, owner in entries:
+        if value < -1:
+            raise ConfigError(f"{where}: must be -1 ({unmapped}) or {index}, got {value}")
+        if value >= 0 and value in seen:
+            raise ConfigError(f"{where}: {taken(value, seen[value])}")
+        if value >= 0:
+            seen[value] = owner
 
 
 # --------------------------------------------------------------------------------------------------
