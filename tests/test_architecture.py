@@ -37,3 +37,33 @@ def test_import_linter_reports_a_broken_rule(tmp_path):
     report = result.stdout + result.stderr
     assert result.returncode != 0, report
     assert "BROKEN" in report and "apo_retrain.retrain_node -> apo_trainer" in report, report
+
+
+# Class names that still mean two things in two packages (to be renamed by the packages' owners); the
+# test fails when one of them is fixed (shrink the list) or when a new one appears.
+KNOWN_SHARED_CLASS_NAMES = {
+    "Checked": {"apo_intervention", "apo_robot_adapters"},
+    "DemoSettings": {"apo_bench", "apo_cli"},
+    "EpisodeResult": {"apo_bench", "apo_bringup"},
+}
+
+
+def test_one_meaning_per_class_name():
+    """A top-level class name is defined in one module of the packages (tests excluded): Observation is the
+    policy's, BagMessage the bag library's, a Decision is always qualified (MuxDecision, OperatorDecision,
+    RecordingDecision)."""
+    import ast
+
+    where: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "src").glob("*/*/**/*.py")):
+        rel = path.relative_to(ROOT / "src")
+        if rel.parts[0] != rel.parts[1] or "test" in rel.parts or "build" in rel.parts:
+            continue  # only the importable package (src/<pkg>/<pkg>/...), not tests or build copies
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, ast.ClassDef):
+                where.setdefault(node.name, set()).add(".".join(rel.with_suffix("").parts[1:]))
+    shared = {name: {m.split(".")[0] for m in mods} for name, mods in where.items() if len(mods) > 1}
+    assert shared == KNOWN_SHARED_CLASS_NAMES, {n: sorted(where[n]) for n in shared}
+    for name in ("Observation", "BagMessage"):
+        assert len(where[name]) == 1, where[name]
+    assert "Decision" not in where

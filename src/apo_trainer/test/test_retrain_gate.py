@@ -11,7 +11,7 @@ from apo_core.normalization import ActionStats
 from apo_trainer.bag_reader_samples import SampleEpisode, sample_action, write_sample_bag
 from apo_trainer.retrain.evaluate import promotion_decision
 from apo_trainer.retrain.job import RetrainManager, RetrainRequest, is_heldout
-from apo_trainer.retrain.settings import EvalSettings, load_retrain_settings
+from apo_trainer.retrain.settings import PromotionEvalSettings, load_retrain_settings
 from apo_trainer.testing import tiny_policy, write_expert_dataset
 
 A, H = 1, 2
@@ -117,7 +117,7 @@ def test_without_an_evaluator_the_sim_gate_is_a_config_error_and_auto_uses_the_l
     with pytest.raises(ConfigError, match="sim_evaluator must be a callable"):
         _manager(tmp_path, "apo_sim.rollout:success_rate", eval={"gate": "sim_success_rate"})
     # auto on a sim robot with no simulator here (a trainer-only install): the held-out L1 decides
-    assert EvalSettings().effective_gate("sim", simulator=False) == "heldout_l1"
+    assert PromotionEvalSettings().effective_gate("sim", simulator=False) == "heldout_l1"
     m = _manager(tmp_path, robot="sim", eval={"heldout_every": EVERY})
     _, status = _run(m)
     assert status.state == "succeeded" and status.metrics["promotion_gate"] == "heldout_l1", status.message
@@ -137,7 +137,7 @@ def test_an_evaluator_returning_no_rate_is_named():
 
 
 def test_promotion_decision_per_gate():
-    ev = EvalSettings(max_l1_ratio=1.05, min_success_ratio=1.0)
+    ev = PromotionEvalSettings(max_l1_ratio=1.05, min_success_ratio=1.0)
     worse_l1, better_l1 = (0.10, 0.20), (0.20, 0.10)  # (deployed, candidate)
     # sim: success rate equal or better promotes whatever the L1 says; worse rejects whatever the L1 says
     assert promotion_decision("sim_success_rate", ev, worse_l1, (0.3, 0.3))[0]
@@ -158,9 +158,9 @@ def test_promotion_decision_per_gate():
 
 
 def test_gate_settings():
-    assert EvalSettings().effective_gate("sim") == "sim_success_rate"
-    assert EvalSettings().effective_gate("real") == "heldout_l1"
-    assert EvalSettings(gate="heldout_l1").effective_gate("sim") == "heldout_l1"
+    assert PromotionEvalSettings().effective_gate("sim") == "sim_success_rate"
+    assert PromotionEvalSettings().effective_gate("real") == "heldout_l1"
+    assert PromotionEvalSettings(gate="heldout_l1").effective_gate("sim") == "heldout_l1"
     defaults = load_retrain_settings({})
     assert defaults.robot == "real" and defaults.eval.gate == "auto" and defaults.reference == "previous"
     with pytest.raises(ConfigError, match="eval.sim_task"):
@@ -203,4 +203,4 @@ def test_evaluation_uses_the_configured_torch_threads():
     assert torch.get_num_threads() == before
     with torch_threads(0):  # torch's own setting
         assert torch.get_num_threads() == before
-    assert EvalSettings().torch_threads == 1
+    assert PromotionEvalSettings().torch_threads == 1

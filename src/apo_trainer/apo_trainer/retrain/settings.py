@@ -48,7 +48,9 @@ REFERENCE_CHOICES = ("previous", "base")
 
 
 @dataclass
-class EvalSettings:
+class PromotionEvalSettings:
+    """The ``eval`` section: how a round's candidate is judged for promotion (held-out L1, simulated gate)."""
+
     heldout_every: int = 10  # every n-th new interactive episode is held out for evaluation (0: none)
     # What decides a promotion (src/apo_trainer/README.md, "Promotion gate"): heldout_l1 (action L1 on the
     # held-out episodes' recorded steps), sim_success_rate (the candidate and the deployed version rolled
@@ -82,7 +84,7 @@ class RetrainSettings:
     backend: BackendSettings = field(default_factory=BackendSettings)
     defaults: DefaultsSettings = field(default_factory=DefaultsSettings)
     train_overrides: dict[str, Any] = field(default_factory=dict)  # merged into the apo-train config
-    eval: EvalSettings = field(default_factory=EvalSettings)
+    eval: PromotionEvalSettings = field(default_factory=PromotionEvalSettings)
     lifelong_every_n_episodes: int = 0  # retrain automatically every N new interactive episodes (0: off)
     min_new_episodes: int = 1
     # What the deployment drives: sim (apo_sim, so candidates can be rolled out in it) or real. The deploy
