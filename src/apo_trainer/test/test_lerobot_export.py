@@ -2,18 +2,36 @@
 the way LeRobot's readers read them, every frame compared with the HDF5 source.
 
 Readers (redone with `datasets` + `pyarrow` + `pandas`, since lerobot itself cannot be installed
-beside torch 2.13; the last test uses the real one when it is importable):
+beside torch 2.13; these always run):
 - v3.0 as lerobot 0.4 does (lerobot/datasets/utils.py: load_nested_dataset, get_hf_features_from_features,
   load_tasks, load_episodes): ``Dataset.from_parquet`` over data/*/*.parquet with the features of
   info.json; episode rows from meta/episodes/*/*.parquet; tasks from the pandas index of tasks.parquet.
 - v2.1 as lerobot 0.3 does (lerobot_dataset.py load_hf_dataset): ``load_dataset("parquet",
   data_dir=ROOT/data)`` with no features given, so the types come from the parquet schema metadata;
   episodes/tasks from the jsonl files, episode ranges from cumulative lengths.
+
+The real lerobot (test_real_lerobot_loads_the_export) runs in its own venv, through
+lerobot_reader_probe.py, for each python named in APO_LEROBOT_PYTHONS (os.pathsep-separated) whose
+lerobot reads the format (0.4.x: v3.0, 0.3.x: v2.1), or in this venv if lerobot is importable here;
+otherwise it skips and says why. Such a venv, with the torch wheels on this machine's disk (forcing
+lerobot past its torch pin; only its dataset code is used)::
+
+    python3.11 -m venv /tmp/lr44 && /tmp/lr44/bin/pip install torch==2.14.1 torchvision==0.29.1
+    /tmp/lr44/bin/pip install "datasets>=4,<5" "huggingface-hub>=0.34.2,<0.36" "av>=15,<16" draccus==0.10.0 \
+        jsonlines einops opencv-python-headless termcolor deepdiff "imageio[ffmpeg]" pandas
+    /tmp/lr44/bin/pip install --no-deps lerobot==0.4.4
+    APO_LEROBOT_PYTHONS=/tmp/lr44/bin/python pytest src/apo_trainer/test/test_lerobot_export.py
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
+import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,6 +274,60 @@ def _check_action_chunks(loaded: Loaded, source: list[dict], horizon: int = 4) -
             row += 1
 
 
+def _check_no_nan_or_null_anywhere(root: Path) -> None:
+    """Every column of every parquet file (frames, episodes, tasks) holds no null and no NaN/inf, down to
+    list elements; every JSON / JSONL file parses without NaN/Infinity and holds no null value.
+    (An image is a {bytes, path} struct: its bytes are never null; path is null by design, the bytes
+    being embedded.)"""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    def leaves(name: str, arr):
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        assert arr.null_count == 0, name
+        if pa.types.is_struct(arr.type):
+            if {f.name for f in arr.type} == {"bytes", "path"}:
+                yield from leaves(f"{name}.bytes", arr.field("bytes"))
+                return
+            for i, field in enumerate(arr.type):
+                yield from leaves(f"{name}.{field.name}", arr.field(i))
+        elif pa.types.is_list(arr.type) or pa.types.is_fixed_size_list(arr.type) or pa.types.is_large_list(arr.type):
+            yield from leaves(f"{name}[]", arr.flatten())
+        else:
+            yield name, arr
+
+    parquet = sorted(root.rglob("*.parquet"))
+    assert parquet
+    for path in parquet:
+        table = pq.read_table(path)
+        assert table.num_rows > 0, path
+        for column in table.column_names:
+            for name, leaf in leaves(column, table[column]):
+                assert leaf.null_count == 0, (path, name)
+                if pa.types.is_floating(leaf.type):
+                    assert pc.all(pc.is_finite(leaf)).as_py(), (path, name)
+
+    def no_constant(value):
+        raise AssertionError(f"{value} in a JSON file")
+
+    def no_null(value, where):
+        assert value is not None, where
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k not in ("video_path", "names"):  # info.json: no videos; unnamed dimensions
+                    no_null(v, f"{where}.{k}")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                no_null(v, f"{where}[{i}]")
+
+    for path in sorted(root.rglob("*.json")) + sorted(root.rglob("*.jsonl")):
+        lines = path.read_text().splitlines() if path.suffix == ".jsonl" else [path.read_text()]
+        for n, line in enumerate(x for x in lines if x.strip()):
+            no_null(json.loads(line, parse_constant=no_constant), f"{path.name}:{n}")
+
+
 LOADERS = {"v3.0": load_v30, "v2.1": load_v21}
 
 
@@ -274,6 +346,13 @@ def test_export_reads_back_frame_by_frame(tmp_path, fmt):
     assert {0, 1, 2} <= set(np.concatenate([e["labels"] for e in source]).tolist())
     _check_every_frame(loaded, source)
     _check_action_chunks(loaded, source)
+    _check_no_nan_or_null_anywhere(tmp_path / "lr")
+    # labels and the intervention flag are plain scalar columns a LeRobot user filters on
+    human = loaded.frames.filter(lambda r: r["complementary_info.is_intervention"])
+    assert len(human) == sum(int((e["live_labels"] == 2).sum()) for e in source) > 0
+    undesirable = loaded.frames.filter(lambda r: r["apo.label"] == 0)
+    assert len(undesirable) == sum(int((e["labels"] == 0).sum()) for e in source) > 0
+    assert not any(undesirable["complementary_info.is_intervention"])
 
 
 def test_v30_layout(tmp_path):
@@ -325,6 +404,7 @@ def test_incremental_export_appends_only_new_episodes(tmp_path, fmt):
     assert loaded.info["total_tasks"] == 3 and loaded.info["splits"] == {"train": "0:5"}
     _check_every_frame(loaded, _source(h5))
     _check_action_chunks(loaded, _source(h5))
+    _check_no_nan_or_null_anywhere(out)
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     again = export_lerobot(h5, out, format=fmt, fps=FPS, progress=False)
     assert again.new_episodes == 0 and again.total_episodes == 5
@@ -427,40 +507,102 @@ def test_cli_formats_and_k(tmp_path, capsys):
     assert [e["apo"]["k_window"] for e in loaded.episode_meta] == [0, 0, 0]
 
 
-def test_real_lerobot_loads_the_export(tmp_path, monkeypatch):
-    """With lerobot importable (its own venv: it pins torch < 2.11), open an export that was extended
-    once with LeRobotDataset(root=...) and read every frame, with action chunks."""
-    lerobot_dataset = pytest.importorskip(
-        "lerobot.datasets.lerobot_dataset",
-        reason="lerobot is not installed: it cannot be installed beside torch 2.13 (it pins torch < 2.11)")
-    import datasets
+def _lerobot_pythons() -> list[str]:
+    """Interpreters to try: those in APO_LEROBOT_PYTHONS (os.pathsep-separated), then this one."""
+    named = [p for p in os.environ.get("APO_LEROBOT_PYTHONS", "").split(os.pathsep) if p.strip()]
+    return [*named, sys.executable]
 
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))  # lerobot 0.3
-    fmt = lerobot_dataset.CODEBASE_VERSION
-    if fmt not in LOADERS:
-        pytest.skip(f"lerobot reads {fmt}, which apo-export-lerobot does not write")
+
+@functools.cache
+def _lerobot_reading(fmt: str) -> tuple[str, dict] | None:
+    """(python, its lerobot's {codebase_version, lerobot}) of the first interpreter whose lerobot reads ``fmt``."""
+    for python in _lerobot_pythons():
+        if python == sys.executable and importlib.util.find_spec("lerobot") is None:
+            continue
+        run = subprocess.run([python, str(PROBE), "--version"], capture_output=True, text=True, timeout=600,
+                             env=_offline_env(Path(tempfile.gettempdir())))
+        if run.returncode != 0:
+            raise RuntimeError(f"{python} {PROBE.name} --version failed:\n{run.stderr[-3000:]}")
+        found = json.loads(run.stdout.strip().splitlines()[-1])
+        if found["codebase_version"] == fmt:
+            return python, found
+    return None
+
+
+def _offline_env(cache: Path) -> dict:
+    """No hub access (a dataset that does not load locally fails instead of being downloaded), caches in ``cache``."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(cache / "hf"),
+               HF_DATASETS_CACHE=str(cache / "hf-datasets"), HF_LEROBOT_HOME=str(cache / "lerobot"))
+    env.pop("PYTHONPATH", None)  # the lerobot venv must not see the project's packages
+    return env
+
+
+PROBE = Path(__file__).with_name("lerobot_reader_probe.py")
+NO_LEROBOT = ("no python with a lerobot that reads {fmt}: lerobot cannot be installed in the project's venv "
+              "(lerobot 0.4.x pins torch < 2.11, 0.3.x torch < 2.8; the project runs torch 2.13), so this test "
+              "needs APO_LEROBOT_PYTHONS naming the python of a separate venv with lerobot {release} (see "
+              "lerobot_reader_probe.py); the datasets/pyarrow readers of the other tests check every frame")
+
+
+@pytest.mark.parametrize(("fmt", "release"), [("v3.0", "0.4.x"), ("v2.1", "0.3.x")])
+def test_real_lerobot_loads_the_export(tmp_path, fmt, release):
+    """The real LeRobotDataset (run in its own venv) opens an export that was extended once, with
+    delta_timestamps action chunks; every item it returns is compared with the HDF5 source."""
+    found = _lerobot_reading(fmt)
+    if found is None:
+        pytest.skip(NO_LEROBOT.format(fmt=fmt, release=release))
+    python, versions = found
     h5, root = tmp_path / "d.h5", tmp_path / "apo" / "export"
     _write(h5, FIRST)
     export_lerobot(h5, root, format=fmt, fps=FPS, progress=False)
     _write(h5, MORE, seed=1)
     export_lerobot(h5, root, format=fmt, fps=FPS, progress=False)
-    ds = lerobot_dataset.LeRobotDataset("apo/export", root=root,
-                                        delta_timestamps={"action": [k / FPS for k in range(4)]})
+    out = tmp_path / "read.npz"
+    run = subprocess.run([python, str(PROBE), str(root), str(out), "--fps", str(FPS), "--horizon", "4"],
+                         capture_output=True, text=True, timeout=1200, env=_offline_env(tmp_path / "cache"))
+    assert run.returncode == 0, f"lerobot {versions['lerobot']} could not read the {fmt} export:\n{run.stderr[-4000:]}"
+    with np.load(out) as npz:
+        items = {key: npz[key] for key in npz.files}
+    meta = json.loads(str(items.pop("__meta__")))
+    assert (meta["codebase_version"], meta["len"], meta["num_episodes"]) == (fmt, 46, 5)
+    kinds = {key: (dtype, tuple(shape)) for key, (dtype, shape) in meta["kinds"].items()}
+    assert kinds["observation.images.agentview"] == ("float32", (3, H, W))
+    assert kinds["action"] == ("float32", (4, 7)) and kinds["action_is_pad"] == ("bool", (4,))
+    assert kinds["observation.state"] == ("float32", (3,))
+    assert kinds["apo.policy_action"] == ("float32", (7,))
+    for key in ("apo.label", "apo.live_label", "apo.mode", "frame_index", "episode_index", "index", "task_index"):
+        assert kinds[key] == ("int64", ()), key
+    for key in ("complementary_info.is_intervention", "apo.has_policy_action", "next.done"):
+        assert kinds[key] == ("bool", ()), key
+    assert meta["stats_shapes"]["observation.images.agentview"]["mean"] == [3, 1, 1]
+    for key, values in items.items():  # nothing NaN or infinite in anything lerobot returned
+        if values.dtype.kind == "f":
+            assert np.isfinite(values).all(), key
+
     source = _source(h5)
-    assert len(ds) == 46 and ds.num_episodes == 5
-    assert tuple(np.asarray(ds.meta.stats["observation.images.agentview"]["mean"]).shape) == (3, 1, 1)
-    row = 0
+    images = np.concatenate([e["obs/image"] for e in source]).transpose(0, 3, 1, 2) / 255.0
+    np.testing.assert_allclose(items["observation.images.agentview"], images, atol=1e-6)
+    assert 0.0 <= items["observation.images.agentview"].min() and items["observation.images.agentview"].max() <= 1.0
+    chunks, pads, policy, has_policy = [], [], [], []
     for src in source:
         n = len(src["actions"])
         for t in range(n):
-            item = ds[row]
-            image = item["observation.images.agentview"].numpy()
-            assert image.shape == (3, H, W)
-            np.testing.assert_allclose(image, src["obs/image"][t].transpose(2, 0, 1) / 255.0, atol=1e-6)
-            want = src["actions"][[min(t + k, n - 1) for k in range(4)]].astype(np.float32)
-            np.testing.assert_allclose(item["action"].numpy(), want)
-            assert item["action_is_pad"].tolist() == [t + k >= n for k in range(4)]
-            assert item["task"] == src["instruction"]
-            assert int(item["apo.label"]) == src["labels"][t]
-            assert bool(item["complementary_info.is_intervention"]) == (src["live_labels"][t] == 2)
-            row += 1
+            chunks.append(src["actions"][[min(t + k, n - 1) for k in range(4)]])
+            pads.append([t + k >= n for k in range(4)])
+        has = np.isfinite(src["policy_actions"]).all(axis=1)
+        has_policy.append(has)
+        policy.append(np.where(has[:, None], src["policy_actions"], 0.0))
+    np.testing.assert_allclose(items["action"], np.stack(chunks).astype(np.float32))
+    assert items["action_is_pad"].tolist() == pads
+    np.testing.assert_allclose(items["observation.state"], np.concatenate([e["obs/state"] for e in source]),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(items["apo.label"], np.concatenate([e["labels"] for e in source]))
+    np.testing.assert_array_equal(items["apo.live_label"], np.concatenate([e["live_labels"] for e in source]))
+    np.testing.assert_array_equal(items["apo.mode"], np.concatenate([e["modes"] for e in source]))
+    np.testing.assert_array_equal(items["complementary_info.is_intervention"],
+                                  np.concatenate([e["live_labels"] for e in source]) == 2)
+    np.testing.assert_array_equal(items["apo.has_policy_action"], np.concatenate(has_policy))
+    np.testing.assert_allclose(items["apo.policy_action"], np.concatenate(policy).astype(np.float32))
+    assert items["task"].tolist() == [e["instruction"] for e in source for _ in e["actions"]]
+    np.testing.assert_array_equal(items["episode_index"], [i for i, e in enumerate(source) for _ in e["actions"]])
+    np.testing.assert_array_equal(items["index"], np.arange(46))
