@@ -1,5 +1,7 @@
 """A retrain job without expert demonstrations says so, over real DDS: in the Retrain reply, in every
-RetrainStatus on /apo/retrain/status and in /apo/retrain/get_status."""
+RetrainStatus on /apo/retrain/status and in /apo/retrain/get_status. One of its episode bags is unusable
+(recorded without camera images, as a run with no model gives): the job skips it, says which, and trains
+and promotes on the rest."""
 
 import numpy as np
 import pytest
@@ -18,9 +20,10 @@ A, H = 1, 2
 TRAIN = {"train": {"batch_size": 4, "checkpoint_every": 1000, "tensorboard": False, "torch_threads": 1},
          "reference": {"batch_size": 8}, "lora": {"r": 4, "alpha": 8}}
 WARNING = "WARNING: no expert demonstrations"
+SKIPPED = "1 train episode bag(s) skipped as unusable: noimg"
 
 
-def test_job_without_expert_data_reports_a_warning_in_its_status(tmp_path):
+def test_job_reports_missing_expert_data_and_a_skipped_unusable_bag_in_its_status(tmp_path):
     from rclpy.parameter import Parameter
 
     from apo_interfaces.msg import RetrainStatus
@@ -33,6 +36,8 @@ def test_job_without_expert_data_reports_a_warning_in_its_status(tmp_path):
     for i in range(2):
         write_sample_bag(tmp_path / "bags", SampleEpisode(f"ep{i}", [A] * 12 + [H] * 6 + [A] * 6, image_size=(16, 16),
                                                          start_ns=(1_700_000_000 + 100 * i) * 10**9))
+    write_sample_bag(tmp_path / "bags", SampleEpisode("noimg", [A] * 27, image_size=(16, 16), image_every=0,
+                                                      start_ns=1_700_009_000 * 10**9))
     cfg = tmp_path / "retrain.yaml"
     cfg.write_text(yaml.safe_dump({"work_dir": str(tmp_path / "work"), "bags_dir": str(tmp_path / "bags"),
                                    "model_store": str(store.root), "defaults": {"steps": 2}, "train_overrides": TRAIN,
@@ -59,3 +64,6 @@ def test_job_without_expert_data_reports_a_warning_in_its_status(tmp_path):
                      GetRetrainStatus.Request(job_id=res.job_id))
         assert got.status.state == RetrainStatus.STATE_SUCCEEDED and WARNING in got.status.message
         assert got.status.message.startswith("promoted v0002")
+        # the unusable bag: named in the final status on the topic and from the service, not fatal
+        assert SKIPPED in final.message and "no camera image" in final.message, final.message
+        assert SKIPPED in got.status.message

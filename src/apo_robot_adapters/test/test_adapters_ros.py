@@ -122,6 +122,40 @@ def test_camera_adapter_decodes_compressed_jpeg(graph):
     assert arr.shape == (16, 16, 3) and np.abs(arr.astype(int) - rgb).max() <= 3
 
 
+def test_camera_adapter_decodes_compressed_png_exactly(graph):
+    """image_transport's png (lossless): colour, then a mono png, each arrives as exactly the rgb8 sent."""
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from apo_robot_adapters.camera_adapter_node import CameraAdapterNode
+    from apo_ros.qos import qos_profile
+
+    node = make(graph, CameraAdapterNode, input_topic="/test_cam/image_raw/compressed", compressed=True)
+    probe = graph.probe_node("cam_probe_png")
+    out = subscribe(probe, Image, "/apo/camera/image_raw")
+    pub = probe.create_publisher(CompressedImage, "/test_cam/image_raw/compressed", qos_profile("reliable", 10))
+    graph.wait_for_subscribers(pub)
+    graph.wait_for_publishers(probe, "/apo/camera/image_raw")
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 255, (12, 20, 3), dtype=np.uint8)
+    mono = rng.integers(0, 255, (12, 20), dtype=np.uint8)
+    sent = [("colour", "bgr8; png compressed bgr8", cv2.imencode(".png", rgb[..., ::-1])[1], rgb),
+            ("mono", "mono8; png compressed mono8", cv2.imencode(".png", mono)[1], np.repeat(mono[..., None], 3, 2))]
+    for frame_id, fmt, data, _ in sent:
+        msg = CompressedImage(format=fmt, data=data.tobytes())
+        msg.header.frame_id = frame_id
+        graph.wait_until(lambda m=msg: pub.publish(m) or any(o.header.frame_id == m.header.frame_id
+                                                              for o in out.all()), what=f"{frame_id} png")
+    got = {m.header.frame_id: m for m in out.all()}
+    for frame_id, _, _, expected in sent:
+        m = got[frame_id]
+        assert m.encoding == "rgb8" and (m.height, m.width) == (12, 20), frame_id
+        assert np.array_equal(image_to_rgb(m.height, m.width, m.encoding, m.step, m.data), expected), frame_id
+    # a compressed depth stream (compressedDepth) is not a png the adapter reads: dropped, the node goes on
+    before = node.frames_dropped
+    depth = CompressedImage(format="16UC1; compressedDepth png", data=cv2.imencode(".png", mono)[1].tobytes())
+    graph.wait_until(lambda: pub.publish(depth) or node.frames_dropped > before, what="compressedDepth dropped")
+
+
 @pytest.mark.skipif(importlib.util.find_spec("cv_bridge") is None,
                     reason="cv_bridge is not installed (it comes with a ROS 2 install, not from PyPI)")
 @pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "rgb16", "bgr16", "mono16",
