@@ -1,11 +1,15 @@
 """The project's ROS 2 face with the real upstream tools: `colcon build --symlink-install` of the workspace,
-then the deploy graph started by the README's `ros2 launch` line under launch_pytest
-(launch_graph/deploy_graph_launch.py: nodes, topics, commands arriving, the README's retrain lines, Ctrl-C).
+every command of the README's tool table run as the README says (`ros2 run <package> <command>`), then the
+graph started by the README's `ros2 launch` line under launch_pytest: the simulated arm
+(launch_graph/deploy_graph_launch.py: nodes, topics, command rate, the README's retrain lines, Ctrl-C) and
+a real arm's standard interfaces through the robot adapters (launch_graph/servo_graph_launch.py,
+robot:=servo: camera, joint states and pose in, TwistStamped and gripper positions out, Ctrl-C).
 
 launch_pytest 3.7.1 does not load under this suite's pytest (>= 8.4, ros2/launch#947), so that file runs
 in a subprocess under pytest 7.4.4 (APO_PYTEST7_PATH) and this test checks its exit code.
 """
 
+import re
 import shlex
 import subprocess
 import sys
@@ -37,6 +41,56 @@ def test_colcon_build_installs_every_package(workspace_install):
     missing = [p for p in packages if not (workspace_install / p / "share" / p / "package.xml").is_file()]
     assert not missing, f"not installed by colcon: {missing}"
     assert (workspace_install / "apo_bringup/share/apo_bringup/launch/deploy.launch.py").exists()
+
+
+def _readme_tool_table() -> list[tuple[str, str]]:
+    """(package, command) of each row of the README's "## Tools" table."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Tools\n", 1)[1].split("\n#", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        # cells split at unescaped pipes (the LeRobot row writes `v3.0\|v2.1` in one cell)
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))] if line.startswith("| `") else []
+        if len(cells) >= 2:
+            command = re.match(r"`([^` ]+)", cells[0]).group(1)
+            package = cells[1].strip("`")
+            rows.append((package, command))
+    assert len(rows) >= 10, f"README's tool table not found or too short: {rows}"
+    return sorted(set(rows))
+
+
+def test_every_tool_of_the_readme_runs_as_the_readme_says_after_colcon(install_env, workspace_install):
+    """With `source install/setup.bash`, each command of the tool table is run as `ros2 run PACKAGE COMMAND`
+    (the README's words: colcon puts ament_python scripts in install/<package>/lib/<package>/, not on PATH)."""
+    failed = []
+    for package, command in _readme_tool_table():
+        prefix = run(["ros2", "pkg", "prefix", package], env=install_env, timeout=120).strip()
+        assert Path(prefix) == workspace_install / package, f"{package} found at {prefix}, not in the colcon install"
+        done = subprocess.run(["ros2", "run", package, command, "--help"], env=install_env, capture_output=True,
+                              text=True, timeout=300, cwd=workspace_install.parent)
+        if done.returncode != 0 or "usage" not in done.stdout.lower():
+            failed.append(f"ros2 run {package} {command} --help -> exit {done.returncode}\n"
+                          f"{(done.stdout + done.stderr)[-2000:]}")
+    assert not failed, "\n\n".join(failed)
+
+
+def test_every_node_of_every_robot_choice_is_an_installed_executable(install_env, workspace_install):
+    """What `ros2 launch apo_bringup deploy.launch.py robot:=...` starts for each robot: (sim, real, servo,
+    ros2_control) and operator, each an executable `ros2 pkg executables` lists in the colcon install."""
+    from apo_bringup.graph import default_graph_path, load_graph_file, resolve_graph
+
+    graph = load_graph_file(default_graph_path())
+    wanted = set()
+    for robot in graph.arguments["robot"].choices:
+        for operator in graph.arguments["operator"].choices:
+            wanted |= {(s.package, s.executable) for s in resolve_graph(graph, {"robot": robot, "operator": operator})}
+    listed = set()
+    for package in sorted({p for p, _ in wanted}):
+        out = run(["ros2", "pkg", "executables", package], env=install_env, timeout=120)
+        listed |= {tuple(line.split()) for line in out.splitlines() if line.strip()}
+    assert wanted <= listed, f"not installed as executables: {sorted(wanted - listed)}"
+    for package, executable in wanted:
+        assert (workspace_install / package / "lib" / package / executable).exists(), (package, executable)
 
 
 def _readme_models_command(verb: str, *args: str) -> list[str]:
@@ -81,7 +135,8 @@ def test_deploy_graph_under_launch_pytest(install_env, tmp_path):
     log = tmp_path / "launch_pytest.log"  # a file, not a pipe: nothing left behind can hold it open
     with log.open("w") as sink:
         done = subprocess.run([sys.executable, "-m", "pytest", "-c", str(LAUNCH_TESTS / "pytest.ini"), "-v", "-rA",
-                               "--tb=short", str(LAUNCH_TESTS / "deploy_graph_launch.py")],
+                               "--tb=short", str(LAUNCH_TESTS / "deploy_graph_launch.py"),
+                               str(LAUNCH_TESTS / "servo_graph_launch.py")],
                               cwd=launch_dir, env=env, stdin=subprocess.DEVNULL, stdout=sink,
                               stderr=subprocess.STDOUT, timeout=3000)
     out = log.read_text(errors="replace")
