@@ -1,6 +1,7 @@
-"""LeRobot / openpi π0-FAST checkpoint directories: ``load_policy`` recognises them and refuses with what the
-directory holds and lacks (APO-ROS has no PaliGemma runtime). The checkpoints here are tiny, randomly
-initialised PaliGemma models saved in each project's layout; nothing is downloaded."""
+"""LeRobot / openpi π0-FAST checkpoint directories: ``load_policy`` recognises them and, when a LeRobot one
+lacks its local tokenizers (or is an openpi one), refuses with what the directory holds and lacks. The
+checkpoints here are tiny, randomly initialised PaliGemma models saved in each project's layout; nothing
+is downloaded. Running a complete one: test_pi0fast_lerobot.py."""
 
 import json
 
@@ -15,6 +16,12 @@ from apo_core.policy.pi0fast_checkpoint import UnsupportedCheckpointError, detec
 
 NORMALIZER = "policy_preprocessor_step_3_normalizer_processor.safetensors"
 UNNORMALIZER = "policy_postprocessor_step_0_unnormalizer_processor.safetensors"
+
+
+@pytest.fixture(autouse=True)
+def empty_hf_cache(tmp_path, monkeypatch):
+    """Tokenizers are also looked for in the Hugging Face cache: make it an empty one."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_cache"))
 
 
 def _tiny_paligemma_weights() -> dict[str, torch.Tensor]:

@@ -14,11 +14,13 @@ from apo_core.errors import ConfigError, MissingPathError
 from apo_core.policy.base import POLICY_META_FILENAME, VLAPolicy
 
 
-def read_policy_meta(directory) -> dict:
+def read_policy_meta(directory, text_tokenizer=None, action_tokenizer=None) -> dict:
     """The ``apo_policy.json`` of a policy directory (or ``{"kind": "openvla"}`` for an OpenVLA config).
 
-    A LeRobot / openpi π0-FAST checkpoint is recognised and refused with what it holds and lacks
-    (:mod:`apo_core.policy.pi0fast_checkpoint`)."""
+    A LeRobot / openpi π0-FAST checkpoint is recognised (:mod:`apo_core.policy.pi0fast_checkpoint`): a
+    LeRobot one whose tokenizers are local (``text_tokenizer`` / ``action_tokenizer`` directories, or
+    the other places that module names) is ``{"kind": "lerobot_pi0fast"}``; any other is refused with
+    what it holds and lacks."""
     directory = Path(directory)
     if not directory.is_dir():
         raise MissingPathError(f"model directory not found: {directory}")
@@ -27,8 +29,10 @@ def read_policy_meta(directory) -> dict:
         return read_json_object(meta_path)
     from apo_core.policy.pi0fast_checkpoint import UnsupportedCheckpointError, detect_pi0fast_checkpoint
 
-    foreign = detect_pi0fast_checkpoint(directory)
+    foreign = detect_pi0fast_checkpoint(directory, text_tokenizer, action_tokenizer)
     if foreign is not None:
+        if foreign.runnable:
+            return {"kind": "lerobot_pi0fast"}
         raise UnsupportedCheckpointError(foreign.refusal())
     config_path = directory / "config.json"
     if config_path.is_file():
@@ -45,8 +49,10 @@ def load_policy(directory, device: str = "cpu", trust_remote_code: bool = False,
 
     ``trust_remote_code`` lets a checkpoint run Python code it ships (transformers ``auto_map``); it
     is off unless the caller, on the operator's explicit request, turns it on for this directory.
+    A LeRobot pi0_fast checkpoint never runs shipped code; its ``text_tokenizer`` / ``action_tokenizer``
+    keywords name local tokenizer directories.
     """
-    meta = read_policy_meta(directory)
+    meta = read_policy_meta(directory, kwargs.get("text_tokenizer"), kwargs.get("action_tokenizer"))
     kind = meta.get("kind")
     if kind == "small_vla":
         from apo_core.policy.small_vla import SmallVLAPolicy
@@ -60,4 +66,8 @@ def load_policy(directory, device: str = "cpu", trust_remote_code: bool = False,
         from apo_core.policy.openvla import OpenVLAPolicy
 
         return OpenVLAPolicy.load(directory, device=device, trust_remote_code=trust_remote_code, **kwargs)
+    if kind == "lerobot_pi0fast":
+        from apo_core.policy.pi0fast_lerobot import Pi0FastLeRobotPolicy
+
+        return Pi0FastLeRobotPolicy.load(directory, device=device, **kwargs)
     raise ConfigError(f"{directory}: unknown policy kind {kind!r} in {POLICY_META_FILENAME}")
