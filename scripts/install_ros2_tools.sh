@@ -7,7 +7,8 @@
 # Sources: $APO_ROS2_TOOLS_SRC when set, else ../shared/vendor/ros2-tools next to the repo (tarballs
 # listed in its SOURCES.txt). With a ROS 2 install sourced (ROS_DISTRO set, `ros2` on PATH) the
 # system's tools are used and only the launch_pytest pytest is installed.
-# Exit codes: 0 installed / up to date, 3 no sources and no ROS 2 install (nothing to do), 1 failure.
+# Exit codes: 0 installed / up to date, 3 no sources and no ROS 2 install (nothing to do: the ros2_tools
+# tests skip), 1 failure, also for no sources in CI (CI=true) or with APO_REQUIRE_ROS2_TOOLS set.
 # Idempotent: a stamp holds the checksum of the tarballs, the pins, this script and the venv's ROS 2
 # wheel pins (composition_interfaces is built against them).
 set -euo pipefail
@@ -59,7 +60,12 @@ fi
 if $system_ros; then
   want="system-$ROS_DISTRO-$(cat "$PINS" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)"
 elif [[ -z "$SRC" ]]; then
-  log "no ROS 2 tool sources (set APO_ROS2_TOOLS_SRC or provide ../shared/vendor/ros2-tools) and no ROS 2 install sourced"
+  why="no ROS 2 tool sources (set APO_ROS2_TOOLS_SRC or provide ../shared/vendor/ros2-tools) and no ROS 2 install sourced"
+  # In CI (CI=true) or with APO_REQUIRE_ROS2_TOOLS set the tools are required: fail there, never skip.
+  if [[ "${CI:-}" == "true" || -n "${APO_REQUIRE_ROS2_TOOLS:-}" ]]; then
+    die "$why; required here (CI=${CI:-} APO_REQUIRE_ROS2_TOOLS=${APO_REQUIRE_ROS2_TOOLS:-})"
+  fi
+  log "$why"
   exit 3
 else
   [[ -f "$SRC/SOURCES.txt" ]] || die "$SRC has no SOURCES.txt"

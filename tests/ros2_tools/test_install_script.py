@@ -1,5 +1,6 @@
 """scripts/install_ros2_tools.sh on bad or missing sources: a clear message, and exit 3 (the ros2_tools tests
-skip) only when there are no sources at all. Runs in a copy of the script, so the real overlay is untouched."""
+skip) only when there are no sources at all and the tools are not required (in CI they are: exit 1, so
+.ci/run fails instead of skipping). Runs in a copy of the script, so the real overlay is untouched."""
 
 import os
 import shutil
@@ -24,7 +25,8 @@ def repo_copy(tmp_path) -> Path:
 
 
 def _install(repo: Path, **env) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in ("ROS_DISTRO", "APO_ROS2_TOOLS_SRC")}
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("ROS_DISTRO", "APO_ROS2_TOOLS_SRC", "CI", "APO_REQUIRE_ROS2_TOOLS")}
     return subprocess.run(["bash", str(repo / "scripts/install_ros2_tools.sh")], env={**clean, **env},
                           capture_output=True, text=True, timeout=120)
 
@@ -34,6 +36,13 @@ def test_no_sources_and_no_ros2_install_exits_3_with_the_reason(repo_copy):
     assert done.returncode == 3, done.stdout + done.stderr
     assert "no ROS 2 tool sources" in done.stdout and "APO_ROS2_TOOLS_SRC" in done.stdout
     assert not (repo_copy / ".ros2-tools/.stamp").exists()
+
+
+@pytest.mark.parametrize("env", [{"CI": "true"}, {"APO_REQUIRE_ROS2_TOOLS": "1"}])
+def test_no_sources_in_ci_is_a_failure_not_a_skip(repo_copy, env):
+    done = _install(repo_copy, **env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "no ROS 2 tool sources" in done.stderr and "required here" in done.stderr
 
 
 def test_a_missing_source_directory_is_an_error(repo_copy, tmp_path):
