@@ -22,7 +22,7 @@ SEED_STRIDE = 1000  # seeds of one training seed / round never overlap the next 
 
 
 @dataclass
-class DemoSettings:
+class ExpertDemoSettings:
     episodes: int = 10  # few demos: the base policy should be imperfect (paper's base: 20-60 %)
     seed_base: int = 0  # demo scene seeds: seed_base + SEED_STRIDE * train_seed + i
     random_steps: int = 0  # unrecorded random actions before the expert starts (shows recoveries)
@@ -93,7 +93,7 @@ class BenchSettings:
     control_freq: float = 20.0
     torch_threads: int = 2
     max_steps: dict[str, int] = field(default_factory=dict)  # per-task episode limit (deploy and eval)
-    demos: DemoSettings = field(default_factory=DemoSettings)
+    demos: ExpertDemoSettings = field(default_factory=ExpertDemoSettings)
     bc: BCSettings = field(default_factory=BCSettings)
     deploy: DeploySettings = field(default_factory=DeploySettings)
     methods: dict[str, MethodSettings] = field(default_factory=dict)

@@ -29,7 +29,7 @@ class SessionError(RuntimeError):
 
 
 @dataclass
-class EpisodeResult:
+class LiveEpisodeResult:
     episode_id: str
     outcome: str
     seconds: float
@@ -120,7 +120,7 @@ class DeploySession:
             time.sleep(0.2)
         raise SessionError("the robot camera or the policy node did not come up")
 
-    def run_episode(self, instruction: str, timeout: float) -> EpisodeResult:
+    def run_episode(self, instruction: str, timeout: float) -> LiveEpisodeResult:
         """Start an episode, wait for its outcome and (when recording) for its bag to be closed."""
         t0 = time.monotonic()
         res = self._call(self._episode_client, EpisodeControl.Request(command=EpisodeControl.Request.START,
@@ -146,7 +146,7 @@ class DeploySession:
                 if time.monotonic() > deadline:
                     raise SessionError(f"the recorder did not close {bag} within 30 s")
                 time.sleep(0.1)
-        return EpisodeResult(ep, outcome["value"], time.monotonic() - t0, bag)
+        return LiveEpisodeResult(ep, outcome["value"], time.monotonic() - t0, bag)
 
     # --- retraining --------------------------------------------------------------------------
     def retrain(self, loss: str = "", steps: int = 0, k: int = -1, timeout: float = 1800.0,

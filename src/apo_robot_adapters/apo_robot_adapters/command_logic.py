@@ -11,23 +11,23 @@ from dataclasses import dataclass
 
 
 @dataclass
-class Checked:
+class CheckedCommand:
     values: list[float] | None  # None: refused
     problem: str = ""
 
 
-def check_action(values, dim: int) -> Checked:
+def check_action(values, dim: int) -> CheckedCommand:
     """``values`` as floats if it has ``dim`` finite numbers, else None and why."""
     try:
         floats = [float(v) for v in values]
     except (TypeError, ValueError) as exc:
-        return Checked(None, f"not numbers: {exc}")
+        return CheckedCommand(None, f"not numbers: {exc}")
     if len(floats) != dim:
-        return Checked(None, f"expected {dim} values, got {len(floats)}")
+        return CheckedCommand(None, f"expected {dim} values, got {len(floats)}")
     bad = [i for i, v in enumerate(floats) if not math.isfinite(v)]
     if bad:
-        return Checked(None, f"non-finite value(s) at index {bad}")
-    return Checked(floats)
+        return CheckedCommand(None, f"non-finite value(s) at index {bad}")
+    return CheckedCommand(floats)
 
 
 class CommandLatch:

@@ -30,10 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from apo_core.dataset import Episode, append_episode, episode_ids, sorted_episode_names
+from apo_core.dataset import Episode, append_episode, episode_ids
+from apo_core.dataset_ops import compute_action_stats
 from apo_core.errors import ApoError
 from apo_core.labels import Label
-from apo_core.normalization import STATS_FILENAME, ActionStats
+from apo_core.normalization import STATS_FILENAME
 from apo_sim.env import DEFAULT_CAMERA, DEFAULT_CONTROL_FREQ, TASKS, SimEnv
 from apo_sim.expert import ScriptedExpert
 
@@ -90,15 +91,6 @@ def rollout_to_episode(rollout: Rollout, env: SimEnv, episode_id: str, attrs: di
     )
 
 
-def compute_action_stats(path) -> ActionStats:
-    """Percentile statistics over every episode's actions in the dataset file (gripper not masked in)."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        actions = [f["data"][n]["actions"][()] for n in sorted_episode_names(f)]
-    return ActionStats.from_actions(np.concatenate(actions, axis=0))
-
-
 @dataclass
 class CollectResult:
     path: Path
@@ -147,7 +139,7 @@ def collect_demos(output, task: str = "Lift", episodes: int = 10, seed: int = 0,
             env.close()
     stats_path = None
     if episode_ids(output):
-        stats_path = compute_action_stats(output).save(output.parent / STATS_FILENAME)
+        stats_path = compute_action_stats(output)[0].save(output.parent / STATS_FILENAME)
     return CollectResult(output, stats_path, written, skipped, failed, steps, time.monotonic() - started)
 
 

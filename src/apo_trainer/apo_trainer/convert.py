@@ -47,7 +47,7 @@ without CRCs (older recorders) convert as before and are reported ``unverified``
 Expert demonstrations from another dataset file are merged in (``source="expert"``), and the
 action statistics over all actions in the output (expert + interactive) are recomputed into
 ``action_stats.json`` next to it (gripper = last dimension left unnormalised): operations on the
-dataset file, in :mod:`apo_trainer.dataset_ops`.
+dataset file, in :mod:`apo_core.dataset_ops`.
 """
 
 from __future__ import annotations
@@ -94,11 +94,11 @@ from apo_core.dataset import (
     episode_ids,
     sorted_episode_names,
 )
+from apo_core.dataset_ops import ExpertResult, compute_action_stats, merge_expert, relabel
 from apo_core.errors import ApoError
 from apo_core.labels import DEFAULT_K, Label, apply_k_window, label_counts
 from apo_core.normalization import STATS_FILENAME
 from apo_trainer.convert_align import DEFAULT_MAX_LATENESS_S, StepAligner
-from apo_trainer.dataset_ops import ExpertResult, compute_action_stats, merge_expert, relabel
 
 CONVERT_TOPICS = (topics.IMAGE, topics.ROBOT_STATE, topics.STEP, topics.EPISODE)
 # The outcome of each success/failure/abort event (apo_core.bag_contract.OUTCOME_EVENTS; old name kept).

@@ -4,9 +4,9 @@ import h5py
 import numpy as np
 
 from apo_core.dataset import MODE_AUTONOMOUS, MODE_HOLD, MODE_HUMAN, append_episode, read_episode
+from apo_core.dataset_ops import relabel
 from apo_trainer.analysis import EpisodeSummary, round_statistics
 from apo_trainer.data import UNDESIRABLE, StepDataset
-from apo_trainer.dataset_ops import relabel
 from apo_trainer.testing import synthetic_episode
 
 # 20 policy steps, 6 hold ticks (every input stale), then 5 human steps.
