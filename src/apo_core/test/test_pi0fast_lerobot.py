@@ -465,3 +465,23 @@ def test_a_bfloat16_checkpoint_keeps_lerobots_float32_parts(workspace):
     assert all(d == torch.float32 for n, d in dtypes.items() if "vision_tower" in n or "multi_modal" in n)
     chunk = policy.predict_chunk(_obs())
     assert chunk.shape == (H, D) and np.all(np.isfinite(chunk))
+
+
+def test_tokenizers_saved_by_the_processor_pipeline_are_found(workspace):
+    # newer LeRobot releases save the tokenizers next to the weights and name them in the pipeline
+    import shutil
+
+    ckpt = _checkpoint(workspace, text_dir=None, fast_dir=None)
+    shutil.copytree(workspace / "paligemma_tokenizer", ckpt / "tokenizer")
+    shutil.copytree(workspace / "fast", ckpt / "action_tokenizer")
+    pre = json.loads((ckpt / "policy_preprocessor.json").read_text())
+    for step in pre["steps"]:
+        if step["registry_name"] == "tokenizer_processor":
+            step["config"]["tokenizer_name"] = "tokenizer"
+        if step["registry_name"] == "action_tokenizer_processor":
+            step["config"]["action_tokenizer_name"] = "action_tokenizer"
+    (ckpt / "policy_preprocessor.json").write_text(json.dumps(pre))
+    found = detect_pi0fast_checkpoint(ckpt)
+    assert found.runnable, found.describe()
+    assert found.tokenizers == {"action_tokenizer": ckpt / "action_tokenizer", "text_tokenizer": ckpt / "tokenizer"}
+    assert load_policy(ckpt).predict_chunk(_obs()).shape == (H, D)
