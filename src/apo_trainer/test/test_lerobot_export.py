@@ -13,14 +13,11 @@ beside torch 2.13; these always run):
 The real lerobot (test_real_lerobot_loads_the_export) runs in its own venv, through
 lerobot_reader_probe.py, for each python named in APO_LEROBOT_PYTHONS (os.pathsep-separated) whose
 lerobot reads the format (0.4.x: v3.0, 0.3.x: v2.1), or in this venv if lerobot is importable here;
-otherwise it skips and says why. Such a venv, with the torch wheels on this machine's disk (forcing
-lerobot past its torch pin; only its dataset code is used)::
+otherwise it skips and says why (as in CI, which builds no such venv). lerobot_venvs.sh builds one
+per reader (lerobot 0.4.4 and 0.3.3, past their torch pins, with the torch wheels of this machine)::
 
-    python3.11 -m venv /tmp/lr44 && /tmp/lr44/bin/pip install torch==2.14.1 torchvision==0.29.1
-    /tmp/lr44/bin/pip install "datasets>=4,<5" "huggingface-hub>=0.34.2,<0.36" "av>=15,<16" draccus==0.10.0 \
-        jsonlines einops opencv-python-headless termcolor deepdiff "imageio[ffmpeg]" pandas
-    /tmp/lr44/bin/pip install --no-deps lerobot==0.4.4
-    APO_LEROBOT_PYTHONS=/tmp/lr44/bin/python pytest src/apo_trainer/test/test_lerobot_export.py
+    bash src/apo_trainer/test/lerobot_venvs.sh /tmp/lerobot-venvs     # prints APO_LEROBOT_PYTHONS=...
+    APO_LEROBOT_PYTHONS=... pytest src/apo_trainer/test/test_lerobot_export.py
 """
 
 from __future__ import annotations
@@ -540,8 +537,8 @@ def _offline_env(cache: Path) -> dict:
 PROBE = Path(__file__).with_name("lerobot_reader_probe.py")
 NO_LEROBOT = ("no python with a lerobot that reads {fmt}: lerobot cannot be installed in the project's venv "
               "(lerobot 0.4.x pins torch < 2.11, 0.3.x torch < 2.8; the project runs torch 2.13), so this test "
-              "needs APO_LEROBOT_PYTHONS naming the python of a separate venv with lerobot {release} (see "
-              "lerobot_reader_probe.py); the datasets/pyarrow readers of the other tests check every frame")
+              "needs APO_LEROBOT_PYTHONS naming the python of a separate venv with lerobot {release} (built by "
+              "lerobot_venvs.sh; CI builds none); the datasets/pyarrow readers of the other tests check every frame")
 
 
 @pytest.mark.parametrize(("fmt", "release"), [("v3.0", "0.4.x"), ("v2.1", "0.3.x")])
