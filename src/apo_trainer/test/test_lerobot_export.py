@@ -201,8 +201,9 @@ def _check_every_frame(loaded: Loaded, source: list[dict]) -> None:
     assert info["total_frames"] == sum(len(e["actions"]) for e in source) == len(loaded.frames)
     assert info["total_tasks"] == len({e["instruction"] for e in source})
     feats = info["features"]
+    h, w = source[0]["obs/image"].shape[1:3]
     assert feats["observation.images.agentview"]["dtype"] == "image"
-    assert list(feats["observation.images.agentview"]["shape"]) == [H, W, 3]
+    assert list(feats["observation.images.agentview"]["shape"]) == [h, w, 3]
     assert feats["complementary_info.is_intervention"]["dtype"] == "bool"
     assert set(loaded.frames.column_names) == set(feats)
     row = 0
@@ -222,7 +223,7 @@ def _check_every_frame(loaded: Loaded, source: list[dict]) -> None:
                 if arr.dtype.kind == "f":
                     assert np.isfinite(arr).all(), (row, key)
             image = to_torch_like(frame["observation.images.agentview"])
-            assert image.shape == (3, H, W) and image.dtype == np.float32
+            assert image.shape == (3, h, w) and image.dtype == np.float32
             assert 0.0 <= image.min() and image.max() <= 1.0
             assert np.array_equal(np.asarray(frame["observation.images.agentview"]), src["obs/image"][t])
             action = np.asarray(frame["action"], dtype=np.float32)
@@ -350,6 +351,30 @@ def test_export_reads_back_frame_by_frame(tmp_path, fmt):
     undesirable = loaded.frames.filter(lambda r: r["apo.label"] == 0)
     assert len(undesirable) == sum(int((e["labels"] == 0).sum()) for e in source) > 0
     assert not any(undesirable["complementary_info.is_intervention"])
+
+
+@pytest.mark.parametrize("fmt", ["v3.0", "v2.1"])
+def test_recorder_bags_to_lerobot(tmp_path, fmt):
+    """The whole path a user takes: episode bags written by the recorder's writer -> apo-convert ->
+    apo-export-lerobot, read back frame by frame against the converted HDF5."""
+    from apo_recorder import synthetic
+    from apo_trainer.convert import convert_bags
+
+    bags = tmp_path / "bags"
+    synthetic.write_recorded_episode(bags, "rec_a", [1] * 8 + [2] * 4 + [1] * 3, image_size=(24, 20))
+    synthetic.write_recorded_episode(bags, "rec_b", [1] * 6, instruction="stack the cube", outcome="failure",
+                                     image_size=(24, 20))
+    h5 = tmp_path / "data.h5"
+    report = convert_bags(bags, h5, progress=False, settle_seconds=0)
+    assert [b.status for b in report.bags] == ["added", "added"], report.summary()
+    assert main([str(h5), str(tmp_path / "lr"), "--format", fmt]) == 0
+    source = _source(h5)
+    assert {0, 1, 2} <= set(np.concatenate([e["labels"] for e in source]).tolist())
+    loaded = LOADERS[fmt](tmp_path / "lr", tmp_path / "cache")
+    assert loaded.info["features"]["observation.state"]["shape"] == [9]
+    _check_every_frame(loaded, source)
+    _check_action_chunks(loaded, source)
+    _check_no_nan_or_null_anywhere(tmp_path / "lr")
 
 
 def test_v30_layout(tmp_path):
