@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from apo_bench.episode_bag import SOURCE_HOLD, SOURCE_POLICY, SOURCE_TELEOP, CdrEncoder, open_episode_bag
+from apo_bench.episode_bag import CdrEncoder, open_episode_bag
 from apo_core import topics
+from apo_core.bag_contract import SOURCE_HOLD, SOURCE_POLICY, SOURCE_TELEOP
 from apo_core.policy import Observation as PolicyObservation
 from apo_intervention.arbiter_core import ArbiterCore
 from apo_intervention.config import ArbiterConfig, JoyMappingConfig, OperatorConfig, assemble_config

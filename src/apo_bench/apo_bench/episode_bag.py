@@ -25,7 +25,6 @@ ACTION_T = "apo_interfaces/msg/ActionCommand"
 STEP_T = "apo_interfaces/msg/LabelledStep"
 EVENT_T = "apo_interfaces/msg/EpisodeEvent"
 MODE_T = "apo_interfaces/msg/InterventionMode"
-SOURCE_POLICY, SOURCE_TELEOP, SOURCE_HOLD = 0, 1, 3  # ActionCommand.SOURCE_*
 
 # What the lockstep deployment records (the recorder's defaults without /joy: no joystick exists here).
 RECORDED = {topics.IMAGE: IMAGE_T, topics.ROBOT_STATE: STATE_T, topics.POLICY_ACTION: ACTION_T,

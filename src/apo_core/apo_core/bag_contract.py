@@ -99,6 +99,13 @@ class EpisodeEventCode(IntEnum):
     ABORT = EVENT_ABORT
 
 
+# ActionCommand.SOURCE_*: who produced an action (the lockstep deployment writes them without ROS).
+SOURCE_POLICY = 0
+SOURCE_TELEOP = 1
+SOURCE_EXPERT = 2
+SOURCE_HOLD = 3
+SOURCE_CODES = (SOURCE_POLICY, SOURCE_TELEOP, SOURCE_EXPERT, SOURCE_HOLD)
+
 # InterventionMode.MODE_*: defined in apo_core.labels (the K-window needs them) and re-exported here
 # (MODE_AUTONOMOUS, MODE_HUMAN, MODE_HOLD, MODE_ESTOP, MODES).
 

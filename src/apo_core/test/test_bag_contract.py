@@ -30,6 +30,14 @@ def test_episode_event_codes_match_the_interface():
     assert {e.name: int(e) for e in bc.EpisodeEventCode} == generated
 
 
+def test_action_source_codes_match_the_interface():
+    from apo_interfaces.msg import ActionCommand
+
+    generated = {n: getattr(ActionCommand, n) for n in dir(ActionCommand) if n.startswith("SOURCE_")}
+    assert {n: getattr(bc, n) for n in generated} == generated
+    assert set(bc.SOURCE_CODES) == set(generated.values())
+
+
 def test_intervention_mode_codes_match_the_interface_and_are_defined_once():
     from apo_interfaces.msg import InterventionMode
 
