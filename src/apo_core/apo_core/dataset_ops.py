@@ -5,8 +5,8 @@
 - :func:`relabel`: re-apply the K-window to every episode (labels from ``live_labels``);
 - :func:`compute_action_stats`: the action statistics over every action in the file.
 
-``apo-convert`` (:mod:`apo_trainer.convert`) runs all three around its bag conversion; they need
-neither bags nor ROS.
+``apo-convert`` (:mod:`apo_trainer.convert`) runs all three around its bag conversion, the demo
+collector (``apo_sim.demos``) its statistics; they sit beside the schema and need neither bags nor ROS.
 """
 
 from __future__ import annotations
