@@ -66,6 +66,14 @@ def test_every_node_of_the_graph_comes_up_once():
 
 
 @pytest.mark.launch(fixture=deploy_graph)
+def test_ros2_param_get_answers_from_the_one_policy_node():
+    # with two nodes named /apo_policy this answered "Parameter not set" once in 7 calls
+    for _ in range(7):
+        out = sh(["ros2", "param", "get", "/apo_policy", "model_path"], timeout=120)
+        assert "String value is: runs/models" in out, out
+
+
+@pytest.mark.launch(fixture=deploy_graph)
 def test_the_graph_topics_exist():
     def topics():
         listed = sh(["ros2", "topic", "list", "--no-daemon"], check=False).split()
