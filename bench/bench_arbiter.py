@@ -125,7 +125,8 @@ class Probe:
 
 def start_arbiter(rate: float, log_dir: str):
     args = ["--ros-args", "-p", f"control_rate_hz:={float(rate)}", "-p", "max_episode_steps:=0",
-            "-p", "policy.timeout:=5.0", "-p", "diagnostics_period:=0.5", "--log-level", "warn"]
+            "-p", "policy.timeout:=5.0", "-p", "diagnostics_period:=0.5", "--log-level", "warn",
+            "-p", "policy_outside_episodes:=run"]  # the latency part runs before any episode starts
     return start_node_process("apo_intervention.arbiter_node", args, log_path=os.path.join(log_dir, f"arb{rate}.log"))
 
 

@@ -99,15 +99,18 @@ def main() -> None:
             bare.append((time.perf_counter() - t0) * 1000)
 
     arbiter = "apo_intervention.arbiter_node"
+    # No episode runs here: policy_outside_episodes:=run lets the policy drive without one (the default
+    # holds outside episodes, and the loop measured would be the watchdog's holds).
     procs = [
         start_node_process("apo_policy_node.policy_node", ["--ros-args", "-p", f"model_path:={store.root}",
                            "-p", f"num_threads:={args.threads}", "-p", f"instruction:={instruction}"],
                            log_path=str(tmp / "policy.log")),
-        start_node_process(arbiter, ["--ros-args", "-p", f"control_rate_hz:={args.rate}", "-p", "publish_mode:=event"],
+        start_node_process(arbiter, ["--ros-args", "-p", f"control_rate_hz:={args.rate}", "-p", "publish_mode:=event",
+                                     "-p", "policy_outside_episodes:=run"],
                            log_path=str(tmp / "arbiter_event.log")),  # default max_rate_hz: control_rate_hz
         start_node_process(arbiter, ["--ros-args", "-r", "__node:=apo_arbiter_tick", "-r",
                                      f"/apo/command:={TICK_COMMAND}", "-p", f"control_rate_hz:={args.rate}",
-                                     "-p", "publish_mode:=tick"], log_path=str(tmp / "arbiter_tick.log")),
+                                     "-p", "publish_mode:=tick", "-p", "policy_outside_episodes:=run"], log_path=str(tmp / "arbiter_tick.log")),
     ]
     load_before = os.getloadavg()
     try:

@@ -87,6 +87,8 @@ class ArbiterCore:
         self.min_interval = 1.0 / cfg.effective_max_rate_hz()
         self._last_command_at: float | None = None
         self._pending = False  # event mode: a new winning action waits for the rate limit
+        self._policy_gated_outside = cfg.policy_outside_episodes == "hold"
+        self._sync_policy_gate()
 
     # --- inputs -----------------------------------------------------------------------------------
     def submit_policy(self, action, now: float, version: str = "") -> Checked:
@@ -100,17 +102,29 @@ class ArbiterCore:
         return self.mux.submit(TELEOP, action, now)
 
     def on_task_success(self, success: bool) -> list[EpisodeEventData]:
-        return self.episodes.on_task_success(success)
+        events = self.episodes.on_task_success(success)
+        self._sync_policy_gate()
+        return events
+
+    def _sync_policy_gate(self) -> None:
+        """policy_outside_episodes=hold: the policy drives only inside an episode, so the end of one
+        (outcome, step limit, task success) stops the robot at the next command."""
+        if self._policy_gated_outside:
+            self.mux.gate(POLICY, "" if self.episodes.active else "outside an episode (policy_outside_episodes=hold)")
 
     # --- episodes ---------------------------------------------------------------------------------
     def start_episode(self, instruction: str = "", reason: str = "") -> tuple[bool, str, list[EpisodeEventData]]:
         problem = instruction_problem(instruction)
         if problem:
             return False, f"START refused: {problem}", []
-        return self.episodes.start(instruction, self.policy_version, reason=reason)
+        result = self.episodes.start(instruction, self.policy_version, reason=reason)
+        self._sync_policy_gate()
+        return result
 
     def finish_episode(self, outcome: Event, reason: str = "") -> tuple[bool, str, list[EpisodeEventData]]:
-        return self.episodes.finish(outcome, reason)
+        result = self.episodes.finish(outcome, reason)
+        self._sync_policy_gate()
+        return result
 
     # --- when a command is executed ---------------------------------------------------------------
     def on_input(self, name: str, checked: Checked, now: float) -> Tick | None:
@@ -167,4 +181,6 @@ class ArbiterCore:
         proposal = self.mux.fresh_action(POLICY, now)
         step = StepRecord(self.episodes.episode_id, index, decision.action, proposal, self.policy_version,
                           decision.label, int(decision.mode))
-        return Tick(decision, step, self.episodes.check_limit())
+        events = self.episodes.check_limit()
+        self._sync_policy_gate()
+        return Tick(decision, step, events)

@@ -76,6 +76,10 @@ class ArbiterConfig:
     timeout_outcome: Literal["failure", "abort"] = "failure"
     # End the episode with SUCCESS when the robot driver reports task_success (simulation).
     end_on_success: bool = True
+    # hold: the policy drives the robot only inside an episode (ending or aborting one stops the arm; a
+    # human's teleop still drives between episodes). run: the policy drives whenever its actions are
+    # fresh, episode or not (measuring the bare loop, a simulator left to run).
+    policy_outside_episodes: Literal["hold", "run"] = "hold"
     episode_id_prefix: str = "ep"
     diagnostics_period: float = 1.0
 

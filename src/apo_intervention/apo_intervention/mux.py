@@ -108,6 +108,7 @@ class ActionMux:
         self.estop_engaged = False
         self.estop_reason = ""
         self.output_guard_trips = 0
+        self._gated: dict[str, str] = {}  # input -> why it may not drive now (its actions are still taken)
 
     # --- inputs -----------------------------------------------------------------------------------
     @property
@@ -169,6 +170,16 @@ class ActionMux:
         st = self._inputs[name]
         return None if st.received_at is None else now - st.received_at
 
+    def gate(self, name: str, reason: str) -> None:
+        """Keep input ``name`` from driving (``reason`` says why; "" lets it drive again). Its actions are
+        still validated and kept, so it drives as soon as the gate opens if they are fresh."""
+        if name not in self._inputs:
+            raise ValueError(f"unknown mux input {name!r}")
+        if reason:
+            self._gated[name] = reason
+        else:
+            self._gated.pop(name, None)
+
     # --- e-stop -----------------------------------------------------------------------------------
     def engage_estop(self, reason: str) -> bool:
         """Latch the e-stop; returns True if it was not engaged before."""
@@ -197,7 +208,8 @@ class ActionMux:
         """The input that would drive the robot now (None in e-stop or when no input is active)."""
         if self.estop_engaged:
             return None
-        return next((name for name in self._inputs if self.is_active(name, now)), None)  # priority order
+        return next((name for name in self._inputs  # priority order
+                     if name not in self._gated and self.is_active(name, now)), None)
 
     def tick(self, now: float) -> MuxDecision:
         """What executes now; remembers the executed gripper value for later holds."""
@@ -233,6 +245,8 @@ class ActionMux:
             state = self.input_state(name, now)
             if self.estop_engaged:
                 out[name] = f"masked by e-stop ({state})"
+            elif name in self._gated:
+                out[name] = f"gated: {self._gated[name]} ({state})"
             elif name == winner:
                 out[name] = "driving"
             elif state == "active":

@@ -14,10 +14,36 @@ def _core(**kw):
 
 
 def test_no_step_outside_an_episode():
-    core = _core()
+    core = _core(policy_outside_episodes="run")
     core.submit_policy(np.zeros(7), 0.0, "v1")
     tick = core.tick(0.0)
     assert tick.step is None and tick.decision.mode == Mode.AUTONOMOUS
+
+
+def test_the_policy_drives_only_inside_an_episode_by_default():
+    """Ending or aborting an episode stops a real arm: outside an episode the policy's fresh actions are
+    held (a human's teleop still drives), inside one they drive as soon as it starts."""
+    core = _core(max_steps=2)
+    move = np.full(7, 0.3)
+    core.submit_policy(move, 0.0, "v1")
+    tick = core.tick(0.0)
+    assert tick.step is None and tick.decision.mode == Mode.HOLD and not tick.decision.action[:6].any()
+    assert "outside an episode" in core.mux.masked_reasons(0.0, None)["policy"]
+    core.submit_teleop(np.full(7, -0.2), 0.01)
+    assert core.tick(0.01).decision.mode == Mode.HUMAN  # jogging the arm between episodes
+    core.submit_teleop([], 0.02)
+    core.start_episode("lift")
+    core.submit_policy(move, 0.03, "v1")
+    assert core.tick(0.03).decision.mode == Mode.AUTONOMOUS
+    core.submit_policy(move, 0.04, "v1")
+    assert [e.event for e in core.tick(0.04).events] == [Event.FAILURE, Event.END]  # the step limit
+    core.submit_policy(move, 0.05, "v1")
+    assert core.tick(0.05).decision.mode == Mode.HOLD  # the action after the end is not executed
+    core.start_episode("lift")
+    core.submit_policy(move, 0.06, "v1")
+    assert core.tick(0.06).decision.mode == Mode.AUTONOMOUS
+    core.finish_episode(Event.ABORT, "operator")
+    assert core.tick(0.07).decision.mode == Mode.HOLD  # still fresh, but the episode was aborted
 
 
 def test_labels_follow_the_winning_input_and_hold():

@@ -17,6 +17,7 @@ def _core(**kw):
     ids = iter(f"ep{i}" for i in range(100))
     kw.setdefault("max_episode_steps", 0)
     kw.setdefault("control_rate_hz", 1 / DT)
+    kw.setdefault("policy_outside_episodes", "run")  # these tests are about when commands go out, not episodes
     return ArbiterCore(ArbiterConfig(**kw), id_factory=lambda: next(ids))
 
 

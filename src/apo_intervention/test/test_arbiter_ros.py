@@ -94,7 +94,10 @@ def rig(request, graph, probe, make_node):
         # policy.timeout 2 s (not 0.5): a stream at 50 Hz from this process was measured pausing 0.5-2 s
         # on a starved 2-core VM, and a policy gone stale by accident puts hold steps where a test
         # expects the policy's; the tests about staleness set their own timeouts.
-        base = dict(control_rate_hz=20.0, diagnostics_period=0.2, publish_mode=request.param, policy__timeout=2.0)
+        # policy_outside_episodes run: most tests here are about the mux and send actions outside episodes;
+        # the default (hold) has its own test.
+        base = dict(control_rate_hz=20.0, diagnostics_period=0.2, publish_mode=request.param, policy__timeout=2.0,
+                    policy_outside_episodes="run")
         base.update(params)
         return Rig(graph, probe, make_node(ArbiterNode, **base))
 
@@ -324,6 +327,26 @@ def test_episode_control_events_ids_and_contiguous_steps(rig, graph):
     assert {s.episode_id for s in steps} == set(ids)  # no step outside an episode
 
 
+def test_by_default_the_policy_drives_only_inside_an_episode(rig, graph):
+    """policy_outside_episodes=hold (the default): a fresh policy stream moves the robot only between an
+    episode's START and its end; after an abort the commands are holds although the stream goes on."""
+    r = rig(policy_outside_episodes="hold")
+    r.stream_policy()
+    r.wait_commands(lambda c: c.source == c.SOURCE_HOLD, 3, "holds before any episode")
+    assert not any(is_policy(c) for c in r.rec("COMMAND"))
+    assert r.episode("start").success
+    r.wait_commands(is_policy, 3, "policy commands inside the episode")
+    assert r.episode("abort").success
+    graph.wait_until(lambda: len(r.rec("EPISODE")) >= 3, what="the abort's events")
+    mark = len(r.rec("COMMAND"))
+    r.wait_commands(lambda c: c.source == c.SOURCE_HOLD, 3, "holds after the abort", start=mark)
+    after = r.rec("COMMAND")[mark:]
+    # At most one policy command may have been on its way when the episode ended; none after a hold.
+    first_hold = next(i for i, c in enumerate(after) if c.source == c.SOURCE_HOLD)
+    assert first_hold <= 1 and not any(is_policy(c) for c in after[first_hold:])
+    assert all(list(c.action)[:6] == [0.0] * 6 for c in after[first_hold:])
+
+
 def test_max_episode_length_and_simulator_success_end_episodes(rig, graph):
     from apo_interfaces.msg import RobotState
 
@@ -392,7 +415,8 @@ def test_arbiter_process_leaves_the_robot_holding_on_shutdown(graph, probe, tmp_
     from apo_ros.qos import topic_qos
     from apo_ros.testing import start_node_process, stop_process
 
-    proc = start_node_process("apo_intervention.arbiter_node", ["--ros-args", "-p", "control_rate_hz:=20.0"],
+    proc = start_node_process("apo_intervention.arbiter_node", ["--ros-args", "-p", "control_rate_hz:=20.0",
+                                                                    "-p", "policy_outside_episodes:=run"],
                               log_path=str(tmp_path / "arbiter.log"))
     try:
         pub = probe.create_publisher(ActionCommand, topics.POLICY_ACTION, topic_qos(topics.POLICY_ACTION))
@@ -423,7 +447,7 @@ def event_rig(graph, probe, make_node):
     def build(**params):
         from apo_intervention.arbiter_node import ArbiterNode
 
-        base = dict(publish_mode="event", control_rate_hz=2.0, diagnostics_period=0.5)
+        base = dict(publish_mode="event", control_rate_hz=2.0, diagnostics_period=0.5, policy_outside_episodes="run")
         base.update(params)
         return Rig(graph, probe, make_node(ArbiterNode, **base))
 
