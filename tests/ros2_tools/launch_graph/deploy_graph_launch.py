@@ -13,11 +13,17 @@ import re
 
 import launch_pytest
 import pytest
-from launch.actions import ExecuteProcess, RegisterEventHandler
-from launch.event_handlers import OnProcessIO
-from launch_helpers import Echo, poll, readme_launch_command, readme_lines, ros2_daemon, sh, stop_with_ctrl_c
-
-from launch import LaunchDescription
+from launch_helpers import (
+    Echo,
+    captured_launch,
+    poll,
+    readme_launch_command,
+    readme_lines,
+    ros2_daemon,
+    sh,
+    stop_with_ctrl_c,
+    terminal_launch,
+)
 
 assert ros2_daemon  # a module fixture (autouse) of launch_helpers, used here
 
@@ -38,20 +44,12 @@ def launch_command() -> list[str]:
 
 @pytest.fixture(scope="module")
 def deploy():
-    # setsid: its own process group, like a terminal's foreground job, so Ctrl-C reaches every node
-    return ExecuteProcess(cmd=["setsid", *launch_command()], name="ros2_launch", output="screen",
-                          sigterm_timeout="60", sigkill_timeout="60")
+    return terminal_launch(launch_command(), "ros2_launch")
 
 
 @launch_pytest.fixture(scope="module")
 def deploy_graph(deploy):
-    def keep(event):
-        OUTPUT.append(event.text.decode(errors="replace"))
-    return LaunchDescription([
-        RegisterEventHandler(OnProcessIO(target_action=deploy, on_stdout=keep, on_stderr=keep)),
-        deploy,
-        launch_pytest.actions.ReadyToTest(),
-    ])
+    return captured_launch(deploy, OUTPUT)
 
 
 @pytest.mark.launch(fixture=deploy_graph)

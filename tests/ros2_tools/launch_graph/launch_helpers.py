@@ -11,6 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from launch.actions import ExecuteProcess, RegisterEventHandler
+from launch.event_handlers import OnProcessIO
+
+from launch import LaunchDescription
 
 REPO = Path(__file__).resolve().parents[3]
 README = REPO / "README.md"
@@ -101,3 +105,24 @@ def stop_with_ctrl_c(process_action, output: list[str], nodes: list[str]) -> Non
     assert "Traceback" not in out, out[-8000:]
     assert out.count("process has finished cleanly") == len(nodes), out[-6000:]
     assert process_action.return_code == 0, out[-6000:]
+
+
+def terminal_launch(cmd: list[str], name: str) -> ExecuteProcess:
+    """``cmd`` (a `ros2 launch` line) as a person starts it in a terminal: setsid gives it its own process
+    group, like a foreground job, so Ctrl-C reaches every node."""
+    return ExecuteProcess(cmd=["setsid", *cmd], name=name, output="screen", sigterm_timeout="60",
+                          sigkill_timeout="60")
+
+
+def captured_launch(proc: ExecuteProcess, output: list[str]) -> LaunchDescription:
+    """The launch description of a launch_pytest fixture: ``proc`` started, everything it prints appended
+    to ``output``, then ready to test."""
+    import launch_pytest
+
+    def keep(event):
+        output.append(event.text.decode(errors="replace"))
+    return LaunchDescription([
+        RegisterEventHandler(OnProcessIO(target_action=proc, on_stdout=keep, on_stderr=keep)),
+        proc,
+        launch_pytest.actions.ReadyToTest(),
+    ])

@@ -19,11 +19,16 @@ import launch_pytest
 import numpy as np
 import pytest
 import yaml
-from launch.actions import ExecuteProcess, RegisterEventHandler
-from launch.event_handlers import OnProcessIO
-from launch_helpers import REPO, poll, readme_launch_command, ros2_daemon, sh, stop_with_ctrl_c
-
-from launch import LaunchDescription
+from launch_helpers import (
+    REPO,
+    captured_launch,
+    poll,
+    readme_launch_command,
+    ros2_daemon,
+    sh,
+    stop_with_ctrl_c,
+    terminal_launch,
+)
 
 assert ros2_daemon  # a module fixture (autouse) of launch_helpers, used here
 
@@ -49,20 +54,12 @@ def adapters_config() -> Path:
 def servo():
     cmd = readme_launch_command(robot="servo", model_path="runs/models", record="false", retrain="false",
                                 operator="none", adapters_config=str(adapters_config()))
-    # setsid: its own process group, like a terminal's foreground job, so Ctrl-C reaches every node
-    return ExecuteProcess(cmd=["setsid", *cmd], name="ros2_launch_servo", output="screen",
-                          sigterm_timeout="60", sigkill_timeout="60")
+    return terminal_launch(cmd, "ros2_launch_servo")
 
 
 @launch_pytest.fixture(scope="module")
 def servo_graph(servo):
-    def keep(event):
-        OUTPUT.append(event.text.decode(errors="replace"))
-    return LaunchDescription([
-        RegisterEventHandler(OnProcessIO(target_action=servo, on_stdout=keep, on_stderr=keep)),
-        servo,
-        launch_pytest.actions.ReadyToTest(),
-    ])
+    return captured_launch(servo, OUTPUT)
 
 
 class Inbox:
