@@ -34,6 +34,7 @@ def run(args) -> int:
     from apo_bench.cells import CellStore, parse_only, run_cells, select
     from apo_bench.protocol import Protocol
     from apo_bench.report import write_report
+    from apo_bench.run_settings import check_and_record
     from apo_bench.settings import load_bench_settings
 
     overrides = parse_dotted_overrides(args.set)
@@ -42,6 +43,7 @@ def run(args) -> int:
     settings = load_bench_settings(args.preset, args.config, overrides)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    check_and_record(out, settings)
     import torch
 
     torch.set_num_threads(settings.torch_threads)

@@ -1,0 +1,60 @@
+"""Guard against mixing settings in one output directory.
+
+Finished cells are reused on a rerun, so rerunning into the same ``--out`` with a different learning rate,
+camera or evaluation seed base would silently build a table from cells computed two ways. The first run
+records its settings in ``bench_settings.json``; a later run may add cells (more tasks, seeds, lifelong
+or perturbation methods and rounds) and change how fast it runs, but any other difference is refused
+with the keys named.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from apo_core.errors import ConfigError
+
+FILE_NAME = "bench_settings.json"
+# Which cells exist, not what a cell computes: a rerun may widen them.
+EXTENDS_CELLS = frozenset({"tasks", "train_seeds", "lifelong.methods", "lifelong.rounds",
+                           "perturbations.kinds", "perturbations.methods"})
+# How fast the run goes, not what it computes (the pooled evaluator equals the sequential one).
+EXECUTION_ONLY = frozenset({"torch_threads", "eval.workers"})
+
+
+def flatten(mapping: dict, prefix: str = "") -> dict:
+    """``{"eval": {"episodes": 17}}`` -> ``{"eval.episodes": 17}``; method overrides stay whole values."""
+    out = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and name.count(".") < 1 and name not in ("methods", "max_steps"):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def check_and_record(out: Path, settings) -> None:
+    """Record ``settings`` on the first run into ``out``; refuse a rerun whose cells would differ."""
+    path = Path(out) / FILE_NAME
+    current = flatten(json.loads(json.dumps(asdict(settings))))
+    if path.is_file():
+        try:
+            recorded = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is not valid JSON ({exc}); restore it or use a new --out") from exc
+        changed = sorted(k for k in set(recorded) | set(current)
+                         if k not in EXTENDS_CELLS | EXECUTION_ONLY and recorded.get(k) != current.get(k))
+        if changed:
+            lines = "; ".join(f"{k}: {recorded.get(k)!r} there, {current.get(k)!r} now" for k in changed)
+            raise ConfigError(f"{out} holds cells computed with other settings ({lines}). Finished cells are "
+                              f"reused on a rerun, so mixing would corrupt the table: use a new --out, or "
+                              f"rerun with the recorded values ({path})")
+        merged = dict(recorded)
+        merged.update({k: current[k] for k in EXTENDS_CELLS | EXECUTION_ONLY if k in current})
+        current = merged
+    # A directory from before this file existed adopts the settings given now (they cannot be checked).
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(current, indent=1, sort_keys=True))
+    tmp.replace(path)
