@@ -13,7 +13,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from apo_core.config import flatten_dotted
 from apo_core.errors import ConfigError
+from apo_core.files import atomic_write_text
 
 FILE_NAME = "bench_settings.json"
 # Which cells exist, not what a cell computes: a rerun may widen them.
@@ -23,22 +25,11 @@ EXTENDS_CELLS = frozenset({"tasks", "train_seeds", "lifelong.methods", "lifelong
 EXECUTION_ONLY = frozenset({"torch_threads", "eval.workers"})
 
 
-def flatten(mapping: dict, prefix: str = "") -> dict:
-    """``{"eval": {"episodes": 17}}`` -> ``{"eval.episodes": 17}``; method overrides stay whole values."""
-    out = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value and name.count(".") < 1 and name not in ("methods", "max_steps"):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
 def check_and_record(out: Path, settings) -> None:
     """Record ``settings`` on the first run into ``out``; refuse a rerun whose cells would differ."""
     path = Path(out) / FILE_NAME
-    current = flatten(json.loads(json.dumps(asdict(settings))))
+    # Through JSON so tuples compare equal to the lists read back from the file.
+    current = flatten_dotted(json.loads(json.dumps(asdict(settings))))
     if path.is_file():
         try:
             recorded = json.loads(path.read_text())
@@ -51,10 +42,6 @@ def check_and_record(out: Path, settings) -> None:
             raise ConfigError(f"{out} holds cells computed with other settings ({lines}). Finished cells are "
                               f"reused on a rerun, so mixing would corrupt the table: use a new --out, or "
                               f"rerun with the recorded values ({path})")
-        merged = dict(recorded)
-        merged.update({k: current[k] for k in EXTENDS_CELLS | EXECUTION_ONLY if k in current})
-        current = merged
+    # Past the check only the widening and speed keys can differ, so the record becomes this run's settings.
     # A directory from before this file existed adopts the settings given now (they cannot be checked).
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(current, indent=1, sort_keys=True))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(current, indent=1, sort_keys=True))

@@ -33,7 +33,8 @@ def test_more_cells_and_another_speed_are_allowed(tmp_path):
     ({"bc": {"lr": 0.5}}, "bc.lr"),
     ({"eval": {"seed_base": 90000}}, "eval.seed_base"),
     ({"camera": "robot0_eye_in_hand"}, "camera"),
-    ({"methods": {"apo": {"loss": "apo", "overrides": {"optim": {"lr": 0.1}}}}}, "methods"),
+    ({"methods": {"apo": {"loss": "apo", "overrides": {"optim": {"lr": 0.1}}}}},
+     "methods.apo.overrides.optim.lr"),
 ])
 def test_a_rerun_that_would_mix_settings_is_refused_with_the_key_named(tmp_path, overrides, key):
     check_and_record(tmp_path, _settings())

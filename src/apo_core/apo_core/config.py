@@ -103,6 +103,19 @@ def nest_dotted(flat: dict) -> dict:
     return out
 
 
+def flatten_dotted(mapping: dict, keep_whole=frozenset(), prefix: str = "") -> dict:
+    """``{"train": {"lr": 1e-4}}`` -> ``{"train.lr": 1e-4}`` (the inverse of :func:`nest_dotted`); a mapping
+    under a key named in ``keep_whole`` stays one value."""
+    out = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and key not in keep_whole:
+            out.update(flatten_dotted(value, keep_whole, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
 def parse_dotted_overrides(items: list[str]) -> dict:
     """``["train.lr=1e-4", "loss=apo"]`` -> nested dict, values parsed as YAML scalars."""
     out: dict = {}

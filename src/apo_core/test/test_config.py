@@ -3,7 +3,7 @@ from typing import Literal
 
 import pytest
 
-from apo_core.config import load_config, parse_dotted_overrides, read_yaml
+from apo_core.config import flatten_dotted, load_config, nest_dotted, parse_dotted_overrides, read_yaml
 from apo_core.errors import ConfigError, MissingPathError
 
 
@@ -63,3 +63,11 @@ def test_dotted_overrides():
     assert parse_dotted_overrides(["inner.lr=0.1", "loss=kto"]) == {"inner": {"lr": 0.1}, "loss": "kto"}
     with pytest.raises(ConfigError):
         parse_dotted_overrides(["oops"])
+
+
+def test_flatten_dotted_inverts_nest_dotted_and_keeps_named_sections_whole():
+    nested = {"train": {"lr": 1e-4, "data": {"k": 10}}, "shares": {"human": 0.25}, "loss": "apo"}
+    flat = flatten_dotted(nested)
+    assert flat == {"train.lr": 1e-4, "train.data.k": 10, "shares.human": 0.25, "loss": "apo"}
+    assert nest_dotted(flat) == nested
+    assert flatten_dotted(nested, {"shares"})["shares"] == {"human": 0.25}

@@ -29,7 +29,7 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from apo_core.config import parse_dotted_overrides
+from apo_core.config import flatten_dotted, parse_dotted_overrides
 from apo_core.errors import ApoError
 from apo_trainer import checkpoint as ckpt
 from apo_trainer import runtime
@@ -74,15 +74,8 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and k not in ("shares", "vision", "text"):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
+# Config sections compared as one value when a resumed run checks its settings.
+_COMPARED_WHOLE = frozenset({"shares", "vision", "text"})
 
 
 def _lr_lambda(cfg: TrainConfig):
@@ -388,9 +381,9 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         state = ckpt.read_state(path)
-        old = _flatten(state["config"])
-        new = _flatten(dataclasses.asdict(self.cfg))
-        defaults = _flatten(dataclasses.asdict(TrainConfig()))
+        old = flatten_dotted(state["config"], _COMPARED_WHOLE)
+        new = flatten_dotted(dataclasses.asdict(self.cfg), _COMPARED_WHOLE)
+        defaults = flatten_dotted(dataclasses.asdict(TrainConfig()), _COMPARED_WHOLE)
         # A key added to the config since the checkpoint was written is unchanged if it holds its default.
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
                          and not (k not in old and new.get(k) == defaults.get(k)))
