@@ -15,7 +15,7 @@ from typing import Any, Literal
 from apo_core.config import load_config, merge_overrides, read_yaml
 from apo_core.errors import ConfigError
 from apo_core.labels import DEFAULT_K
-from apo_trainer.data import KIND_NAMES
+from apo_trainer.data import KIND_NAMES, kinds_without_group, shares_problem
 from apo_trainer.objectives import LOSS_NAMES, objective_class
 from apo_trainer.sampler import split_problem
 
@@ -206,6 +206,15 @@ class TrainConfig:
             raise ConfigError(f"loss.lambda_d_floor must be in [0, 1) (or null), got {self.loss.lambda_d_floor}")
         sampler_kind = self.sampler.kind if self.sampler.kind != "auto" else objective.default_sampler
         if sampler_kind == "balanced":
+            problem = shares_problem(self.sampler.shares)
+            if problem:
+                raise ConfigError(f"sampler.shares: {problem}")
+            kept = self.data.kinds if self.data.kinds is not None else objective.default_kinds
+            undrawn = [k for k in kinds_without_group(self.sampler.shares) if k in kept]
+            if undrawn:
+                raise ConfigError(
+                    f"sampler.shares has no group for the {', '.join(undrawn)} steps that loss {self.loss.name!r} "
+                    f"trains on (data.kinds {list(kept)}): give them a share or leave them out with data.kinds")
             problem = split_problem(self.sampler.shares, self.train.batch_size)
             if problem:
                 raise ConfigError(f"train.batch_size={self.train.batch_size} with sampler.shares: {problem}")

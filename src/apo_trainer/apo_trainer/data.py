@@ -45,7 +45,11 @@ log = logging.getLogger("apo_trainer.data")
 
 KIND_NAMES = ("expert", "autonomous", "human", "undesirable")
 EXPERT, AUTONOMOUS, HUMAN, UNDESIRABLE = range(4)
-GROUP_KINDS = {"desirable": (EXPERT, AUTONOMOUS), "human": (HUMAN,), "undesirable": (UNDESIRABLE,)}
+# Sampler groups by step kind. ``desirable`` draws expert and autonomous steps as one pool; naming
+# ``expert`` and ``autonomous`` instead gives the policy's own steps a share of their own (so they can
+# be down-weighted against the demonstrations). A set of shares must not name a kind twice.
+GROUP_KINDS = {"desirable": (EXPERT, AUTONOMOUS), "expert": (EXPERT,), "autonomous": (AUTONOMOUS,),
+               "human": (HUMAN,), "undesirable": (UNDESIRABLE,)}
 DESIRABLE_KINDS = (EXPERT, AUTONOMOUS, HUMAN)
 DROPPED_MODES = (MODE_HOLD, MODE_ESTOP)
 
@@ -140,6 +144,27 @@ def _parse_kinds(kinds) -> tuple[int, ...]:
     if not out:
         raise TrainingDataError("the list of step kinds to train on is empty")
     return tuple(sorted(set(out)))
+
+
+def shares_problem(shares) -> str | None:
+    """Why a set of sampler shares cannot be used with the step kinds' groups (None when it can)."""
+    unknown = sorted(set(shares) - set(GROUP_KINDS))
+    if unknown:
+        return f"unknown group(s) {unknown}; groups: {', '.join(GROUP_KINDS)}"
+    seen: dict[int, str] = {}
+    for group in shares:
+        for kind in GROUP_KINDS[group]:
+            if kind in seen:
+                return (f"groups {seen[kind]!r} and {group!r} both draw {KIND_NAMES[kind]} steps; name "
+                        "'desirable' or 'expert' + 'autonomous', not both")
+            seen[kind] = group
+    return None
+
+
+def kinds_without_group(shares) -> list[str]:
+    """Step kinds that no group of ``shares`` draws (kept by the data filter, never sampled)."""
+    drawn = {kind for group in shares if group in GROUP_KINDS for kind in GROUP_KINDS[group]}
+    return [name for i, name in enumerate(KIND_NAMES) if i not in drawn]
 
 
 class StepDataset(torch.utils.data.Dataset):

@@ -32,6 +32,8 @@ DEFAULT_SHARES = {"desirable": 0.5, "human": 0.25, "undesirable": 0.25}
 
 _GROUP_WHAT = {
     "desirable": "desirable steps (expert demonstrations or autonomous steps)",
+    "expert": "expert demonstration steps",
+    "autonomous": "autonomous steps (label 1, the policy's own steps outside the K-window)",
     "human": "human corrections (label 2)",
     "undesirable": "undesirable steps (label 0, the K steps before a takeover)",
 }

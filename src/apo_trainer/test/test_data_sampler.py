@@ -187,9 +187,45 @@ def test_missing_group_share_is_redistributed_and_reported(caplog):
 def test_dataset_groups_feed_the_sampler(interactive):
     ds = StepDataset(interactive, k=10)
     groups = ds.group_indices()
-    assert {g: len(v) for g, v in groups.items()} == {"desirable": 36, "human": 24, "undesirable": 30}
+    assert {g: len(v) for g, v in groups.items()} == {
+        "desirable": 36, "expert": 0, "autonomous": 36, "human": 24, "undesirable": 30}
     s = BalancedBatchSampler(groups, batch_size=8)
     s.set_epoch(0)
     for batch in s:
         kinds = ds.kinds[batch]
         assert (kinds == UNDESIRABLE).sum() == 2 and (kinds == HUMAN).sum() == 2
+
+
+def test_expert_and_autonomous_shares_weigh_the_policys_own_steps_apart(interactive, tmp_path):
+    expert = write_expert_dataset(tmp_path / "expert.hdf5", n_episodes=3, length=20, image_size=16)
+    ds = StepDataset([expert, interactive], k=10)
+    groups = ds.group_indices()
+    assert len(groups["desirable"]) == len(groups["expert"]) + len(groups["autonomous"]) == 60 + 36
+    shares = {"expert": 0.375, "autonomous": 0.125, "human": 0.25, "undesirable": 0.25}
+    s = BalancedBatchSampler(groups, shares, batch_size=8, seed=3)
+    s.set_epoch(0)
+    batches = list(s)
+    assert batches
+    for batch in batches:
+        kinds = ds.kinds[batch]
+        assert [(kinds == k).sum() for k in (EXPERT, AUTONOMOUS, HUMAN, UNDESIRABLE)] == [3, 1, 2, 2]
+
+
+@pytest.mark.parametrize("shares, data_kinds, error", [
+    ({"desirable": 0.5, "expert": 0.1, "human": 0.2, "undesirable": 0.2}, None, "both draw expert steps"),
+    ({"expert": 0.5, "human": 0.25, "undesirable": 0.25}, None, "no group for the autonomous steps"),
+    ({"desirable": 0.5, "human": 0.5}, ["expert", "human", "undesirable"], "no group for the undesirable"),
+    ({"good": 0.5, "human": 0.5}, None, r"unknown group\(s\) \['good'\]"),
+])
+def test_shares_that_double_draw_or_drop_a_kind_are_refused(shares, data_kinds, error):
+    from apo_core.errors import ConfigError
+    from apo_trainer.config import load_train_config
+
+    cfg = {"output_dir": "o", "policy": {"path": "p"}, "data": {"paths": ["d.h5"], "kinds": data_kinds},
+           "sampler": {"shares": shares}}
+    with pytest.raises(ConfigError, match=error):
+        load_train_config(cfg)
+    # Leaving the kind out of the data makes the same shares valid.
+    cfg["data"]["kinds"] = ["expert", "human", "undesirable"]
+    if error.startswith("no group for the autonomous"):
+        assert load_train_config(cfg).sampler.shares == shares

@@ -132,6 +132,17 @@ def test_every_loss_runs_a_round_and_writes_a_policy(data, tmp_path, variant):
     assert (res.output_dir / "checkpoints" / "latest").is_file()
 
 
+def test_apo_round_with_the_policys_own_steps_in_a_share_of_their_own(data, tmp_path):
+    shares = {"expert": 0.375, "autonomous": 0.125, "human": 0.25, "undesirable": 0.25}
+    cfg = tiny_train_config(tmp_path / "o", [data.expert, data.inter], policy_path=data.start, max_steps=3,
+                            sampler={"shares": shares})
+    res = train(cfg)
+    sampler = json.loads(res.metrics_path.read_text())["sampler"]
+    assert sampler["per_batch"] == {"expert": 3, "autonomous": 1, "human": 2, "undesirable": 2}
+    assert sampler["notes"] == []
+    assert load_policy(res.policy_dir) is not None
+
+
 def test_lora_changes_the_policy_and_reference_cache_is_written(data, tmp_path):
     cfg = tiny_train_config(tmp_path / "o", data.inter, policy_path=data.start, max_steps=3,
                             optim={"lr": 1e-3})
