@@ -122,7 +122,7 @@ class Protocol:
     def collect(self, task: str, seed: int) -> dict:
         from apo_sim.demos import collect_demos
 
-        seeds = self.s.demo_seeds(seed)
+        seeds = self.s.demo_seeds(seed, task)
         res = collect_demos(self.work(task, seed) / "expert.h5", task=task, episodes=len(seeds), seed=seeds[0],
                             image_size=self.s.image_size, camera=self.s.camera, control_freq=self.s.control_freq,
                             random_steps=self.s.demos.random_steps, progress=self.progress)

@@ -14,6 +14,7 @@ from typing import Any
 
 from apo_core.config import find_shared_config, load_config, merge_overrides, read_yaml
 from apo_core.errors import ConfigError
+from apo_core.tasks import TASK_DEFAULTS
 
 METHODS = ("dagger", "kto", "dpo", "apo")
 PERTURBATIONS = ("position", "background", "texture")
@@ -24,6 +25,8 @@ SEED_STRIDE = 1000  # seeds of one training seed / round never overlap the next 
 @dataclass
 class ExpertDemoSettings:
     episodes: int = 10  # few demos: the base policy should be imperfect (paper's base: 20-60 %)
+    # Demos of the tasks that need another count to land their base in that band (e.g. {Stack: 40}).
+    per_task: dict[str, int] = field(default_factory=dict)
     seed_base: int = 0  # demo scene seeds: seed_base + SEED_STRIDE * train_seed + i
     random_steps: int = 0  # unrecorded random actions before the expert starts (shows recoveries)
 
@@ -121,6 +124,12 @@ class BenchSettings:
         bad = [k for k in self.perturbations.kinds if k not in PERTURBATIONS]
         if bad:
             raise ConfigError(f"perturbations.kinds: unknown {bad}; valid: {list(PERTURBATIONS)}")
+        bad = sorted(set(self.demos.per_task) - set(TASK_DEFAULTS))
+        if bad:
+            raise ConfigError(f"demos.per_task: unknown task(s) {bad}; valid: {list(TASK_DEFAULTS)}")
+        for task, value in self.demos.per_task.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"demos.per_task.{task} must be an integer >= 1, got {value!r}")
         for key, value in (("demos.episodes", self.demos.episodes), ("deploy.episodes", self.deploy.episodes),
                            ("eval.episodes", self.eval.episodes), ("eval.workers", self.eval.workers),
                            ("bc.steps", self.bc.steps)):
@@ -129,9 +138,12 @@ class BenchSettings:
         self.check_seed_ranges()
 
     # --- seeds -------------------------------------------------------------------------------------
-    def demo_seeds(self, train_seed: int) -> list[int]:
+    def demo_episodes(self, task: str) -> int:
+        return int(self.demos.per_task.get(task, self.demos.episodes))
+
+    def demo_seeds(self, train_seed: int, task: str) -> list[int]:
         start = self.demos.seed_base + SEED_STRIDE * train_seed
-        return list(range(start, start + self.demos.episodes))
+        return list(range(start, start + self.demo_episodes(task)))
 
     def deploy_seeds(self, train_seed: int, round_: int) -> list[int]:
         start = self.deploy.seed_base + SEED_STRIDE * (10 * train_seed + round_)
@@ -146,14 +158,15 @@ class BenchSettings:
                                         self.lifelong.eval_episodes)))
         used = set()
         for s in self.train_seeds:
-            used.update(self.demo_seeds(s))
+            for task in self.tasks:
+                used.update(self.demo_seeds(s, task))
             for r in range(self.lifelong.rounds + 1):
                 used.update(self.deploy_seeds(s, r))
         overlap = sorted(evals & used)
         if overlap:
             raise ConfigError(f"evaluation seeds overlap training/interactive seeds (e.g. {overlap[:5]}): "
                               "choose another eval.seed_base (--eval-seed-base)")
-        if self.deploy.episodes > SEED_STRIDE or self.demos.episodes > SEED_STRIDE:
+        if self.deploy.episodes > SEED_STRIDE or max(map(self.demo_episodes, self.tasks)) > SEED_STRIDE:
             raise ConfigError(f"at most {SEED_STRIDE} demo/interactive episodes per seed and round")
 
     def episode_limit(self, task: str) -> int:
