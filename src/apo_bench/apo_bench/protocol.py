@@ -135,15 +135,15 @@ class Protocol:
         from apo_trainer.train import train
 
         out = self.policy_dir(task, seed, "base_run")
-        bc = self.s.bc
+        bc, steps = self.s.bc, self.s.bc_steps(task)
         cfg = load_train_config(None, preset=BC_PRESET, overrides=merge_overrides({
             "output_dir": str(out),
             "data": {"paths": [str(self.work(task, seed) / "expert.h5")]},
             "policy": {"image_size": self.s.image_size, "init_seed": seed,
                        "architecture": self.s.policy_architecture, "chunk_horizon": self.s.chunk_horizon},
             "optim": {"lr": bc.lr},
-            "train": {"max_steps": bc.steps, "batch_size": bc.batch_size, "seed": seed,
-                      "checkpoint_every": max(100, bc.steps // 4), "log_every": 50,
+            "train": {"max_steps": steps, "batch_size": bc.batch_size, "seed": seed,
+                      "checkpoint_every": max(100, steps // 4), "log_every": 50,
                       "progress_bar": self.progress, "tensorboard": False, "torch_threads": self.s.torch_threads},
         }, bc.overrides))
         result = train(cfg)

@@ -26,7 +26,7 @@ SEED_STRIDE = 1000  # seeds of one training seed / round never overlap the next 
 class ExpertDemoSettings:
     episodes: int = 10  # few demos: the base policy should be imperfect (paper's base: 20-60 %)
     # Demos of the tasks that need another count to land their base in that band (e.g. {Stack: 40}).
-    per_task: dict[str, int] = field(default_factory=dict)
+    episodes_per_task: dict[str, int] = field(default_factory=dict)
     seed_base: int = 0  # demo scene seeds: seed_base + SEED_STRIDE * train_seed + i
     random_steps: int = 0  # unrecorded random actions before the expert starts (shows recoveries)
 
@@ -34,6 +34,8 @@ class ExpertDemoSettings:
 @dataclass
 class BCSettings:
     steps: int = 1000
+    # BC steps of the tasks whose demos need a longer fit (a longer task's base underfits at Lift's budget).
+    steps_per_task: dict[str, int] = field(default_factory=dict)
     batch_size: int = 32
     lr: float = 1e-3
     overrides: dict[str, Any] = field(default_factory=dict)  # more apo-train config keys
@@ -124,12 +126,8 @@ class BenchSettings:
         bad = [k for k in self.perturbations.kinds if k not in PERTURBATIONS]
         if bad:
             raise ConfigError(f"perturbations.kinds: unknown {bad}; valid: {list(PERTURBATIONS)}")
-        bad = sorted(set(self.demos.per_task) - set(TASK_DEFAULTS))
-        if bad:
-            raise ConfigError(f"demos.per_task: unknown task(s) {bad}; valid: {list(TASK_DEFAULTS)}")
-        for task, value in self.demos.per_task.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"demos.per_task.{task} must be an integer >= 1, got {value!r}")
+        _check_per_task("demos.episodes_per_task", self.demos.episodes_per_task)
+        _check_per_task("bc.steps_per_task", self.bc.steps_per_task)
         for key, value in (("demos.episodes", self.demos.episodes), ("deploy.episodes", self.deploy.episodes),
                            ("eval.episodes", self.eval.episodes), ("eval.workers", self.eval.workers),
                            ("bc.steps", self.bc.steps)):
@@ -138,8 +136,11 @@ class BenchSettings:
         self.check_seed_ranges()
 
     # --- seeds -------------------------------------------------------------------------------------
+    def bc_steps(self, task: str) -> int:
+        return int(self.bc.steps_per_task.get(task, self.bc.steps))
+
     def demo_episodes(self, task: str) -> int:
-        return int(self.demos.per_task.get(task, self.demos.episodes))
+        return int(self.demos.episodes_per_task.get(task, self.demos.episodes))
 
     def demo_seeds(self, train_seed: int, task: str) -> list[int]:
         start = self.demos.seed_base + SEED_STRIDE * train_seed
@@ -171,6 +172,15 @@ class BenchSettings:
 
     def episode_limit(self, task: str) -> int:
         return int(self.max_steps.get(task, self.eval.max_steps))
+
+
+def _check_per_task(key: str, values: dict) -> None:
+    bad = sorted(set(values) - set(TASK_DEFAULTS))
+    if bad:
+        raise ConfigError(f"{key}: unknown task(s) {bad}; valid: {list(TASK_DEFAULTS)}")
+    for task, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key}.{task} must be an integer >= 1, got {value!r}")
 
 
 def load_bench_settings(preset: str = "default", path=None, overrides: dict | None = None) -> BenchSettings:
