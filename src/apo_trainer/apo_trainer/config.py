@@ -148,6 +148,10 @@ class TrainConfig:
             if bad:
                 raise ConfigError(f"data.kinds: unknown kind(s) {bad}; valid: {list(KIND_NAMES)}")
         objective = objective_class(self.loss.name)  # what the loss family needs, asked rather than named
+        if objective.raises_every_step and "undesirable" in (self.data.kinds or ()):
+            raise ConfigError(f"data.kinds: loss {self.loss.name!r} raises the likelihood of every step it trains on, "
+                              "so it must not train on undesirable steps (the K steps before a takeover); "
+                              "only apo and kto push them down")
         if self.policy.path is None and objective.reference_keys:
             raise ConfigError(f"policy.path is required for loss {self.loss.name!r} (only bc can start from a "
                               "new, randomly initialised policy)")

@@ -77,6 +77,8 @@ class Objective:
     default_sampler: ClassVar[str] = "balanced"  # sampler.kind: auto
     augments_images: ClassVar[bool] = False  # data.image_shift applies
     uses_z0: ClassVar[bool] = False  # a reference point z0 (loss.z0_source, z0_min, z0_max) applies
+    # Every step trained on is a target to raise (bc, and dpo's chosen side): undesirable steps must not be.
+    raises_every_step: ClassVar[bool] = False
 
     def __init__(self, name: str, cfg):
         """``cfg``: the run's :class:`apo_trainer.config.TrainConfig` (which imports this module for
@@ -215,6 +217,7 @@ class PairObjective(Objective):
 
     default_kinds = tuple(KIND_NAMES[k] for k in DESIRABLE_KINDS)  # each desirable step with its negative
     reference_keys = ("chosen", "rejected")
+    raises_every_step = True
 
     def fingerprint_fields(self) -> dict:
         return {"dpo": [self.loss.dpo_perturbation, self.loss.dpo_use_policy_proposals]}
@@ -256,6 +259,7 @@ class LikelihoodObjective(Objective):
 
     default_kinds = ("expert", "human")
     default_sampler = "uniform"
+    raises_every_step = True
     augments_images = True
 
     def compute(self, tr, batch: dict, stats: dict | None = None) -> tuple[LossResult, dict]:

@@ -163,6 +163,16 @@ def test_missing_human_and_undesirable_data_is_reported(data, tmp_path):
     assert any("no undesirable steps" in n for n in notes)
 
 
+@pytest.mark.parametrize("loss", ["bc", "dpo"])
+def test_losses_that_raise_every_step_refuse_undesirable_steps(loss):
+    cfg = {"output_dir": "x", "policy": {"path": "p"}, "loss": {"name": loss},
+           "data": {"paths": ["a"], "kinds": ["expert", "human", "undesirable"]}}
+    with pytest.raises(ConfigError, match=f"loss '{loss}' raises the likelihood of every step.*undesirable"):
+        load_train_config(cfg)
+    cfg["loss"]["name"] = "apo"  # apo pushes them down: the same kinds are its to use
+    assert load_train_config(cfg).data.kinds == ["expert", "human", "undesirable"]
+
+
 def test_bad_inputs_give_clear_errors(data, tmp_path):
     with pytest.raises(ConfigError, match="unknown config key 'trian'.*did you mean 'train'"):
         load_train_config({"output_dir": "x", "data": {"paths": ["a"]}, "policy": {"path": "p"}, "trian": {}})
