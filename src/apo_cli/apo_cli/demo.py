@@ -141,16 +141,23 @@ def train_base(settings: DemoSettings, out: Path, expert: Path) -> str:
 # steps (sft_weight): without it APO at lr 3e-4 collapsed the policy (1/50 vs the base's 14/50 on Lift).
 DEMO_RETRAIN_OVERRIDES = {"train_overrides": {"optim": {"lr": 3e-4},
                                               "loss": {"weight_norm": "mean", "sft_weight": 1.0}}}
+# The bench's APO and KTO also leave the policy's own autonomous steps out of their desirable side. The
+# retraining service applies train_overrides to every request, and bc / dpo refuse undesirable kinds, so
+# this goes in only when the demo retrains with one of those two.
+PREFERENCE_KINDS = {"data": {"kinds": ["expert", "human", "undesirable"]}}
 
 
-def demo_retrain_config(out: Path) -> Path:
-    """config/retrain.yaml with the demo's overrides, written next to the demo's outputs."""
+def demo_retrain_config(out: Path, loss: str = "apo") -> Path:
+    """config/retrain.yaml with the demo's overrides for ``loss``, written next to the demo's outputs."""
     import yaml
 
     from apo_bringup.graph import default_graph_path
     from apo_core.config import merge_overrides, read_yaml
 
-    data = merge_overrides(read_yaml(default_graph_path().parent / "retrain.yaml"), DEMO_RETRAIN_OVERRIDES)
+    overrides = DEMO_RETRAIN_OVERRIDES
+    if loss in ("apo", "kto"):
+        overrides = merge_overrides(overrides, {"train_overrides": PREFERENCE_KINDS})
+    data = merge_overrides(read_yaml(default_graph_path().parent / "retrain.yaml"), overrides)
     path = out / "retrain.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -165,7 +172,7 @@ def deploy_graph_args(settings: DemoSettings, out: Path, expert: Path) -> dict:
         "operator": "scripted", "operator_episodes": 0, "operator_autostart": False,
         "control_rate_hz": settings.control_rate_hz, "image_size": settings.image_size,
         "max_episode_steps": settings.max_episode_steps, "retrain": True,
-        "retrain_config": str(demo_retrain_config(out)),
+        "retrain_config": str(demo_retrain_config(out, settings.loss)),
         "retrain_work_dir": str(out / "retrain"), "expert_data": str(expert),
         "retrain_steps": settings.retrain_steps,
     }

@@ -6,6 +6,7 @@ Loaded strictly from YAML (``config/retrain.yaml``) with :func:`apo_core.config.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from apo_core.config import load_config, read_yaml
@@ -142,7 +143,7 @@ def check_command_template(command: str) -> None:
 
 
 def load_retrain_settings(source=None, overrides: dict | None = None) -> RetrainSettings:
-    data = read_yaml(source) if isinstance(source, str) and source else (source or {})
+    data = read_yaml(source) if isinstance(source, (str, Path)) and str(source) else (source or {})
     if overrides:
         from apo_core.config import merge_overrides
 
