@@ -178,8 +178,8 @@ def _check_per_task(key: str, values: dict) -> None:
     bad = sorted(set(values) - set(TASK_DEFAULTS))
     if bad:
         raise ConfigError(f"{key}: unknown task(s) {bad}; valid: {list(TASK_DEFAULTS)}")
-    for task, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    for task, value in values.items():  # the strict loader has already made every value an int
+        if value < 1:
             raise ConfigError(f"{key}.{task} must be an integer >= 1, got {value!r}")
 
 

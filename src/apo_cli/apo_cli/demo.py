@@ -142,8 +142,8 @@ def train_base(settings: DemoSettings, out: Path, expert: Path) -> str:
 DEMO_RETRAIN_OVERRIDES = {"train_overrides": {"optim": {"lr": 3e-4},
                                               "loss": {"weight_norm": "mean", "sft_weight": 1.0}}}
 # The bench's APO and KTO also leave the policy's own autonomous steps out of their desirable side. The
-# retraining service applies train_overrides to every request, and bc / dpo refuse undesirable kinds, so
-# this goes in only when the demo retrains with one of those two.
+# retraining service applies train_overrides to every request, and a loss that raises every step it trains
+# on (bc, dpo) refuses undesirable kinds, so this goes in only for a loss that pushes them down.
 PREFERENCE_KINDS = {"data": {"kinds": ["expert", "human", "undesirable"]}}
 
 
@@ -153,9 +153,10 @@ def demo_retrain_config(out: Path, loss: str = "apo") -> Path:
 
     from apo_bringup.graph import default_graph_path
     from apo_core.config import merge_overrides, read_yaml
+    from apo_trainer.objectives import objective_class
 
     overrides = DEMO_RETRAIN_OVERRIDES
-    if loss in ("apo", "kto"):
+    if not objective_class(loss).raises_every_step:
         overrides = merge_overrides(overrides, {"train_overrides": PREFERENCE_KINDS})
     data = merge_overrides(read_yaml(default_graph_path().parent / "retrain.yaml"), overrides)
     path = out / "retrain.yaml"
