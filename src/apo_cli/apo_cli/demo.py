@@ -135,30 +135,39 @@ def train_base(settings: DemoSettings, out: Path, expert: Path) -> str:
     return version
 
 
-# The retraining settings `apo bench` chose (config/bench.yaml, bench/notes/apo-tuning.md). The paper's
-# lr (5e-5) is for LoRA on a 7B model over many GPU steps; the small VLA retrained for a few hundred CPU
-# steps needs a larger step size to move at all, and then needs the likelihood anchor on desirable
-# steps (sft_weight): without it APO at lr 3e-4 collapsed the policy (1/50 vs the base's 14/50 on Lift).
-DEMO_RETRAIN_OVERRIDES = {"train_overrides": {"optim": {"lr": 3e-4},
-                                              "loss": {"weight_norm": "mean", "sft_weight": 1.0}}}
-# The bench's APO and KTO also leave the policy's own autonomous steps out of their desirable side. The
-# retraining service applies train_overrides to every request, and a loss that raises every step it trains
-# on (bc, dpo) refuses undesirable kinds, so this goes in only for a loss that pushes them down.
-PREFERENCE_KINDS = {"data": {"kinds": ["expert", "human", "undesirable"]}}
+def bench_loss_overrides() -> dict:
+    """The retraining settings `apo bench` chose (config/bench.yaml's default preset, bench/notes/apo-tuning.md),
+    per loss, as the retraining service's ``loss_overrides``: each bench method's apo-train overrides under its
+    loss. Keys the service's job sets itself (train.max_steps: the request's steps) are left to the job.
+
+    Read, not copied, so the demo retrains as the benchmark measured. Why those values: the paper's lr (5e-5)
+    is for LoRA on a 7B model over many GPU steps; the small VLA needs lr 3e-4 to move in a few hundred CPU
+    steps, then APO/KTO need the likelihood anchor (sft_weight) and leave the policy's own steps out of the
+    desirable side (bc and dpo refuse undesirable steps, hence per loss, not in train_overrides)."""
+    from apo_bench.settings import load_bench_settings
+    from apo_core.config import flatten_dotted, nest_dotted
+    from apo_trainer.retrain.settings import JOB_OWNED_KEYS
+
+    per_loss: dict[str, dict] = {}
+    for method in load_bench_settings("default").methods.values():
+        kept = {k: v for k, v in flatten_dotted(method.overrides).items() if k not in JOB_OWNED_KEYS}
+        overrides = nest_dotted(kept)
+        if per_loss.get(method.loss, overrides) != overrides:
+            raise ConfigError(f"config/bench.yaml: two methods train loss {method.loss!r} with different overrides; "
+                              "the demo's retraining service can take one setting per loss")
+        per_loss[method.loss] = overrides
+    return per_loss
 
 
-def demo_retrain_config(out: Path, loss: str = "apo") -> Path:
-    """config/retrain.yaml with the demo's overrides for ``loss``, written next to the demo's outputs."""
+def demo_retrain_config(out: Path) -> Path:
+    """config/retrain.yaml with the bench's per-loss choices, written next to the demo's outputs."""
     import yaml
 
     from apo_bringup.graph import default_graph_path
     from apo_core.config import merge_overrides, read_yaml
-    from apo_trainer.objectives import objective_class
 
-    overrides = DEMO_RETRAIN_OVERRIDES
-    if not objective_class(loss).raises_every_step:
-        overrides = merge_overrides(overrides, {"train_overrides": PREFERENCE_KINDS})
-    data = merge_overrides(read_yaml(default_graph_path().parent / "retrain.yaml"), overrides)
+    data = merge_overrides(read_yaml(default_graph_path().parent / "retrain.yaml"),
+                           {"loss_overrides": bench_loss_overrides()})
     path = out / "retrain.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -173,7 +182,7 @@ def deploy_graph_args(settings: DemoSettings, out: Path, expert: Path) -> dict:
         "operator": "scripted", "operator_episodes": 0, "operator_autostart": False,
         "control_rate_hz": settings.control_rate_hz, "image_size": settings.image_size,
         "max_episode_steps": settings.max_episode_steps, "retrain": True,
-        "retrain_config": str(demo_retrain_config(out, settings.loss)),
+        "retrain_config": str(demo_retrain_config(out)),
         "retrain_work_dir": str(out / "retrain"), "expert_data": str(expert),
         "retrain_steps": settings.retrain_steps,
     }

@@ -437,7 +437,7 @@ class _Job:
             cfg["reference"] = {"path": str(self.m.store.path(reference))}
         from apo_core.config import merge_overrides
 
-        return merge_overrides(cfg, self.s.train_overrides)
+        return merge_overrides(cfg, self.s.overrides_for(self.loss))
 
     def _train(self, data: dict) -> Path:
         cfg = self._train_config(data)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from apo_core.config import load_config, read_yaml
+from apo_core.config import flatten_dotted, load_config, merge_overrides, read_yaml
 from apo_core.errors import ConfigError
 from apo_core.labels import DEFAULT_K
 from apo_core.names import VERSION_RE
@@ -84,7 +84,10 @@ class RetrainSettings:
     expert_data: str | None = None  # HDF5 of expert demonstrations (always trained on)
     backend: BackendSettings = field(default_factory=BackendSettings)
     defaults: DefaultsSettings = field(default_factory=DefaultsSettings)
-    train_overrides: dict[str, Any] = field(default_factory=dict)  # merged into the apo-train config
+    train_overrides: dict[str, Any] = field(default_factory=dict)  # merged into every job's apo-train config
+    # Per loss name, merged after train_overrides into the jobs of that loss only: settings one loss
+    # needs and another refuses (apo's data.kinds with undesirable steps; bc and dpo refuse them).
+    loss_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     eval: PromotionEvalSettings = field(default_factory=PromotionEvalSettings)
     lifelong_every_n_episodes: int = 0  # retrain automatically every N new interactive episodes (0: off)
     min_new_episodes: int = 1
@@ -128,6 +131,62 @@ class RetrainSettings:
         if self.reference not in REFERENCE_CHOICES and not VERSION_RE.match(self.reference):
             raise ConfigError(f"reference must be previous, base or a model version name like v0001, got "
                               f"{self.reference!r}")
+        self._check_overrides()
+
+    def overrides_for(self, loss: str) -> dict[str, Any]:
+        """What a job of ``loss`` merges into its apo-train config: train_overrides, then loss_overrides[loss]."""
+        from apo_core.config import merge_overrides
+
+        return merge_overrides(self.train_overrides, self.loss_overrides.get(loss) or {})
+
+    def _check_overrides(self) -> None:
+        """Fail at start, not in a job hours later: every loss a request may name must get a config that loads
+        (wrong keys, a loss refusing a setting), and no override may replace what the job itself sets."""
+        from apo_trainer.config import load_train_config
+        from apo_trainer.objectives import LOSS_NAMES
+
+        for loss, overrides in self.loss_overrides.items():
+            if loss not in LOSS_NAMES:
+                raise ConfigError(f"loss_overrides: unknown loss {loss!r} (choose from {', '.join(LOSS_NAMES)})")
+            if not isinstance(overrides, dict):
+                raise ConfigError(f"loss_overrides.{loss} must be a mapping of apo-train keys, got "
+                                  f"{type(overrides).__name__}")
+        for where, overrides in (("train_overrides", self.train_overrides),
+                                 *((f"loss_overrides.{n}", o) for n, o in self.loss_overrides.items())):
+            owned = sorted(set(flatten_dotted(overrides)) & set(JOB_OWNED_KEYS))
+            if owned:
+                raise ConfigError(f"{where}: {', '.join(owned)} set by the job itself ("
+                                  + "; ".join(f"{k}: {JOB_OWNED_KEYS[k]}" for k in owned) + ")")
+        skeleton = {"output_dir": "job/train", "policy": {"path": "models/base"},
+                    "data": {"paths": ["dataset.h5"], "k": self.defaults.k}, "train": {"max_steps": 1}}
+        failed: dict[str, str] = {}
+        for loss in LOSS_NAMES:
+            try:
+                load_train_config(None, overrides=merge_overrides(
+                    merge_overrides(skeleton, {"loss": {"name": loss}}), self.overrides_for(loss)))
+            except ConfigError as exc:
+                failed[loss] = str(exc)
+        for loss, error in failed.items():
+            if loss in self.loss_overrides:
+                raise ConfigError(f"loss_overrides.{loss}: a job with loss {loss} would not load its apo-train "
+                                  f"config: {error}")
+            loaded = [n for n in LOSS_NAMES if n not in failed]
+            hint = (f" (it loads for {', '.join(loaded)}: a setting for some losses only goes in "
+                    f"loss_overrides.<loss>)" if loaded else "")
+            raise ConfigError(f"train_overrides: a job with loss {loss} would not load its apo-train config: "
+                              f"{error}{hint}")
+
+# apo-train keys a retraining job fills in from its request and these settings; an override of one would
+# silently replace the request (steps, k) or the model store's choice (base policy, reference).
+JOB_OWNED_KEYS = {
+    "output_dir": "the job's directory",
+    "policy.path": "the version being retrained",
+    "reference.path": "the reference setting",
+    "data.paths": "expert_data and the converted episodes",
+    "data.k": "the request's k_window or defaults.k",
+    "loss.name": "the request's loss or defaults.loss",
+    "train.max_steps": "the request's steps or defaults.steps",
+}
 
 
 def check_command_template(command: str) -> None:
@@ -145,7 +204,5 @@ def check_command_template(command: str) -> None:
 def load_retrain_settings(source=None, overrides: dict | None = None) -> RetrainSettings:
     data = read_yaml(source) if isinstance(source, (str, Path)) and str(source) else (source or {})
     if overrides:
-        from apo_core.config import merge_overrides
-
         data = merge_overrides(data, overrides)
     return load_config(RetrainSettings, data)
