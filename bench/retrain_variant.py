@@ -7,6 +7,7 @@ the evaluation seeds it succeeded on, so variants are compared on the same scene
         --set loss.sft_weight=1.0 --set loss.weight_norm=mean
     python bench/retrain_variant.py base --eval-only runs/bench/work/Lift/s0/policies/base
     python bench/retrain_variant.py base_seed1 --work ... --from-scratch --init-seed 1
+    python bench/retrain_variant.py base_replan1 --eval-only .../policies/base --policy-set replan_every=1
 
 ``--work`` is an `apo bench` work directory (expert.h5, data/base/interactive.h5, policies/base).
 Keep torch at one thread (``--threads``) when other jobs share the cores: evaluation runs simulator
@@ -36,6 +37,8 @@ def main() -> None:
     ap.add_argument("--seed-base", type=int, default=70000)
     ap.add_argument("--max-steps", type=int, default=150)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--policy-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a load-time setting of the evaluated policy (chunked VLA: replan_every, ensemble_decay)")
     ap.add_argument("--camera", default=None, help="simulator camera of the evaluation (the run's bench camera)")
     ap.add_argument("--out", default="runs/variants")
     a = ap.parse_args()
@@ -70,8 +73,14 @@ def main() -> None:
         policy_dir = res.policy_dir
         info["final"] = {k: v for k, v in res.final.items() if isinstance(v, (int, float))}
     info["train_s"] = time.time() - t0
+    policy = str(policy_dir)
+    if a.policy_set:
+        from apo_core.policy import load_policy
+
+        info["policy_set"] = a.policy_set
+        policy = load_policy(policy_dir, **parse_dotted_overrides(a.policy_set))
     seeds = list(range(a.seed_base, a.seed_base + a.episodes))
-    result = evaluate_pooled(str(policy_dir), task=a.task, seeds=seeds, max_steps=a.max_steps, progress=True,
+    result = evaluate_pooled(policy, task=a.task, seeds=seeds, max_steps=a.max_steps, progress=True,
                              env_kwargs={"camera": a.camera} if a.camera else None)
     info.update(successes=result.successes, episodes=result.episodes,
                 success_seeds=[r.seed for r in result.records if r.success], total_s=time.time() - t0)
