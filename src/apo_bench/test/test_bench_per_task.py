@@ -13,8 +13,10 @@ from apo_trainer.testing import TINY_POLICY_SECTION
 
 
 def test_per_task_counts_set_each_tasks_demo_seeds_and_stay_disjoint_from_evaluation():
-    s = load_bench_settings("default", overrides={"demos": {"episodes": 10, "episodes_per_task": {"Stack": 40}}})
-    assert [s.demo_episodes(t) for t in ("Lift", "Stack", "PickPlaceCan")] == [10, 40, 10]
+    # Both per-task counts named here: the shipped file's own counts merge under these overrides.
+    s = load_bench_settings("default", overrides={"demos": {"episodes": 10,
+                                                            "episodes_per_task": {"Stack": 40, "PickPlaceCan": 12}}})
+    assert [s.demo_episodes(t) for t in ("Lift", "Stack", "PickPlaceCan")] == [10, 40, 12]
     assert s.demo_seeds(1, "Stack") == list(range(1000, 1040))
     assert s.demo_seeds(1, "Lift") == list(range(1000, 1010))
     # An evaluation range that reaches into Stack's larger demo range is refused, though Lift's would fit.
@@ -38,8 +40,9 @@ def test_bad_per_task_counts_are_refused(section, per_task, error):
 
 
 def test_bc_steps_per_task():
-    s = load_bench_settings("default", overrides={"bc": {"steps": 600, "steps_per_task": {"Stack": 2000}}})
-    assert [s.bc_steps(t) for t in ("Lift", "Stack", "PickPlaceCan")] == [600, 2000, 600]
+    s = load_bench_settings("default", overrides={"bc": {"steps": 600,
+                                                         "steps_per_task": {"Stack": 2000, "PickPlaceCan": 900}}})
+    assert [s.bc_steps(t) for t in ("Lift", "Stack", "PickPlaceCan")] == [600, 2000, 900]
 
 
 @pytest.mark.sim
