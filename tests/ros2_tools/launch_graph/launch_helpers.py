@@ -3,6 +3,7 @@ lines, shell commands through files (not pipes), polling, `ros2 topic echo` stop
 ros2 daemon."""
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -100,11 +101,21 @@ def stop_with_ctrl_c(process_action, output: list[str], nodes: list[str]) -> Non
     poll("ros2 launch exiting after Ctrl-C", lambda: process_action.return_code is not None or None, output,
          timeout=180, every=1.0)
     out = "".join(output)
-    died = [line for line in out.splitlines() if "process has died" in line]
+    lost = lost_exit_statuses(out)
+    died = [line for line in out.splitlines() if "process has died" in line and not any(
+        f"[pid {pid}, exit code 255," in line for pid in lost)]
     assert not died, "\n".join(died) + "\n" + out[-6000:]
     assert "Traceback" not in out, out[-8000:]
-    assert out.count("process has finished cleanly") == len(nodes), out[-6000:]
+    assert out.count("process has finished cleanly") == len(nodes) - len(lost), out[-6000:]
     assert process_action.return_code == 0, out[-6000:]
+
+
+def lost_exit_statuses(out: str) -> set[str]:
+    """Pids whose exit status asyncio lost. Under heavy load a node's process can be reaped by the subprocess
+    transport's own poll() before asyncio's child-watcher thread waits for it; the watcher then logs "Unknown
+    child process pid N, will report returncode 255" and launch reports a death with that made-up code. The
+    node's real status is unknown, not a failure: its own log and the traceback check still speak for it."""
+    return set(re.findall(r"Unknown child process pid (\d+), will report returncode 255", out))
 
 
 def terminal_launch(cmd: list[str], name: str) -> ExecuteProcess:
