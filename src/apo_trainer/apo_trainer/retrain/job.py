@@ -423,21 +423,13 @@ class _Job:
         self._set(message=f"converted {split} episodes; {len(failed)} unusable bag(s) skipped")
 
     def _train_config(self, data: dict) -> dict:
-        base_dir = self.m.store.path(self.status.base_version)
-        paths = ([self.s.expert_data] if self.s.expert_data else []) + [str(data["train"])]
-        cfg = {
-            "output_dir": str(self.dir / "train"),
-            "policy": {"path": str(base_dir)},
-            "data": {"paths": paths, "k": self.k},
-            "loss": {"name": self.loss},
-            "train": {"max_steps": self.steps, "progress_bar": False},
-        }
         reference = self.status.reference_version
-        if reference and reference != self.status.base_version:
-            cfg["reference"] = {"path": str(self.m.store.path(reference))}
-        from apo_core.config import merge_overrides
-
-        return merge_overrides(cfg, self.s.overrides_for(self.loss))
+        return self.s.job_train_config(
+            self.loss, output_dir=str(self.dir / "train"), policy_path=str(self.m.store.path(self.status.base_version)),
+            data_paths=([self.s.expert_data] if self.s.expert_data else []) + [str(data["train"])], k=self.k,
+            steps=self.steps,
+            reference_path=(str(self.m.store.path(reference))
+                            if reference and reference != self.status.base_version else None))
 
     def _train(self, data: dict) -> Path:
         cfg = self._train_config(data)

@@ -135,9 +135,22 @@ class RetrainSettings:
 
     def overrides_for(self, loss: str) -> dict[str, Any]:
         """What a job of ``loss`` merges into its apo-train config: train_overrides, then loss_overrides[loss]."""
-        from apo_core.config import merge_overrides
-
         return merge_overrides(self.train_overrides, self.loss_overrides.get(loss) or {})
+
+    def job_train_config(self, loss: str, *, output_dir: str, policy_path: str, data_paths: list[str], k: int,
+                         steps: int, reference_path: str | None = None) -> dict[str, Any]:
+        """The apo-train config of a job: the job's own keys (JOB_OWNED_KEYS), then overrides_for(loss). The
+        retrain job trains with it, and the start-up check loads it for every loss."""
+        cfg: dict[str, Any] = {
+            "output_dir": output_dir,
+            "policy": {"path": policy_path},
+            "data": {"paths": data_paths, "k": k},
+            "loss": {"name": loss},
+            "train": {"max_steps": steps, "progress_bar": False},
+        }
+        if reference_path is not None:
+            cfg["reference"] = {"path": reference_path}
+        return merge_overrides(cfg, self.overrides_for(loss))
 
     def _check_overrides(self) -> None:
         """Fail at start, not in a job hours later: every loss a request may name must get a config that loads
@@ -157,24 +170,26 @@ class RetrainSettings:
             if owned:
                 raise ConfigError(f"{where}: {', '.join(owned)} set by the job itself ("
                                   + "; ".join(f"{k}: {JOB_OWNED_KEYS[k]}" for k in owned) + ")")
-        skeleton = {"output_dir": "job/train", "policy": {"path": "models/base"},
-                    "data": {"paths": ["dataset.h5"], "k": self.defaults.k}, "train": {"max_steps": 1}}
         failed: dict[str, str] = {}
         for loss in LOSS_NAMES:
             try:
-                load_train_config(None, overrides=merge_overrides(
-                    merge_overrides(skeleton, {"loss": {"name": loss}}), self.overrides_for(loss)))
+                load_train_config(None, overrides=self.job_train_config(
+                    loss, output_dir="job/train", policy_path="models/base", data_paths=["dataset.h5"],
+                    k=self.defaults.k, steps=1))
             except ConfigError as exc:
                 failed[loss] = str(exc)
-        for loss, error in failed.items():
-            if loss in self.loss_overrides:
-                raise ConfigError(f"loss_overrides.{loss}: a job with loss {loss} would not load its apo-train "
-                                  f"config: {error}")
-            loaded = [n for n in LOSS_NAMES if n not in failed]
-            hint = (f" (it loads for {', '.join(loaded)}: a setting for some losses only goes in "
-                    f"loss_overrides.<loss>)" if loaded else "")
-            raise ConfigError(f"train_overrides: a job with loss {loss} would not load its apo-train config: "
-                              f"{error}{hint}")
+        if not failed:
+            return
+        loss, error = next(iter(failed.items()))
+        if loss in self.loss_overrides:
+            raise ConfigError(f"loss_overrides.{loss}: a job with loss {loss} would not load its apo-train "
+                              f"config: {error}")
+        loaded = [n for n in LOSS_NAMES if n not in failed]
+        hint = (f" (it loads for {', '.join(loaded)}: a setting for some losses only goes in "
+                f"loss_overrides.<loss>)" if loaded else "")
+        raise ConfigError(f"train_overrides: a job with loss {loss} would not load its apo-train config: "
+                          f"{error}{hint}")
+
 
 # apo-train keys a retraining job fills in from its request and these settings; an override of one would
 # silently replace the request (steps, k) or the model store's choice (base policy, reference).
