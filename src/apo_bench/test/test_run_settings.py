@@ -32,7 +32,7 @@ def test_more_cells_and_another_speed_are_allowed(tmp_path):
 @pytest.mark.parametrize("overrides, key", [
     ({"bc": {"lr": 0.5}}, "bc.lr"),
     ({"eval": {"seed_base": 90000}}, "eval.seed_base"),
-    ({"camera": "robot0_eye_in_hand"}, "camera"),
+    ({"camera": "agentview"}, "camera"),
     ({"methods": {"apo": {"loss": "apo", "overrides": {"optim": {"lr": 0.1}}}}},
      "methods.apo.overrides.optim.lr"),
 ])
