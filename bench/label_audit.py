@@ -31,7 +31,7 @@ from apo_core.normalization import ActionStats
 from apo_sim.env import SimEnv
 from apo_sim.expert import ScriptedExpert
 
-LABEL_NAMES = {Label.UNDESIRABLE: "undesirable", Label.AUTONOMOUS: "autonomous", Label.HUMAN: "human"}
+LABEL_NAMES = {label: label.name.lower() for label in Label}  # undesirable, autonomous, human
 STATE_TOL = 1e-6  # replayed vs recorded robot state (float32 records)
 N_BINS = 256  # the small VLA's bins per dimension
 
@@ -58,6 +58,11 @@ def replay_expert_actions(env: SimEnv, expert: ScriptedExpert, seed: int, comman
     return out, worst
 
 
+def normalised_abs_error(policy: np.ndarray, expert: np.ndarray, stats: ActionStats) -> np.ndarray:
+    """|policy - expert| per step and dimension, in the policy's normalised units clipped to [-1, 1]."""
+    return np.abs(np.clip(stats.normalise(policy), -1, 1) - np.clip(stats.normalise(expert), -1, 1))
+
+
 def compare(policy: np.ndarray, expert: np.ndarray, stats: ActionStats) -> dict[str, np.ndarray]:
     """Per step: translation cosine, gripper agreement, xyz dimensions within one bin, normalised L1.
 
@@ -73,7 +78,7 @@ def compare(policy: np.ndarray, expert: np.ndarray, stats: ActionStats) -> dict[
         "xyz_cos": cos,
         "grip_agree": (np.sign(policy[:, 6]) == np.sign(expert[:, 6])).astype(float),
         "xyz_within_1_bin": np.mean(np.abs(bins_p[:, :3] - bins_e[:, :3]) <= 1, axis=1),
-        "norm_l1": np.mean(np.abs(np.clip(pn, -1, 1) - np.clip(en, -1, 1)), axis=1),
+        "norm_l1": normalised_abs_error(policy, expert, stats).mean(axis=1),
     }
 
 

@@ -26,7 +26,14 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from label_audit import LABEL_NAMES, STATE_TOL, compare, episode_seed, replay_expert_actions
+from label_audit import (
+    LABEL_NAMES,
+    STATE_TOL,
+    compare,
+    episode_seed,
+    normalised_abs_error,
+    replay_expert_actions,
+)
 
 from apo_core.normalization import ActionStats
 from apo_core.policy import load_policy
@@ -88,7 +95,7 @@ def predict_all(policy, steps: dict) -> np.ndarray:
 def score(pred: np.ndarray, expert: np.ndarray, stats: ActionStats, sel=None) -> dict:
     pred, expert = (pred, expert) if sel is None else (pred[sel], expert[sel])
     m = compare(pred, expert, stats)
-    per_dim = np.mean(np.abs(np.clip(stats.normalise(pred), -1, 1) - np.clip(stats.normalise(expert), -1, 1)), axis=0)
+    per_dim = normalised_abs_error(pred, expert, stats).mean(axis=0)
     return {"steps": int(len(m["norm_l1"])), **{k: float(np.nanmean(v)) for k, v in m.items()},
             "norm_l1_per_dim": per_dim.round(4).tolist()}
 
