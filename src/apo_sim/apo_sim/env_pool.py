@@ -13,14 +13,20 @@ Processes use the ``spawn`` start method (no forked copy of the parent's torch t
 state). Workers ignore SIGINT, so Ctrl-C reaches the parent alone, which then closes the pool; they
 also exit on their own when the parent's end of the pipe disappears (parent killed). A simulator
 that raises sends its traceback (:class:`PoolWorkerError` in the parent); a worker that dies without
-a word is reported with its pid and exit code (:class:`PoolWorkerDied`).
+a word is reported with its pid and exit code (:class:`PoolWorkerDied`). A worker killed by a signal
+before its simulators are built (a native crash in MuJoCo's or Mesa's start-up, seen once in CI as
+a segfault that never came back in a rerun) is started again, up to ``CONSTRUCTION_ATTEMPTS`` times in
+all, with a line on stderr; a worker that exits with an error, or dies after it is built, is never
+restarted, since an episode it was running cannot be resumed silently.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing as mp
 import os
 import signal
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -30,6 +36,7 @@ from apo_core.errors import ApoError
 
 START_TIMEOUT_S = 900.0  # building a SimEnv takes about a second, much more on a loaded machine
 REPLY_TIMEOUT_S = 600.0
+CONSTRUCTION_ATTEMPTS = 3  # starts of one worker whose process a signal killed before it was ready
 
 
 class PoolWorkerError(ApoError, RuntimeError):
@@ -68,6 +75,7 @@ def _run(env, episode, cmd: tuple):
 
 def _worker_main(conn, proc_index: int, env_indices: list[int], task: str, env_kwargs: dict) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the pool stops
+    faulthandler.enable()  # a native crash prints the Python stack it happened under
     # One thread per worker keeps the workers from oversubscribing the cores: a worker runs no torch, and
     # llvmpipe (osmesa) renders with one thread per core by default (set before any GL context exists).
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = os.environ["LP_NUM_THREADS"] = "1"
@@ -120,22 +128,44 @@ class EnvPool:
         # simulator i lives in process i % n_proc: consecutive simulators land on different cores
         self._members = [list(range(p, self.size, n_proc)) for p in range(n_proc)]
         self._proc_of = {i: p for p, members in enumerate(self._members) for i in members}
-        ctx = mp.get_context("spawn")
+        self._ctx = mp.get_context("spawn")
+        self._env_kwargs = dict(env_kwargs or {})
         self._conns, self._procs = [], []
         try:
-            for p, members in enumerate(self._members):
-                parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_worker_main, args=(child, p, members, task, dict(env_kwargs or {})),
-                                   name=f"apo-sim-pool-{p}", daemon=True)
-                proc.start()
-                child.close()  # only the worker holds this end: its death closes the pipe
-                self._conns.append(parent)
+            for p in range(n_proc):
+                conn, proc = self._start_worker(p)
+                self._conns.append(conn)
                 self._procs.append(proc)
             for p in range(n_proc):
-                self.instruction = self._receive(p, "construction", START_TIMEOUT_S)
+                self.instruction = self._await_ready(p)
         except BaseException:
             self.close()
             raise
+
+    def _start_worker(self, p: int):
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(target=_worker_main, args=(child, p, self._members[p], self.task, self._env_kwargs),
+                                 name=f"apo-sim-pool-{p}", daemon=True)
+        proc.start()
+        child.close()  # only the worker holds this end: its death closes the pipe
+        return parent, proc
+
+    def _await_ready(self, p: int) -> str:
+        """Wait for worker ``p``'s simulators; start it again if a signal killed it on the way."""
+        for attempt in range(1, CONSTRUCTION_ATTEMPTS + 1):
+            try:
+                return self._receive(p, "construction", START_TIMEOUT_S)
+            except PoolWorkerDied as exc:
+                code = self._procs[p].exitcode
+                if code is None or code >= 0 or attempt == CONSTRUCTION_ATTEMPTS:
+                    if attempt > 1:
+                        raise PoolWorkerDied(f"{exc} (start {attempt} of {CONSTRUCTION_ATTEMPTS})") from exc
+                    raise
+                print(f"[env-pool] {exc}; starting it again (start {attempt + 1} of {CONSTRUCTION_ATTEMPTS})",
+                      file=sys.stderr, flush=True)
+                self._conns[p].close()
+                self._conns[p], self._procs[p] = self._start_worker(p)
+        raise AssertionError("unreachable")
 
     @property
     def processes(self) -> int:

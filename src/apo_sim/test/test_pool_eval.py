@@ -83,3 +83,36 @@ def test_workers_are_stopped_when_the_parent_is_interrupted():
             pool.exchange({0: pool.start_command(1, 5), 1: pool.start_command(2, 5)})
             raise KeyboardInterrupt
     assert all(_gone(p) for p in pids)
+
+
+class _KillsTheUnpickler:
+    """Unpickled in a spawned worker, it kills that process with SIGKILL, the first ``times`` times only.
+
+    A real process death before the worker's simulators exist, as a native crash in their start-up
+    would be; the count lives in a file, so the worker that is started again survives.
+    """
+
+    def __init__(self, counter: Path, times: int):
+        self.counter, self.times = counter, times
+
+    def __reduce__(self):
+        code = (f"import os, pathlib, signal\np = pathlib.Path({str(self.counter)!r})\n"
+                f"n = int(p.read_text() or 0) if p.exists() else 0\np.write_text(str(n + 1))\n"
+                f"if n < {self.times}:\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+        return exec, (code,)  # exec returns None: the worker then sees perturbation None
+
+
+def test_a_worker_killed_while_it_starts_is_started_again(tmp_path, capfd):
+    counter = tmp_path / "starts"
+    with EnvPool(1, "Lift", {**NO_RENDER, "perturbation": _KillsTheUnpickler(counter, times=1)}) as pool:
+        reply = pool.exchange({0: pool.start_command(3, 2)})[0]
+        assert reply.proprio.shape == (9,)
+    assert counter.read_text() == "2"
+    assert "died during construction with exit code -9; starting it again (start 2 of 3)" in capfd.readouterr().err
+
+
+def test_a_worker_killed_at_every_start_fails_after_three_starts(tmp_path):
+    counter = tmp_path / "starts"
+    with pytest.raises(PoolWorkerDied, match=r"exit code -9 \(start 3 of 3\)"):
+        EnvPool(1, "Lift", {**NO_RENDER, "perturbation": _KillsTheUnpickler(counter, times=10)})
+    assert counter.read_text() == "3"
