@@ -57,6 +57,11 @@ class LossSection:
     desirable_weight: float = 1.0  # KTO's constant lambda_D
     sft_weight: float = 0.0  # apo/kto: + this x NLL per token of desirable samples (0: the paper's loss)
     undesirable_weight: float = 1.0  # KTO's constant lambda_U
+    # apo/kto: which action tokens of an undesirable step its log-ratio sums (what the push-down lowers).
+    # all: every token (the paper); disagreeing: only the dimensions whose bin differs by more than
+    # agree_bins from the human correction that followed it (one token per dimension policies only).
+    undesirable_tokens: Literal["all", "disagreeing"] = "all"
+    agree_bins: int = 2
     z0_source: Literal["batch", "mismatched"] = "batch"  # reference code: mismatched
     z0_min: float | None = 0.0  # reference code: -5.0
     z0_max: float | None = None  # reference code: 5.0
@@ -206,6 +211,15 @@ class TrainConfig:
                               "reference cached on unshifted images")
         if self.loss.sft_weight < 0:
             raise ConfigError(f"loss.sft_weight must be >= 0, got {self.loss.sft_weight}")
+        if self.loss.agree_bins < 0:
+            raise ConfigError(f"loss.agree_bins must be >= 0, got {self.loss.agree_bins}")
+        if self.loss.undesirable_tokens == "disagreeing":
+            if not objective.uses_z0:
+                raise ConfigError(f"loss.undesirable_tokens=disagreeing is for apo and kto (their push-down of "
+                                  f"undesirable steps); loss {self.loss.name!r} has none")
+            if self.loss.z0_source == "mismatched":
+                raise ConfigError("loss.undesirable_tokens=disagreeing sums the tokens of each step's own action; "
+                                  "the mismatched pairs of z0_source=mismatched have no correction: use z0_source=batch")
         if self.loss.lambda_d_floor is not None and not 0 <= self.loss.lambda_d_floor < 1:
             raise ConfigError(f"loss.lambda_d_floor must be in [0, 1) (or null), got {self.loss.lambda_d_floor}")
         sampler_kind = self.sampler.kind if self.sampler.kind != "auto" else objective.default_sampler

@@ -24,6 +24,11 @@ first. The K-window labels apply to every step a chunk covers, and a chunk is on
 worst step: it is ``undesirable`` when any step it covers is undesirable, otherwise it takes the
 kind of its first step (so an autonomous chunk ending inside the K steps before a takeover is
 undesirable: executing it would run those steps' actions). Expert chunks stay expert.
+
+Each item also carries its *correction*: for an undesirable step, the action of the first human step
+after it in the same episode (the command that took over from the policy; no human step lies between
+a K-window step and its takeover), NaN for every other step. ``loss.undesirable_tokens: disagreeing``
+pushes an undesirable action down only on the dimensions where it differs from that correction.
 """
 
 from __future__ import annotations
@@ -113,6 +118,16 @@ def kinds_from_labels(live_labels, source: str, k: int, modes=None) -> np.ndarra
     return kinds
 
 
+def next_human_steps(kinds) -> np.ndarray:
+    """Raw index of the first HUMAN step after each step of one episode (-1 where none follows)."""
+    kinds = np.asarray(kinds)
+    human = np.flatnonzero(kinds == HUMAN)
+    if human.size == 0:
+        return np.full(kinds.shape, -1, dtype=np.int32)
+    after = np.searchsorted(human, np.arange(len(kinds)), side="right")
+    return np.where(after < human.size, human[np.minimum(after, human.size - 1)], -1).astype(np.int32)
+
+
 def chunk_steps(keep_mode, horizon: int) -> np.ndarray:
     """(T, H) raw step indices of the chunk starting at each step of one episode (module docstring):
     the next ``horizon`` steps with ``keep_mode`` true from that step on, the last one repeated at the
@@ -186,7 +201,7 @@ class StepDataset(torch.utils.data.Dataset):
         self.horizon = horizon
         self.keep_kinds = _parse_kinds(kinds)
         self._episodes: list[_EpisodeRef] = []
-        ep_idx, steps, kinds_all, chunks_all = [], [], [], []
+        ep_idx, steps, kinds_all, chunks_all, next_human_all = [], [], [], [], []
         action_dim = state_dim = None
         image_shape = None
         first_where = ""
@@ -239,6 +254,7 @@ class StepDataset(torch.utils.data.Dataset):
                     except ValueError as exc:
                         raise TrainingDataError(f"{where}: {exc}") from exc
                     keep_mode = ~np.isin(modes, DROPPED_MODES)
+                    next_human = next_human_steps(kinds_ep)  # of the steps' own kinds, before chunking
                     if horizon is not None:
                         ep_chunks = chunk_steps(keep_mode, horizon)
                         kinds_ep = chunk_kinds(kinds_ep, ep_chunks)
@@ -257,11 +273,13 @@ class StepDataset(torch.utils.data.Dataset):
                     ep_idx.append(np.full(idx.shape, e, dtype=np.int32))
                     steps.append(idx.astype(np.int32))
                     kinds_all.append(kinds_ep[idx])
+                    next_human_all.append(np.where(kinds_ep[idx] == UNDESIRABLE, next_human[idx], -1))
                     if horizon is not None:
                         chunks_all.append(ep_chunks[idx])
         self._ep_idx = np.concatenate(ep_idx)
         self._step = np.concatenate(steps)
         self.kinds = np.concatenate(kinds_all).astype(np.int8)
+        self._correction_step = np.concatenate(next_human_all).astype(np.int32)
         self._chunk_steps = np.concatenate(chunks_all) if horizon is not None else None
         self.action_dim = int(action_dim)
         self.state_dim = int(state_dim)
@@ -338,12 +356,16 @@ class StepDataset(torch.utils.data.Dataset):
         policy_action = g["policy_actions"][t].astype(np.float64) if "policy_actions" in g else \
             np.full(self.action_dim, np.nan)
         kind = int(self.kinds[i])
+        j = int(self._correction_step[i])
+        correction = check_finite(g["actions"][j], f"correction at {where}").astype(np.float64) if j >= 0 else \
+            np.full(self.action_dim, np.nan)
         return {
             "index": i,
             "image": np.asarray(g["obs/image"][t], dtype=np.uint8),
             "state": state,
             "action": action,
             "policy_action": policy_action,
+            "correction": correction,
             "instruction": e.instruction,
             "kind": kind,
             "desirable": kind in DESIRABLE_KINDS,
@@ -388,6 +410,7 @@ def collate_steps(items: list[dict]) -> dict:
         "states": np.stack([it["state"] for it in items]),
         "actions": np.stack([it["action"] for it in items]),
         "policy_actions": np.stack([it["policy_action"] for it in items]),
+        "corrections": np.stack([it["correction"] for it in items]),
         "instructions": [it["instruction"] for it in items],
         "kinds": torch.tensor([it["kind"] for it in items], dtype=torch.long),
         "desirable": torch.tensor([it["desirable"] for it in items], dtype=torch.bool),

@@ -19,6 +19,13 @@ objectives: ``batch["actions"]`` holds (B, H, D) chunks, log-probs are those of 
 sequence, the L1 is over the decoded chunk, "per action token" divides by each sample's own token
 count (:func:`tokens_per_sample`), and DPO's negatives are whole chunks (:func:`apo_trainer.pairs.rejected_targets`).
 
+``loss.undesirable_tokens: disagreeing`` (apo, kto; one token per action dimension): an undesirable
+step's log-ratio sums only the tokens of the dimensions where its action lies more than
+``loss.agree_bins`` bins from the human correction that followed it (:func:`disagreeing_dims`), in
+the policy and in the reference alike, so the push-down leaves the dimensions the correction shares
+(typically rotation and gripper while the arm drifts) where they were. Desirable steps, and an
+undesirable step with no correction after it, sum every token.
+
 The pure maths stays in :mod:`apo_trainer.losses`; an objective gathers its inputs through the
 trainer's forward functions (``tr._forward``, ``tr._reference_forward``) and its state (``tr.ref``,
 ``tr.model`` / ``tr.ddp_model``, ``tr.loss_reducer``, ``tr.policy``, ``tr.rt``, ``tr.step``).
@@ -68,6 +75,26 @@ def free_running_l1(policy, images, instructions, actions, states=None) -> torch
     return torch.as_tensor(np.abs(np.asarray(pred, dtype=np.float64) - target).mean(axis=1), dtype=torch.float32)
 
 
+def disagreeing_dims(policy, actions, corrections, agree_bins: int) -> np.ndarray:
+    """(B, D) bool: dimensions whose action token lies more than ``agree_bins`` bins from the correction's.
+
+    Rows whose correction is not finite (desirable steps; an undesirable step with no human step after
+    it) are all True: every token counts, as without the option.
+    """
+    actions = np.asarray(actions)
+    if actions.ndim != 2:
+        raise ConfigError("loss.undesirable_tokens=disagreeing needs one action per step (a policy with one token per "
+                          f"action dimension); this batch holds action chunks of shape {actions.shape[1:]}")
+    corrections = np.asarray(corrections, dtype=np.float64)
+    mask = np.ones(actions.shape, dtype=bool)
+    rows = np.flatnonzero(np.isfinite(corrections).all(axis=1))
+    if rows.size:
+        mine = policy.labels_from_actions(actions[rows]).astype(np.int64)
+        theirs = policy.labels_from_actions(corrections[rows]).astype(np.int64)
+        mask[rows] = np.abs(mine - theirs) > agree_bins  # token ids are bins in reverse order: same distance
+    return mask
+
+
 class Objective:
     """One loss family. Class attributes say what the trainer must provide; :meth:`compute` is the loss."""
 
@@ -107,6 +134,10 @@ class Objective:
         """The actions whose reference log-probs are cached, per key of :attr:`reference_keys`."""
         return {"chosen": batch["actions"]}
 
+    def reference_values(self, tr, batch: dict, reference=None) -> dict[str, torch.Tensor]:
+        """Per-sample reference log-probs of a batch, per key of :attr:`reference_keys` (what the cache holds)."""
+        return {k: tr._reference_forward(batch, a, reference) for k, a in self.reference_actions(tr, batch).items()}
+
     def batch_statistics(self, tr, batches: list[dict]) -> list[dict]:
         raise NotImplementedError(f"loss {self.name!r} has no whole-batch statistics")
 
@@ -134,6 +165,38 @@ class PreferenceObjective(Objective):
                     "reference"]
         return []
 
+    def fingerprint_fields(self) -> dict:
+        fields = super().fingerprint_fields()
+        if self.loss.undesirable_tokens != "all":  # absent at the default: earlier caches stay valid
+            fields["undesirable_tokens"] = [self.loss.undesirable_tokens, self.loss.agree_bins]
+        return fields
+
+    def token_mask(self, tr, batch: dict) -> torch.Tensor | None:
+        """(B, D) tokens each sample's log-ratio sums (``loss.undesirable_tokens``); None: all of them."""
+        if self.loss.undesirable_tokens == "all":
+            return None
+        corrections = batch.get("corrections")
+        if corrections is None:
+            corrections = np.full(np.shape(batch["actions"]), np.nan)
+        mask = disagreeing_dims(tr.policy, batch["actions"], corrections, self.loss.agree_bins)
+        return torch.as_tensor(mask, device=tr.rt.device)
+
+    @staticmethod
+    def summed_logps(metrics, mask: torch.Tensor | None) -> torch.Tensor:
+        """Per-sample log-probs (float64) over the tokens ``mask`` keeps (all when None)."""
+        if mask is None:
+            return metrics.logps.double()
+        if getattr(metrics, "token_logps", None) is None:
+            raise ConfigError("loss.undesirable_tokens=disagreeing needs per-dimension log-probs, which this policy's "
+                              "forward pass does not give (its tokens do not map to action dimensions)")
+        return (metrics.token_logps.double() * mask).sum(dim=1)
+
+    def reference_values(self, tr, batch: dict, reference=None) -> dict[str, torch.Tensor]:
+        mask = self.token_mask(tr, batch)
+        if mask is None:
+            return super().reference_values(tr, batch, reference)
+        return {"chosen": self.summed_logps(tr._reference_metrics(batch, batch["actions"], reference), mask)}
+
     def l1_for_weights(self, tr, batch: dict, teacher_forced: torch.Tensor) -> torch.Tensor:
         """The per-sample L1 the adaptive weights use (``loss.l1_mode``)."""
         if not self.reports_free_running_l1:
@@ -145,7 +208,7 @@ class PreferenceObjective(Objective):
     def inputs(self, tr, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(reference log-probs, mismatched-pair policy / reference log-probs or None) of a batch."""
         ref = tr.ref["chosen"][batch["index"].to(tr.rt.device)] if tr.ref is not None else \
-            tr._reference_forward(batch, batch["actions"])
+            self.reference_values(tr, batch)["chosen"]
         kl_pol = kl_ref = None
         if self.loss.z0_source == "mismatched":
             shifted = np.roll(batch["actions"], 1, axis=0)
@@ -166,7 +229,8 @@ class PreferenceObjective(Objective):
                 m = tr._forward(batch, batch["actions"], tr.model)
                 ref, kl_pol, kl_ref = self.inputs(tr, batch)
                 l1 = self.l1_for_weights(tr, batch, m.l1)
-                ratios.append(kl_pol - kl_ref if kl_pol is not None else m.logps.double() - ref)
+                logps = self.summed_logps(m, self.token_mask(tr, batch))
+                ratios.append(kl_pol - kl_ref if kl_pol is not None else logps - ref)
                 l1s.append(l1)
                 des.append(batch["desirable"].to(tr.rt.device))
                 per.append({"l1": l1, "ref": ref})
@@ -200,8 +264,11 @@ class PreferenceObjective(Objective):
             l1, z0, scale = self.l1_for_weights(tr, batch, m.l1), None, None
         if self.reports_free_running_l1:
             extra["l1_free_running"] = l1
-        res = self.loss_of(m.logps.double(), ref, l1, desirable, n_tokens=tokens_per_sample(tr.policy, m),
+        mask = self.token_mask(tr, batch)
+        res = self.loss_of(self.summed_logps(m, mask), ref, l1, desirable, n_tokens=tokens_per_sample(tr.policy, m),
                            reducer=tr.loss_reducer, kl_pol=kl_pol, kl_ref=kl_ref, z0=z0, scale=scale)
+        if mask is not None and bool((~desirable).any()):  # how much of the undesirable actions is pushed down
+            res.metrics["pushed_token_share"] = float(mask[~desirable].float().mean())
         return res, extra
 
 

@@ -275,19 +275,23 @@ class Trainer:
             return self.policy.forward_batch(enc, model=model)
 
     def _reference_forward(self, batch: dict, actions: np.ndarray, reference=None) -> torch.Tensor:
-        """Log-probs under the starting weights: the LoRA adapter disabled, or (full fine-tuning,
-        before the first update only) the model itself; or under ``reference``, a policy of its own
-        (``reference.path``)."""
+        """Summed log-probs under the reference (:meth:`_reference_metrics`), float64."""
+        return self._reference_metrics(batch, actions, reference).logps.double()
+
+    def _reference_metrics(self, batch: dict, actions: np.ndarray, reference=None):
+        """Teacher-forced metrics under the starting weights: the LoRA adapter disabled, or (full
+        fine-tuning, before the first update only) the model itself; or under ``reference``, a policy of
+        its own (``reference.path``)."""
         with torch.no_grad():
             if reference is not None:
                 states = batch["states"] if self.dataset.state_dim else None
                 enc = reference.encode_batch(batch["images"], batch["instructions"], states, actions)
                 with self.rt.autocast():
-                    return reference.forward_batch(enc).logps.double()
+                    return reference.forward_batch(enc)
             if self.cfg.lora.enabled:
                 with self.model.disable_adapter():
-                    return self._forward(batch, actions, self.model).logps.double()
-            return self._forward(batch, actions, self.model).logps.double()
+                    return self._forward(batch, actions, self.model)
+            return self._forward(batch, actions, self.model)
 
     # --- reference cache ----------------------------------------------------------------------
     def _ref_fingerprint(self) -> str:
@@ -348,8 +352,8 @@ class Trainer:
         reference = self._load_reference()
         for batch in loader:
             rows = batch["index"].to(self.rt.device)
-            for key, actions in self.objective.reference_actions(self, batch).items():
-                out[key][rows] = self._reference_forward(batch, actions, reference)
+            for key, values in self.objective.reference_values(self, batch, reference).items():
+                out[key][rows] = values
             filled[rows] = 1.0
         del reference
         out = {k: self.reducer.sum(v) for k, v in out.items()}

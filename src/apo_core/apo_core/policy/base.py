@@ -44,6 +44,9 @@ class ActionMetrics:
     l1: torch.Tensor  # mean |greedy decoded - target| over action dims, normalised space (no grad)
     token_accuracy: torch.Tensor  # share of action tokens whose argmax equals the target (no grad)
     pred_actions: torch.Tensor  # (B, D) greedy decoded normalised actions (no grad)
+    # (B, D) log-prob of each action dimension's token (differentiable; ``logps`` is their sum), for a
+    # policy with one token per dimension; None where tokens do not map to dimensions (FAST chunks).
+    token_logps: torch.Tensor | None = None
 
 
 def action_token_metrics(
@@ -64,6 +67,7 @@ def action_token_metrics(
     logp_all = torch.log_softmax(shift_logits, dim=-1)
     token_logp = logp_all.gather(-1, safe_labels.unsqueeze(-1)).squeeze(-1) * mask
     logps = token_logp.sum(dim=1)
+    per_dim = token_logp[mask].view(logits.shape[0], action_dim)  # labels run over the dimensions in order
 
     with torch.no_grad():
         first = action_tokenizer.first_action_token
@@ -76,7 +80,7 @@ def action_token_metrics(
         target = centers[(action_tokenizer.vocab_size - target_ids - 1).clamp(0, action_tokenizer.n_bins - 2)]
         l1 = (pred - target).abs().mean(dim=1)
         acc = (pred_ids == target_ids).float().mean(dim=1)
-    return ActionMetrics(logps=logps, l1=l1, token_accuracy=acc, pred_actions=pred)
+    return ActionMetrics(logps=logps, l1=l1, token_accuracy=acc, pred_actions=pred, token_logps=per_dim)
 
 
 class VLAPolicy(abc.ABC):
