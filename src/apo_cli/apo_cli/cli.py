@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy-architecture", choices=list(ARCHITECTURES),
                    help="the base policy: small VLA (default) or chunked pi0-FAST-style VLA")
     p.add_argument("--chunk-horizon", type=int, help="actions per chunk of a chunked_vla base (default 8)")
+    p.add_argument("--camera", help="simulated camera of demos, deployment and evaluation (default: the bench's, "
+                                    "config/bench.yaml: robot0_eye_in_hand)")
     p.set_defaults(func=_demo)
 
     from apo_bench.cli import __doc__ as bench_doc

@@ -22,7 +22,7 @@ import json
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from apo_bench.settings import ARCHITECTURES  # the policy architectures a new base policy can have
@@ -36,6 +36,15 @@ PRESETS = {
     "default": dict(demo_episodes=24, bc_steps=1000, bc_batch=32, round_episodes=8, max_episode_steps=120,
                     retrain_steps=300, eval_episodes=10, image_size=84),
 }
+
+
+def bench_camera() -> str:
+    """The simulated camera `apo bench` chose (config/bench.yaml's default preset): the wrist camera, with
+    which Lift's small-VLA base rose from 13 to 18 of 50 and every README table was measured. Read, not
+    copied, like :func:`bench_loss_overrides`."""
+    from apo_bench.settings import load_bench_settings
+
+    return load_bench_settings("default").camera
 
 
 @dataclass
@@ -53,6 +62,8 @@ class DemoSettings:
     retrain_steps: int = 200
     eval_episodes: int = 10
     image_size: int = 84
+    # The camera of the demos, of the deploy graph's simulated robot and of the evaluation (the bench's).
+    camera: str = field(default_factory=bench_camera)
     control_rate_hz: float = 10.0
     loss: str = "apo"
     seed: int = 0
@@ -98,7 +109,7 @@ def collect(settings: DemoSettings, out: Path) -> Path:
     from apo_sim.demos import collect_demos
 
     res = collect_demos(out / "data" / "expert.h5", task=settings.task, episodes=settings.demo_episodes,
-                        seed=settings.seed, image_size=settings.image_size, progress=True)
+                        seed=settings.seed, image_size=settings.image_size, camera=settings.camera, progress=True)
     say(f"{res.written} expert demonstrations ({res.steps} steps) written, {res.skipped_existing} already there, "
         f"{res.failed} failed")
     return res.path
@@ -180,7 +191,7 @@ def deploy_graph_args(settings: DemoSettings, out: Path, expert: Path) -> dict:
         "robot": "sim", "task": settings.task, "instruction": task_spec(settings.task).instruction,
         "model_path": str(out / "models"), "record": True, "bags_dir": str(out / "bags"),
         "operator": "scripted", "operator_episodes": 0, "operator_autostart": False,
-        "control_rate_hz": settings.control_rate_hz, "image_size": settings.image_size,
+        "control_rate_hz": settings.control_rate_hz, "image_size": settings.image_size, "camera": settings.camera,
         "max_episode_steps": settings.max_episode_steps, "retrain": True,
         "retrain_config": str(demo_retrain_config(out)),
         "retrain_work_dir": str(out / "retrain"), "expert_data": str(expert),
@@ -289,7 +300,8 @@ def evaluate_versions(settings: DemoSettings, candidates: list[tuple[str, str]])
     results = {}
     for v, path in candidates:
         r = evaluate_policy(Path(path), settings.task, settings.eval_episodes, seed=50_000,
-                            max_steps=settings.max_episode_steps, progress=True)
+                            max_steps=settings.max_episode_steps, progress=True,
+                            env_kwargs={"camera": settings.camera})
         results[v] = {"success_rate": r.success_rate, "successes": r.successes, "episodes": r.episodes,
                       "mean_steps": sum(r.steps) / max(1, len(r.steps))}
         say(f"evaluation {v}: {r.successes}/{r.episodes} successes without an operator")
@@ -335,7 +347,7 @@ def settings_from_args(args) -> DemoSettings:
     """The preset (``--quick`` or default) with the command line's overrides."""
     chosen = dict(PRESETS["quick" if args.quick else "default"])
     for key in ("round_episodes", "retrain_steps", "bc_steps", "demo_episodes", "eval_episodes",
-                "policy_architecture", "chunk_horizon"):
+                "policy_architecture", "chunk_horizon", "camera"):
         value = getattr(args, key, None)
         if value is not None:
             chosen[key] = value

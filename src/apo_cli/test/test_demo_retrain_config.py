@@ -42,3 +42,30 @@ def test_the_demo_follows_a_changed_bench_config(tmp_path, monkeypatch):
     settings = load_retrain_settings(demo_retrain_config(tmp_path))
     assert settings.overrides_for("apo")["optim"]["lr"] == 1.25e-4
     assert settings.overrides_for("bc")["optim"]["lr"] == bench["defaults"]["methods"]["dagger"]["overrides"]["optim"]["lr"]
+
+
+def test_the_demo_renders_the_bench_camera_in_demos_graph_and_evaluation(tmp_path, monkeypatch):
+    from apo_bringup.graph import default_graph_path, load_graph_file, resolve_graph
+    from apo_cli.cli import build_parser
+    from apo_cli.demo import DemoSettings, deploy_graph_args, settings_from_args
+
+    camera = load_bench_settings("default").camera
+    assert camera == "robot0_eye_in_hand" and DemoSettings().camera == camera
+    args = deploy_graph_args(DemoSettings(), tmp_path, tmp_path / "expert.h5")
+    sim = next(s for s in resolve_graph(load_graph_file(default_graph_path()), args) if s.name == "apo_sim")
+    assert sim.parameters["camera"] == camera
+    # The deploy graph's own default stays the scene camera; `apo demo --camera` overrides the bench's.
+    plain = resolve_graph(load_graph_file(default_graph_path()), {})
+    assert next(s for s in plain if s.name == "apo_sim").parameters["camera"] == "agentview"
+    chosen = settings_from_args(build_parser().parse_args(["demo", "--quick", "--camera", "agentview"]))
+    assert chosen.camera == "agentview"
+    # A changed bench config changes the demo's camera too.
+    config = tmp_path / "config"
+    shutil.copytree(find_shared_config("bench.yaml").parent, config)
+    bench = read_yaml(config / "bench.yaml")
+    bench["defaults"]["camera"] = "frontview"
+    import yaml
+
+    (config / "bench.yaml").write_text(yaml.safe_dump(bench))
+    monkeypatch.setenv("APO_CONFIG_DIR", str(config))
+    assert DemoSettings().camera == "frontview"
