@@ -35,25 +35,35 @@ def main() -> None:
     ap.add_argument("--task", default="Lift")
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--seed-base", type=int, default=70000)
-    ap.add_argument("--max-steps", type=int, default=150)
+    ap.add_argument("--max-steps", type=int, default=None,
+                    help="episode limit (default: the bench's for --task, config/bench.yaml max_steps; Lift 120)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--policy-set", action="append", default=[], metavar="KEY=VALUE",
                     help="a load-time setting of the evaluated policy (chunked VLA: replan_every, ensemble_decay)")
-    ap.add_argument("--camera", default=None, help="simulator camera of the evaluation (the run's bench camera)")
+    ap.add_argument("--camera", default=None,
+                    help="simulator camera of the evaluation (default: the bench's, config/bench.yaml camera)")
     ap.add_argument("--out", default="runs/variants")
     a = ap.parse_args()
 
     import torch
 
+    from apo_bench.settings import load_bench_settings
     from apo_core.config import merge_overrides, parse_dotted_overrides
     from apo_sim.pool_eval import evaluate_pooled
     from apo_trainer.config import BC_PRESET, load_train_config
     from apo_trainer.train import train
 
     torch.set_num_threads(a.threads)
+    # Compare like with like: a variant is evaluated as the bench evaluates its cells (the same episode
+    # limit and camera) unless told otherwise. Until 2026-12-07 the limit defaulted to 150 steps, 30 more
+    # than the bench gives Lift.
+    bench = load_bench_settings("default")
+    max_steps = a.max_steps if a.max_steps is not None else bench.episode_limit(a.task)
+    camera = a.camera or bench.camera
     work, out = Path(a.work), Path(a.out)
     t0 = time.time()
-    info: dict = {"name": a.name, "loss": a.loss, "set": a.set}
+    info: dict = {"name": a.name, "loss": a.loss, "set": a.set, "task": a.task, "max_steps": max_steps,
+                  "camera": camera}
     if a.eval_only:
         policy_dir = Path(a.eval_only)
     else:
@@ -80,8 +90,8 @@ def main() -> None:
         info["policy_set"] = a.policy_set
         policy = load_policy(policy_dir, **parse_dotted_overrides(a.policy_set))
     seeds = list(range(a.seed_base, a.seed_base + a.episodes))
-    result = evaluate_pooled(policy, task=a.task, seeds=seeds, max_steps=a.max_steps, progress=True,
-                             env_kwargs={"camera": a.camera} if a.camera else None)
+    result = evaluate_pooled(policy, task=a.task, seeds=seeds, max_steps=max_steps, progress=True,
+                             env_kwargs={"camera": camera})
     info.update(successes=result.successes, episodes=result.episodes,
                 success_seeds=[r.seed for r in result.records if r.success], total_s=time.time() - t0)
     out.mkdir(parents=True, exist_ok=True)

@@ -178,14 +178,16 @@ def write_report(out, settings, cells: dict[str, dict], preset: str, command: st
     results = {
         "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "preset": preset, "command": command,
         "settings": asdict(settings), "train_seeds_run": seeds_run, "git_commit": _git_commit(),
-        "machine": _machine(), "versions": _versions(),
+        "machine": _machine(), "numerics": numerics_fingerprint(), "versions": _versions(),
         "evaluation_episodes": evals, "deployment_episodes": deploys, "lifelong": lifelong,
         "training": {k: v for k, v in cells.items() if k.startswith(("train/", "base/"))},
     }
     (out / "results.json").write_text(json.dumps(results, indent=1))
     md = [f"# APO benchmark ({preset})", "",
-          f"`{command}` on {results['machine']}, {results['created']}, commit {results['git_commit']}.", "",
-          "Autonomous success % of evaluation episodes, Wilson 95 % interval, episode count "
+          f"`{command}` on {results['machine']}, {results['created']}, commit {results['git_commit']}.",
+          "Numerics: torch kernels {torch_cpu_capability}, MUJOCO_GL {mujoco_gl}, OSMesa {osmesa}; the same "
+          "settings can give other per-scene outcomes on another CPU or renderer (README).".format(**results["numerics"]),
+          "", "Autonomous success % of evaluation episodes, Wilson 95 % interval, episode count "
           f"(pooled over training seeds {seeds_run}; evaluation scenes seeds "
           f"{settings.eval.seed_base}..{settings.eval.seed_base + settings.eval.episodes - 1}, disjoint from "
           "demo and interactive scenes). Methods after one deploy -> retrain round from the same base and data.",
@@ -284,7 +286,42 @@ def _git_commit() -> str:
 def _machine() -> str:
     import os
 
-    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return f"{platform.machine()}, {_cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def numerics_fingerprint() -> dict[str, str]:
+    """What decides the floating-point results besides the code and the package versions.
+
+    The bench is bit-for-bit deterministic on one machine, but a policy's greedy tokens and the rendered
+    frames can differ between CPUs (torch's kernel family, MKL's code path on AMD vs Intel) and OpenGL
+    back ends, and one flipped token changes an episode. A reader whose figures differ from the README's
+    compares these first.
+    """
+    import os
+
+    import torch
+
+    return {"cpu": _cpu_model(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "mujoco_gl": os.environ.get("MUJOCO_GL", "unset"), "torch_threads_default": str(torch.get_num_threads()),
+            "osmesa": _debian_package_version("libosmesa6")}
+
+
+def _debian_package_version(name: str) -> str:
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", name], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "absent"
 
 
 def _versions() -> dict[str, str]:

@@ -19,6 +19,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+import torch
 from scipy.stats import binomtest
 
 from apo_bench.settings import load_bench_settings
@@ -153,6 +154,10 @@ def test_quick_bench_resumes_after_sigkill_and_its_tables_match_the_records(tmp_
     assert subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{commit}^{{commit}}"]).returncode == 0, commit
     for name in ("torch", "numpy", "mujoco", "robosuite", "transformers"):
         assert results["versions"][name] == version(name)
+    # What else decides the floating-point results (CPU, torch's kernel family, OpenGL back end).
+    assert results["numerics"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert results["numerics"]["mujoco_gl"] == os.environ["MUJOCO_GL"]
+    assert results["numerics"]["cpu"] and results["numerics"]["cpu"] in results["machine"]
     evals = results["evaluation_episodes"]
     base_seed = settings.eval.seed_base
     groups: dict[tuple, list[int]] = {}
