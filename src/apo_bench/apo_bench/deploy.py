@@ -29,6 +29,7 @@ from apo_bench.episode_bag import CdrEncoder, open_episode_bag
 from apo_core import topics
 from apo_core.bag_contract import SOURCE_HOLD, SOURCE_POLICY, SOURCE_TELEOP
 from apo_core.policy import Observation as PolicyObservation
+from apo_core.policy import check_camera
 from apo_intervention.arbiter_core import ArbiterCore
 from apo_intervention.config import ArbiterConfig, JoyMappingConfig, OperatorConfig, assemble_config
 from apo_intervention.episodes import Event
@@ -61,6 +62,7 @@ class LockstepDeployment:
 
     def __init__(self, env: SimEnv, policy, *, max_steps: int, bags_dir=None, operator: bool = True,
                  operator_config: OperatorConfig | None = None, episode_prefix: str = "ep"):
+        check_camera(policy, env.camera, "the deployment's simulator")
         self.env = env
         self.policy = policy
         self.bags_dir = bags_dir

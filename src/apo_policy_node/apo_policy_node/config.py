@@ -31,6 +31,10 @@ class PolicyNodeConfig:
         "help": "A robot state older than this (vs. the image) is not used."})
     store_poll_s: float = field(default=1.0, metadata={
         "help": "While no policy is loaded (empty or missing store), how often to check for a current version."})
+    camera: str = field(default="", metadata={
+        "help": "Name of the camera whose images image_topic carries (the simulated robot's camera in the deploy "
+                "graph). A policy that records another training camera in its apo_policy.json is refused, at "
+                "start and on /apo/policy/load. '' = no check."})
     trust_remote_code: bool = field(default=False, metadata={
         "help": "Allow a checkpoint under model_path to run its own Python code (transformers auto_map). "
                 "Off by default: set it only for a model directory whose code you trust."})

@@ -67,7 +67,8 @@ class PolicyNode(Node):
     def _build(self) -> None:
         self.config = cfg = load_parameters(self, PolicyNodeConfig)
         self.add_on_set_parameters_callback(_read_only_parameters)
-        self._source = PolicySource(cfg.model_path, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
+        self._source = PolicySource(cfg.model_path, device=cfg.device, trust_remote_code=cfg.trust_remote_code,
+                                    camera=cfg.camera)
         import torch
 
         torch.set_num_threads(cfg.num_threads)

@@ -16,7 +16,7 @@ from pathlib import Path
 from apo_core.errors import ApoError, MissingPathError
 from apo_core.model_store import ModelStore, resolve_policy_dir
 from apo_core.names import InvalidNameError
-from apo_core.policy import load_policy
+from apo_core.policy import check_camera, load_policy
 
 
 class PolicyLoadError(ApoError, RuntimeError):
@@ -24,7 +24,7 @@ class PolicyLoadError(ApoError, RuntimeError):
 
 
 class PolicySource:
-    def __init__(self, model_path, device: str = "cpu", trust_remote_code: bool = False):
+    def __init__(self, model_path, device: str = "cpu", trust_remote_code: bool = False, camera: str = ""):
         self.root = Path(model_path)
         if self.root.exists() and not self.root.is_dir():
             raise MissingPathError(f"model_path {self.root} is not a directory: give a model store root or a policy "
@@ -36,6 +36,7 @@ class PolicySource:
         self.device = device
         # Applies to this root only: every directory resolve() returns lies inside it.
         self.trust_remote_code = trust_remote_code
+        self.camera = camera  # what the node's images show ('' = unknown: no check)
 
     def current_version(self) -> str | None:
         """What '' loads now: the store's current version (None while it has none) or the directory's label."""
@@ -67,5 +68,6 @@ class PolicySource:
         except Exception as exc:  # corrupt or unreadable files: one clear error naming the directory
             raise PolicyLoadError(f"cannot load the policy in {directory}: {type(exc).__name__}: {exc}") from exc
         policy.version = label
+        check_camera(policy, self.camera, f"this node's image topic (camera:={self.camera})")
         policy.model.eval()
         return policy

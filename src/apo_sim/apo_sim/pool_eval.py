@@ -28,11 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from apo_core.policy import Observation, VLAPolicy
+from apo_core.policy import Observation, VLAPolicy, check_camera
+from apo_sim.env import DEFAULT_CAMERA
 from apo_sim.env_pool import EnvPool, StepReply
 from apo_sim.episode import EpisodeRecord
 from apo_sim.perturbations import check as check_perturbation
-from apo_sim.rollout import EvalResult, as_policy, policy_env_settings, seed_list
+from apo_sim.rollout import EvalResult, as_policy, camera_env_kwargs, policy_env_settings, seed_list
 
 POOL_SIZE_PER_CORE = 6
 
@@ -105,6 +106,7 @@ class PoolEvaluator:
             kwargs["perturbation"] = perturbation
         check_perturbation(kwargs.get("perturbation"))  # here, not as a traceback from every worker
         self.perturbation: str | None = kwargs.get("perturbation")
+        self.camera: str = kwargs.get("camera") or DEFAULT_CAMERA
         t0 = time.perf_counter()
         self.pool = EnvPool(envs or default_pool_size(), task, kwargs, processes)
         self.startup_s = time.perf_counter() - t0
@@ -120,6 +122,7 @@ class PoolEvaluator:
         image_size, use_state = policy_env_settings(pol)
         if image_size != self.image_size:
             raise ValueError(f"{name} takes {image_size} px images; this pool renders {self.image_size} px")
+        check_camera(pol, self.camera, f"this pool (camera {self.camera!r})")
         todo = [int(s) for s in seeds]
         pool = self.pool
         records: list[EpisodeRecord | None] = [None] * len(todo)
@@ -186,6 +189,7 @@ def evaluate_pooled(policy, task: str = "Lift", episodes: int = 10, seed: int = 
     if not todo:
         return EvalResult.from_records(name, task, [])
     size = min(len(todo), envs or default_pool_size())
+    env_kwargs = camera_env_kwargs(pol, env_kwargs)
     with PoolEvaluator(task, image_size, size, processes, control_freq, env_kwargs, perturbation) as ev:
         result = ev.evaluate(pol, todo, max_steps, progress, timings)
         if timings is not None:

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apo_core.policy import VLAPolicy, load_policy
-from apo_sim.env import SimEnv, task_spec
+from apo_core.policy import VLAPolicy, check_camera, load_policy
+from apo_sim.env import DEFAULT_CAMERA, SimEnv, task_spec
 from apo_sim.episode import EpisodeRecord, PolicyEpisode
 
 
@@ -43,6 +43,17 @@ def policy_env_settings(policy: VLAPolicy) -> tuple[int, bool]:
     """(image size, uses robot state) the policy was built for."""
     cfg = getattr(policy, "config", None)
     return int(getattr(cfg, "image_size", 128)), getattr(cfg, "state_dim", 0) > 0
+
+
+def camera_env_kwargs(policy: VLAPolicy, env_kwargs: dict | None) -> dict:
+    """``env_kwargs`` with the camera the policy was trained on when none is given; ConfigError when one
+    is given and the policy was trained on another (its images would be a view it never saw)."""
+    kwargs = dict(env_kwargs or {})
+    if kwargs.get("camera"):
+        check_camera(policy, kwargs["camera"], "the evaluation")
+    elif policy.camera:
+        kwargs["camera"] = policy.camera
+    return kwargs
 
 
 def as_policy(policy) -> tuple[VLAPolicy, str]:
@@ -76,7 +87,10 @@ def evaluate_policy(policy_dir, task: str = "Lift", episodes: int = 10, seed: in
     image_size, use_state = policy_env_settings(policy)
     todo = seed_list(episodes, seed, seeds)
     own_env = env is None
-    env = env or SimEnv(task, image_size=image_size, control_freq=control_freq, **(env_kwargs or {}))
+    if own_env:
+        env = SimEnv(task, image_size=image_size, control_freq=control_freq, **camera_env_kwargs(policy, env_kwargs))
+    else:
+        check_camera(policy, getattr(env, "camera", DEFAULT_CAMERA), "the given simulator")
     records: list[EpisodeRecord] = []
     started = time.monotonic()
     try:

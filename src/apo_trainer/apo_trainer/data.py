@@ -205,6 +205,7 @@ class StepDataset(torch.utils.data.Dataset):
         action_dim = state_dim = None
         image_shape = None
         first_where = ""
+        cameras: dict[str, str] = {}  # camera attribute of an episode -> the first episode that has it
         steps_total = dropped_mode = dropped_kind = 0
         for fi, path in enumerate(self.paths):
             if not path.is_file():
@@ -248,6 +249,8 @@ class StepDataset(torch.utils.data.Dataset):
                     stored_modes = g["modes"][()] if "modes" in g else None
                     modes = stored_modes if stored_modes is not None else np.zeros(t, np.uint8)
                     attrs = g.attrs
+                    if attrs.get("camera"):  # demos name their camera; converted bags do not (yet)
+                        cameras.setdefault(str(attrs["camera"]), where)
                     source = str(attrs.get("source", "interactive"))
                     try:
                         kinds_ep = kinds_from_labels(live, source, k, modes=stored_modes)
@@ -281,6 +284,11 @@ class StepDataset(torch.utils.data.Dataset):
         self.kinds = np.concatenate(kinds_all).astype(np.int8)
         self._correction_step = np.concatenate(next_human_all).astype(np.int32)
         self._chunk_steps = np.concatenate(chunks_all) if horizon is not None else None
+        if len(cameras) > 1:  # one image input: two views in one training run teach the policy neither
+            raise TrainingDataError("the training episodes come from different cameras: " + ", ".join(
+                f"{c!r} ({w})" for c, w in cameras.items()) + "; train on one camera's episodes")
+        # The camera the episodes name (None: none names one), recorded in the trained policy.
+        self.camera: str | None = next(iter(cameras), None)
         self.action_dim = int(action_dim)
         self.state_dim = int(state_dim)
         self.image_shape = image_shape
@@ -464,6 +472,10 @@ def check_policy_compatible(dataset: StepDataset, policy) -> None:
             f"the policy predicts {'chunks of ' + str(horizon) + ' actions' if horizon else 'one action per step'} "
             f"but the data was read {'in chunks of ' + str(dataset.horizon) if dataset.horizon else 'step by step'}")
     check_stats(policy.action_stats, "the policy")
+    trained = getattr(policy, "camera", None)
+    if trained and dataset.camera and trained != dataset.camera:
+        raise TrainingDataError(f"the policy was trained on camera {trained!r} images, the dataset's episodes come "
+                                f"from camera {dataset.camera!r}: retrain from a policy of that camera, or from scratch")
 
 
 def _policy_state_dim(policy) -> int | None:

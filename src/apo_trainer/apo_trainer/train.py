@@ -139,6 +139,8 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         self.policy = self._load_policy()
         check_policy_compatible(self.dataset, self.policy)
+        # The trained policy keeps its base's camera, else takes the one its episodes name.
+        self.policy.camera = self.policy.camera or self.dataset.camera
         self.full = not cfg.lora.enabled
         self._wrap_model()
         self.sampler = self._make_sampler()

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from apo_core.action_tokenizer import ActionTokenizer
+from apo_core.errors import ConfigError
 from apo_core.normalization import ActionStats, check_finite
 
 IGNORE_INDEX = -100
@@ -94,6 +95,10 @@ class VLAPolicy(abc.ABC):
     # ``slot=`` (and ``predict_batch_exact`` ``slots=``), one independent episode per slot, and
     # ``reset(slot)`` must be called when the environment of that slot starts an episode.
     episode_state_per_slot: bool = False
+    # The camera whose images the policy was trained on (a simulator camera name, or the camera attribute
+    # of its training episodes), None when unknown. Saved in apo_policy.json; the evaluators and the policy
+    # node refuse to show the policy another camera's images (check_camera).
+    camera: str | None = None
 
     @property
     @abc.abstractmethod
@@ -148,6 +153,8 @@ class VLAPolicy(abc.ABC):
         """Write ``apo_policy.json``: the ``kind`` :func:`apo_core.policy.factory.load_policy` dispatches on,
         the version, the action dimension and any kind-specific ``extra`` entries."""
         meta = {"kind": kind, "version": self.version, "action_dim": self.action_dim, **extra}
+        if self.camera:
+            meta["camera"] = self.camera
         (directory / POLICY_META_FILENAME).write_text(json.dumps(meta, indent=2))
 
     @staticmethod
@@ -156,3 +163,16 @@ class VLAPolicy(abc.ABC):
         meta_path = directory / POLICY_META_FILENAME
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         return version if version is not None else meta.get("version", "")
+
+
+def check_camera(policy: VLAPolicy, camera: str | None, where: str) -> None:
+    """Refuse to run ``policy`` on images of ``camera`` when it was trained on another camera's.
+
+    Either side unknown (None or "") passes: policies saved before the camera was recorded, foreign
+    checkpoints, robots whose launch names no camera. ``where`` says what renders ``camera``.
+    """
+    trained = getattr(policy, "camera", None)
+    if trained and camera and trained != camera:
+        raise ConfigError(f"policy {policy.version or type(policy).__name__} was trained on images of camera "
+                          f"{trained!r}, but {where} shows it camera {camera!r}: a policy sees only the view it "
+                          f"learned (deploy it with camera:={trained}, or retrain it on {camera!r})")

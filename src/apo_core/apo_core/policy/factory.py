@@ -53,7 +53,15 @@ def load_policy(directory, device: str = "cpu", trust_remote_code: bool = False,
     keywords name local tokenizer directories.
     """
     meta = read_policy_meta(directory, kwargs.get("text_tokenizer"), kwargs.get("action_tokenizer"))
-    kind = meta.get("kind")
+    policy = _load_kind(meta.get("kind"), directory, device, trust_remote_code, **kwargs)
+    camera = meta.get("camera")
+    if camera is not None and not isinstance(camera, str):
+        raise ConfigError(f"{Path(directory) / POLICY_META_FILENAME}: 'camera' must be a string, got {camera!r}")
+    policy.camera = camera or None
+    return policy
+
+
+def _load_kind(kind, directory, device: str, trust_remote_code: bool, **kwargs) -> VLAPolicy:
     if kind == "small_vla":
         from apo_core.policy.small_vla import SmallVLAPolicy
 
