@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apo_core.policy import VLAPolicy, check_camera, load_policy
-from apo_sim.env import DEFAULT_CAMERA, SimEnv, task_spec
+from apo_sim.env import SimEnv, task_spec
 from apo_sim.episode import EpisodeRecord, PolicyEpisode
 
 
@@ -90,7 +90,7 @@ def evaluate_policy(policy_dir, task: str = "Lift", episodes: int = 10, seed: in
     if own_env:
         env = SimEnv(task, image_size=image_size, control_freq=control_freq, **camera_env_kwargs(policy, env_kwargs))
     else:
-        check_camera(policy, getattr(env, "camera", DEFAULT_CAMERA), "the given simulator")
+        check_camera(policy, env.camera, "the given simulator")
     records: list[EpisodeRecord] = []
     started = time.monotonic()
     try:
