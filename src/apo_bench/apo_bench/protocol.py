@@ -158,7 +158,7 @@ class Protocol:
         data = [self.work(task, seed) / "expert.h5", self.dataset(task, seed, "base")]
         data += [self.dataset(task, seed, f"{method}_r{q}") for q in range(1, round_)]
         out = self.policy_dir(task, seed, f"{method}_r{round_}_run")
-        overrides = merge_overrides(merge_overrides(self.s.common_overrides, ms.overrides), {
+        overrides = merge_overrides(self.s.retrain_overrides(method), {
             "output_dir": str(out),
             "policy": {"path": str(self.policy_dir(task, seed, start))},
             "data": {"paths": [str(p) for p in data]},

@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from apo_core.config import flatten_dotted
+from apo_core.config import flatten_dotted, merge_overrides
 from apo_core.errors import ConfigError
 from apo_core.files import atomic_write_text
 
@@ -25,11 +25,23 @@ EXTENDS_CELLS = frozenset({"tasks", "train_seeds", "lifelong.methods", "lifelong
 EXECUTION_ONLY = frozenset({"torch_threads", "eval.workers"})
 
 
+def _effective(settings) -> dict:
+    """The settings as the run's cells see them: each method's overrides for the run's architecture merged
+    into its ``overrides`` (the other architectures' entries compute nothing here). So a run that sets a
+    chunked lr through ``overrides_by_architecture`` records the same as one that set it in ``overrides``,
+    and adding an entry for another architecture does not lock older output directories out."""
+    data = asdict(settings)
+    for method in data["methods"].values():
+        by_arch = method.pop("overrides_by_architecture", None) or {}
+        method["overrides"] = merge_overrides(method["overrides"], by_arch.get(settings.policy_architecture, {}))
+    return data
+
+
 def check_and_record(out: Path, settings) -> None:
     """Record ``settings`` on the first run into ``out``; refuse a rerun whose cells would differ."""
     path = Path(out) / FILE_NAME
     # Through JSON so tuples compare equal to the lists read back from the file.
-    current = flatten_dotted(json.loads(json.dumps(asdict(settings))))
+    current = flatten_dotted(json.loads(json.dumps(_effective(settings))))
     if path.is_file():
         try:
             recorded = json.loads(path.read_text())

@@ -53,6 +53,9 @@ class MethodSettings:
     loss: str = "apo"
     # apo-train config overrides (e.g. optim.lr, train.max_steps, loss.beta, lora.enabled)
     overrides: dict[str, Any] = field(default_factory=dict)
+    # More overrides for one policy architecture, merged over ``overrides`` when the run trains it: a recipe
+    # chosen on one family need not suit another (the chunked VLA's retraining lr; bench/notes).
+    overrides_by_architecture: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -116,6 +119,12 @@ class BenchSettings:
         for name in (*self.lifelong.methods, *[m for m in self.perturbations.methods if m != "base"]):
             if name not in self.methods:
                 raise ConfigError(f"method {name!r} is used by lifelong/perturbations but not configured in methods")
+        for name, ms in self.methods.items():
+            bad = [a for a in ms.overrides_by_architecture if a not in ARCHITECTURES]
+            if bad:
+                raise ConfigError(f"methods.{name}.overrides_by_architecture: unknown architecture(s) {bad}; "
+                                  f"valid: {list(ARCHITECTURES)}")
+        self._check_retrain_overrides()
         if self.policy_architecture not in ARCHITECTURES:
             raise ConfigError(f"policy_architecture: unknown {self.policy_architecture!r}; valid: {list(ARCHITECTURES)}")
         if isinstance(self.chunk_horizon, bool) or self.chunk_horizon < 1:
@@ -134,6 +143,31 @@ class BenchSettings:
             if value < 1:
                 raise ConfigError(f"{key} must be >= 1, got {value}")
         self.check_seed_ranges()
+
+    def retrain_overrides(self, method: str) -> dict[str, Any]:
+        """The apo-train overrides of ``method`` in this run: common ones, the method's, then the method's
+        for the run's policy architecture (later ones win)."""
+        return self._retrain_overrides(method, self.policy_architecture)
+
+    def _retrain_overrides(self, method: str, architecture: str) -> dict[str, Any]:
+        ms = self.methods[method]
+        merged = merge_overrides(self.common_overrides, ms.overrides)
+        return merge_overrides(merged, ms.overrides_by_architecture.get(architecture, {}))
+
+    def _check_retrain_overrides(self) -> None:
+        """Load every method's apo-train config for every architecture now, so a misspelt key fails at
+        start-up rather than hours into a run (or never, for the architecture not run this time)."""
+        from apo_trainer.config import load_train_config
+
+        # Stand-ins for what the protocol fills in per cell; nothing is read from them here.
+        cell = {"output_dir": "cell", "policy": {"path": "base"}, "data": {"paths": ["interactive.h5"]}}
+        for name, ms in self.methods.items():
+            for arch in ARCHITECTURES:
+                try:
+                    load_train_config(None, overrides=merge_overrides(self._retrain_overrides(name, arch),
+                                                                      {**cell, "loss": {"name": ms.loss}}))
+                except ConfigError as exc:
+                    raise ConfigError(f"methods.{name} ({arch}): {exc}") from exc
 
     # --- seeds -------------------------------------------------------------------------------------
     def bc_steps(self, task: str) -> int:

@@ -4,6 +4,7 @@
 import json
 
 import pytest
+import yaml
 
 from apo_bench.protocol import Protocol
 from apo_bench.settings import load_bench_settings
@@ -34,7 +35,10 @@ def test_the_default_is_the_small_vla_and_bad_values_are_refused():
 
 
 def test_a_chunked_run_trains_deploys_retrains_and_evaluates_the_chunked_vla(tmp_path):
-    settings = _settings(policy_architecture="chunked_vla", chunk_horizon=4)
+    # The chunked VLA's own retraining rate reaches its cell; the small VLA's entry is ignored.
+    apo = {"loss": "apo", "overrides": {"optim": {"lr": 3e-4}, "train": {"max_steps": 2, "batch_size": 4}},
+           "overrides_by_architecture": {"chunked_vla": {"optim": {"lr": 1e-4}}, "small_vla": {"optim": {"lr": 0.5}}}}
+    settings = _settings(policy_architecture="chunked_vla", chunk_horizon=4, methods={"apo": apo})
     with Protocol(settings, tmp_path, progress=False) as protocol:
         protocol.collect("Lift", 0)
         protocol.train_base("Lift", 0)
@@ -45,8 +49,33 @@ def test_a_chunked_run_trains_deploys_retrains_and_evaluates_the_chunked_vla(tmp
         assert [e["steps"] for e in deployed["episodes"]] == [5]
         trained = protocol.train_method("Lift", 0, "apo", 1)
         evaluated = protocol.evaluate("Lift", 0, "apo_r1")
+    run_config = yaml.safe_load((protocol.policy_dir("Lift", 0, "apo_r1_run") / "config.yaml").read_text())
+    assert run_config["optim"]["lr"] == 1e-4 and run_config["train"]["max_steps"] == 2
     retrained = load_policy(trained["policy"])
     assert isinstance(retrained, ChunkedVLAPolicy) and retrained.chunk_horizon == 4
     assert retrained.version == "apo_r1"
     assert [r["seed"] for r in evaluated["episodes"]] == settings.eval_seeds()
     assert all(r["steps"] == 5 for r in evaluated["episodes"])
+
+
+def test_retraining_overrides_merge_common_then_method_then_the_runs_architecture():
+    methods = {"apo": {"loss": "apo", "overrides": {"optim": {"lr": 3e-4}, "train": {"max_steps": 7}},
+                       "overrides_by_architecture": {"chunked_vla": {"optim": {"lr": 1e-4}}}}}
+    small = load_bench_settings("quick", overrides={"methods": methods, "common_overrides": {"data": {"k": 6}}})
+    chunked = load_bench_settings("quick", overrides={"methods": methods, "policy_architecture": "chunked_vla"})
+    assert small.retrain_overrides("apo")["optim"]["lr"] == 3e-4
+    assert small.retrain_overrides("apo")["data"]["k"] == 6
+    assert chunked.retrain_overrides("apo")["optim"]["lr"] == 1e-4
+    assert chunked.retrain_overrides("apo")["train"]["max_steps"] == 7
+
+
+@pytest.mark.parametrize("apo, message", [
+    ({"overrides_by_architecture": {"pi0": {}}}, r"methods.apo.overrides_by_architecture: unknown .*'pi0'"),
+    # A misspelt key for the architecture this run does not train is still caught before anything runs.
+    ({"overrides_by_architecture": {"chunked_vla": {"optim": {"lrr": 1e-4}}}},
+     r"methods.apo \(chunked_vla\): unknown config key 'optim.lrr'.*did you mean 'lr'"),
+    ({"overrides": {"loss": {"weight_norm": "bogus"}}}, r"methods.apo \(small_vla\): loss.weight_norm"),
+])
+def test_bad_retraining_overrides_are_refused_at_load(apo, message):
+    with pytest.raises(ConfigError, match=message):
+        load_bench_settings("quick", overrides={"methods": {"apo": {"loss": "apo", **apo}}})

@@ -56,3 +56,27 @@ def test_a_corrupt_record_is_a_clear_error(tmp_path):
     (tmp_path / FILE_NAME).write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         check_and_record(tmp_path, _settings())
+
+
+def test_a_per_architecture_override_records_as_what_the_run_computes(tmp_path):
+    by_arch = {"chunked_vla": {"optim": {"lr": 1e-4}}}
+    chunked = {"policy_architecture": "chunked_vla"}
+    # Set through overrides_by_architecture or through overrides: the same cells, so the same record.
+    check_and_record(tmp_path, _settings(**chunked, methods={"apo": {"loss": "apo", "overrides": {
+        "optim": {"lr": 1e-4}, "train": {"max_steps": 10}}}}))
+    check_and_record(tmp_path, _settings(**chunked, methods={"apo": {"loss": "apo", "overrides": {
+        "optim": {"lr": 3e-4}, "train": {"max_steps": 10}}, "overrides_by_architecture": by_arch}}))
+    recorded = json.loads((tmp_path / FILE_NAME).read_text())
+    assert recorded["methods.apo.overrides.optim.lr"] == 1e-4
+    assert not any("overrides_by_architecture" in key for key in recorded)
+    # Another rate for the chunked VLA would mix settings.
+    with pytest.raises(ConfigError, match=r"methods.apo.overrides.optim.lr: 0.0001 there, 0.0002 now"):
+        check_and_record(tmp_path, _settings(**chunked, methods={"apo": {"loss": "apo", "overrides": {
+            "train": {"max_steps": 10}}, "overrides_by_architecture": {"chunked_vla": {"optim": {"lr": 2e-4}}}}}))
+
+
+def test_an_entry_for_another_architecture_does_not_lock_an_older_run_out(tmp_path):
+    check_and_record(tmp_path, _settings())
+    check_and_record(tmp_path, _settings(methods={"apo": {"loss": "apo", "overrides": {
+        "optim": {"lr": 0.0003}, "train": {"max_steps": 10}},
+        "overrides_by_architecture": {"chunked_vla": {"optim": {"lr": 1e-4}}}}}))
