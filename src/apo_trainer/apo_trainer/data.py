@@ -45,6 +45,7 @@ from apo_core.dataset import MODE_ESTOP, MODE_HOLD, sorted_episode_names
 from apo_core.errors import ApoError, MissingPathError
 from apo_core.labels import DEFAULT_K, Label, apply_k_window
 from apo_core.normalization import STATS_FILENAME, ActionStats, check_finite
+from apo_core.policy.base import cameras_conflict
 
 log = logging.getLogger("apo_trainer.data")
 
@@ -472,8 +473,9 @@ def check_policy_compatible(dataset: StepDataset, policy) -> None:
             f"the policy predicts {'chunks of ' + str(horizon) + ' actions' if horizon else 'one action per step'} "
             f"but the data was read {'in chunks of ' + str(dataset.horizon) if dataset.horizon else 'step by step'}")
     check_stats(policy.action_stats, "the policy")
+    # The same test as the deployment check, with the advice a training job needs.
     trained = getattr(policy, "camera", None)
-    if trained and dataset.camera and trained != dataset.camera:
+    if cameras_conflict(trained, dataset.camera):
         raise TrainingDataError(f"the policy was trained on camera {trained!r} images, the dataset's episodes come "
                                 f"from camera {dataset.camera!r}: retrain from a policy of that camera, or from scratch")
 

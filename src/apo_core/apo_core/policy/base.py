@@ -165,14 +165,20 @@ class VLAPolicy(abc.ABC):
         return version if version is not None else meta.get("version", "")
 
 
+def cameras_conflict(trained: str | None, camera: str | None) -> bool:
+    """True when a policy trained on ``trained``'s images would be given ``camera``'s. Either side unknown
+    (None or "") does not conflict: policies saved before the camera was recorded, foreign checkpoints,
+    robots whose launch names no camera, episodes converted from bags."""
+    return bool(trained and camera and trained != camera)
+
+
 def check_camera(policy: VLAPolicy, camera: str | None, where: str) -> None:
     """Refuse to run ``policy`` on images of ``camera`` when it was trained on another camera's.
 
-    Either side unknown (None or "") passes: policies saved before the camera was recorded, foreign
-    checkpoints, robots whose launch names no camera. ``where`` says what renders ``camera``.
+    Either side unknown passes (``cameras_conflict``). ``where`` says what renders ``camera``.
     """
     trained = getattr(policy, "camera", None)
-    if trained and camera and trained != camera:
+    if cameras_conflict(trained, camera):
         raise ConfigError(f"policy {policy.version or type(policy).__name__} was trained on images of camera "
                           f"{trained!r}, but {where} shows it camera {camera!r}: a policy sees only the view it "
                           f"learned (deploy it with camera:={trained}, or retrain it on {camera!r})")
