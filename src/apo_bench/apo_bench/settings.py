@@ -144,15 +144,17 @@ class BenchSettings:
                 raise ConfigError(f"{key} must be >= 1, got {value}")
         self.check_seed_ranges()
 
-    def retrain_overrides(self, method: str) -> dict[str, Any]:
-        """The apo-train overrides of ``method`` in this run: common ones, the method's, then the method's
-        for the run's policy architecture (later ones win)."""
-        return self._retrain_overrides(method, self.policy_architecture)
-
-    def _retrain_overrides(self, method: str, architecture: str) -> dict[str, Any]:
+    def method_overrides(self, method: str, architecture: str | None = None) -> dict[str, Any]:
+        """``method``'s own apo-train overrides for ``architecture`` (default: the run's): its ``overrides``
+        with its entry of ``overrides_by_architecture`` merged over them."""
         ms = self.methods[method]
-        merged = merge_overrides(self.common_overrides, ms.overrides)
-        return merge_overrides(merged, ms.overrides_by_architecture.get(architecture, {}))
+        by_arch = ms.overrides_by_architecture.get(architecture or self.policy_architecture, {})
+        return merge_overrides(ms.overrides, by_arch)
+
+    def retrain_overrides(self, method: str, architecture: str | None = None) -> dict[str, Any]:
+        """The apo-train overrides of ``method`` in this run: common ones, the method's, then the method's
+        for the policy architecture (later ones win)."""
+        return merge_overrides(self.common_overrides, self.method_overrides(method, architecture))
 
     def _check_retrain_overrides(self) -> None:
         """Load every method's apo-train config for every architecture now, so a misspelt key fails at
@@ -164,7 +166,7 @@ class BenchSettings:
         for name, ms in self.methods.items():
             for arch in ARCHITECTURES:
                 try:
-                    load_train_config(None, overrides=merge_overrides(self._retrain_overrides(name, arch),
+                    load_train_config(None, overrides=merge_overrides(self.retrain_overrides(name, arch),
                                                                       {**cell, "loss": {"name": ms.loss}}))
                 except ConfigError as exc:
                     raise ConfigError(f"methods.{name} ({arch}): {exc}") from exc

@@ -146,7 +146,7 @@ def train_base(settings: DemoSettings, out: Path, expert: Path) -> str:
     return version
 
 
-def bench_loss_overrides() -> dict:
+def bench_loss_overrides(architecture: str = "small_vla") -> dict:
     """The retraining settings `apo bench` chose (config/bench.yaml's default preset, bench/notes/apo-tuning.md),
     per loss, as the retraining service's ``loss_overrides``: each bench method's apo-train overrides under its
     loss. Keys the service's job sets itself (train.max_steps: the request's steps) are left to the job.
@@ -154,14 +154,17 @@ def bench_loss_overrides() -> dict:
     Read, not copied, so the demo retrains as the benchmark measured. Why those values: the paper's lr (5e-5)
     is for LoRA on a 7B model over many GPU steps; the small VLA needs lr 3e-4 to move in a few hundred CPU
     steps, then APO/KTO need the likelihood anchor (sft_weight) and leave the policy's own steps out of the
-    desirable side (bc and dpo refuse undesirable steps, hence per loss, not in train_overrides)."""
+    desirable side (bc and dpo refuse undesirable steps, hence per loss, not in train_overrides). The
+    chunked VLA gets the bench's settings for its architecture (a lower lr)."""
     from apo_bench.settings import load_bench_settings
     from apo_core.config import flatten_dotted, nest_dotted
     from apo_trainer.retrain.settings import JOB_OWNED_KEYS
 
+    bench = load_bench_settings("default")
     per_loss: dict[str, dict] = {}
-    for method in load_bench_settings("default").methods.values():
-        kept = {k: v for k, v in flatten_dotted(method.overrides).items() if k not in JOB_OWNED_KEYS}
+    for name, method in bench.methods.items():
+        chosen = bench.method_overrides(name, architecture)
+        kept = {k: v for k, v in flatten_dotted(chosen).items() if k not in JOB_OWNED_KEYS}
         overrides = nest_dotted(kept)
         if per_loss.get(method.loss, overrides) != overrides:
             raise ConfigError(f"config/bench.yaml: two methods train loss {method.loss!r} with different overrides; "
@@ -170,15 +173,16 @@ def bench_loss_overrides() -> dict:
     return per_loss
 
 
-def demo_retrain_config(out: Path) -> Path:
-    """config/retrain.yaml with the bench's per-loss choices, written next to the demo's outputs."""
+def demo_retrain_config(out: Path, architecture: str = "small_vla") -> Path:
+    """config/retrain.yaml with the bench's per-loss choices for ``architecture``, written next to the demo's
+    outputs."""
     import yaml
 
     from apo_bringup.graph import default_graph_path
     from apo_core.config import merge_overrides, read_yaml
 
     data = merge_overrides(read_yaml(default_graph_path().parent / "retrain.yaml"),
-                           {"loss_overrides": bench_loss_overrides()})
+                           {"loss_overrides": bench_loss_overrides(architecture)})
     path = out / "retrain.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -193,7 +197,7 @@ def deploy_graph_args(settings: DemoSettings, out: Path, expert: Path) -> dict:
         "operator": "scripted", "operator_episodes": 0, "operator_autostart": False,
         "control_rate_hz": settings.control_rate_hz, "image_size": settings.image_size, "camera": settings.camera,
         "max_episode_steps": settings.max_episode_steps, "retrain": True,
-        "retrain_config": str(demo_retrain_config(out)),
+        "retrain_config": str(demo_retrain_config(out, settings.policy_architecture)),
         "retrain_work_dir": str(out / "retrain"), "expert_data": str(expert),
         "retrain_steps": settings.retrain_steps,
     }

@@ -69,3 +69,23 @@ def test_the_demo_renders_the_bench_camera_in_demos_graph_and_evaluation(tmp_pat
     (config / "bench.yaml").write_text(yaml.safe_dump(bench))
     monkeypatch.setenv("APO_CONFIG_DIR", str(config))
     assert DemoSettings().camera == "frontview"
+
+
+@pytest.mark.parametrize("architecture", ["small_vla", "chunked_vla"])
+def test_each_architecture_gets_the_bench_setting_for_it(tmp_path, architecture):
+    bench = load_bench_settings("default", overrides={"policy_architecture": architecture})
+    settings = load_retrain_settings(demo_retrain_config(tmp_path, architecture))
+    for loss, method in BENCH_METHOD.items():
+        assert settings.overrides_for(loss)["optim"]["lr"] == bench.retrain_overrides(method)["optim"]["lr"]
+    # The bench retrains the chunked VLA at a lower rate than the small VLA (config/bench.yaml).
+    small = load_bench_settings("default").retrain_overrides("apo")["optim"]["lr"]
+    assert (settings.overrides_for("apo")["optim"]["lr"] < small) == (architecture == "chunked_vla")
+
+
+def test_the_demo_graph_carries_its_architectures_retraining_settings(tmp_path):
+    from apo_cli.demo import DemoSettings, deploy_graph_args
+
+    args = deploy_graph_args(DemoSettings(policy_architecture="chunked_vla"), tmp_path, tmp_path / "expert.h5")
+    chunked = load_bench_settings("default", overrides={"policy_architecture": "chunked_vla"})
+    settings = load_retrain_settings(args["retrain_config"])
+    assert settings.overrides_for("apo")["optim"]["lr"] == chunked.retrain_overrides("apo")["optim"]["lr"]
