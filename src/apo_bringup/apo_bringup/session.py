@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 
 from apo_core import topics
 from apo_interfaces.msg import ActionCommand, EpisodeEvent, RetrainStatus
@@ -48,7 +49,8 @@ class DeploySession:
         self._cond = threading.Condition()
         self._events: list[EpisodeEvent] = []
         self._retrain: RetrainStatus | None = None
-        self.policy_version = ""
+        self.policy_version = ""  # the version of the last policy action seen (only while images flow)
+        self.loaded_version = ""  # the version the policy node reports loaded on /diagnostics (every second)
         try:
             self.node = self.graph.add(rclpy.create_node(name, context=self.context))
             self.node.create_subscription(EpisodeEvent, topics.EPISODE, self._on_event, topic_qos(topics.EPISODE))
@@ -56,6 +58,8 @@ class DeploySession:
                                           topic_qos(topics.RETRAIN_STATUS_TOPIC))
             self.node.create_subscription(ActionCommand, topics.POLICY_ACTION, self._on_policy,
                                           qos_profile("reliable", 10))
+            self.node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diagnostics,
+                                          topic_qos(topics.DIAGNOSTICS))
             self._episode_client = self.node.create_client(EpisodeControl, topics.EPISODE_CONTROL)
             self._retrain_client = self.node.create_client(Retrain, topics.RETRAIN)
         except BaseException:
@@ -87,6 +91,14 @@ class DeploySession:
         with self._cond:
             self.policy_version = msg.policy_version
             self._cond.notify_all()
+
+    def _on_diagnostics(self, msg):
+        for status in msg.status:
+            if status.hardware_id == "policy":
+                version = next((kv.value for kv in status.values if kv.key == "version"), "")
+                with self._cond:
+                    self.loaded_version = version
+                    self._cond.notify_all()
 
     def _wait(self, predicate, timeout: float, what: str):
         deadline = time.monotonic() + timeout
@@ -171,6 +183,12 @@ class DeploySession:
             self._check_errors()
             if time.monotonic() > deadline:
                 raise SessionError(f"retrain job {job} did not finish within {timeout:.0f} s")
+
+    def wait_policy_loaded(self, version: str, timeout: float = 120.0) -> None:
+        """The policy node has ``version`` loaded (its diagnostics say so). Unlike ``wait_policy_version`` this
+        needs no episode: the node acts only on camera frames, which flow once an episode runs, so a first
+        episode started before the model is loaded could run on HOLD alone."""
+        self._wait(lambda: self.loaded_version == version, timeout, f"the policy node to load {version}")
 
     def wait_policy_version(self, version: str, timeout: float = 120.0) -> None:
         self._wait(lambda: self.policy_version == version, timeout, f"the policy node to run {version}")

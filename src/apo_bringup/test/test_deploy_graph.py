@@ -45,6 +45,9 @@ def test_episodes_are_recorded_and_labelled(tmp_path):
     try:
         session = DeploySession(tmp_path / "bags")
         session.wait_ready(timeout=180)
+        # The node's diagnostics name the loaded model before any episode (no camera frame needed).
+        session.wait_policy_loaded("v0001", timeout=180)
+        assert session.loaded_version == "v0001"
         results = [session.run_episode("lift the red cube", timeout=120) for _ in range(3)]
     finally:
         if session is not None:

@@ -240,6 +240,9 @@ def run_demo(settings: DemoSettings) -> int:
             runner.start()
             session = DeploySession(out / "bags")
             session.wait_ready()
+            # The node comes up before its model does: on a loaded machine a short first episode could
+            # otherwise run on HOLD alone and record no policy version.
+            session.wait_policy_loaded(base)
             say(f"graph up: {', '.join(s.name for s in specs)} (logs in {out / 'logs'})")
         with timer(f"deploy {base}"):
             summary["round1"] = [r.outcome for r in run_round(session, settings, base)]
