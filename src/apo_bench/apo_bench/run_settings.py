@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from apo_core.config import flatten_dotted, merge_overrides
+from apo_core.config import flatten_dotted
 from apo_core.errors import ConfigError
 from apo_core.files import atomic_write_text
 
@@ -31,9 +31,9 @@ def _effective(settings) -> dict:
     chunked lr through ``overrides_by_architecture`` records the same as one that set it in ``overrides``,
     and adding an entry for another architecture does not lock older output directories out."""
     data = asdict(settings)
-    for method in data["methods"].values():
-        by_arch = method.pop("overrides_by_architecture", None) or {}
-        method["overrides"] = merge_overrides(method["overrides"], by_arch.get(settings.policy_architecture, {}))
+    for name, method in data["methods"].items():
+        del method["overrides_by_architecture"]
+        method["overrides"] = settings.method_overrides(name)
     return data
 
 
