@@ -5,6 +5,11 @@
     apo bench --preset default --only method=apo,dagger --only task=Lift --out runs/bench
 
 Rerun the same command after a kill: finished cells are kept and never computed twice.
+
+Split a long table over processes or machines, one --only seed=N (or task) each into its own --out, then
+bring the pieces together and write one report (computing only what none of them finished):
+
+    apo bench --preset default --out runs/bench --merge-from runs/bench-s0 --merge-from runs/bench-s1
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a bench setting (dotted key), e.g. eval.episodes=20")
     p.add_argument("--quiet", action="store_true", help="no per-episode progress lines")
+    p.add_argument("--merge-from", action="append", default=[], metavar="DIR",
+                   help="first copy the finished cells and work files of this apo bench output directory (run "
+                        "with the same settings) into --out; refused, writing nothing, if a cell differs; repeatable")
 
 
 def run(args) -> int:
@@ -44,6 +52,10 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     check_and_record(out, settings)
+    if args.merge_from:
+        from apo_bench.merge import merge_runs
+
+        print(merge_runs(out, [Path(d) for d in args.merge_from], settings).line(), file=sys.stderr)
     import torch
 
     torch.set_num_threads(settings.torch_threads)

@@ -37,21 +37,31 @@ def _effective(settings) -> dict:
     return data
 
 
+def current_record(settings) -> dict:
+    """``settings`` as ``bench_settings.json`` records them (flat dotted keys; through JSON so tuples compare
+    equal to the lists read back from a file)."""
+    return flatten_dotted(json.loads(json.dumps(_effective(settings))))
+
+
+def differences(recorded: dict, current: dict) -> str:
+    """The keys whose difference would change a finished cell, as ``key: old there, new now; ...`` ('' if none)."""
+    changed = sorted(k for k in set(recorded) | set(current)
+                     if k not in EXTENDS_CELLS | EXECUTION_ONLY and recorded.get(k) != current.get(k))
+    return "; ".join(f"{k}: {recorded.get(k)!r} there, {current.get(k)!r} now" for k in changed)
+
+
 def check_and_record(out: Path, settings) -> None:
     """Record ``settings`` on the first run into ``out``; refuse a rerun whose cells would differ."""
     path = Path(out) / FILE_NAME
-    # Through JSON so tuples compare equal to the lists read back from the file.
-    current = flatten_dotted(json.loads(json.dumps(_effective(settings))))
+    current = current_record(settings)
     if path.is_file():
         try:
             recorded = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path} is not valid JSON ({exc}); restore it or use a new --out") from exc
-        changed = sorted(k for k in set(recorded) | set(current)
-                         if k not in EXTENDS_CELLS | EXECUTION_ONLY and recorded.get(k) != current.get(k))
+        changed = differences(recorded, current)
         if changed:
-            lines = "; ".join(f"{k}: {recorded.get(k)!r} there, {current.get(k)!r} now" for k in changed)
-            raise ConfigError(f"{out} holds cells computed with other settings ({lines}). Finished cells are "
+            raise ConfigError(f"{out} holds cells computed with other settings ({changed}). Finished cells are "
                               f"reused on a rerun, so mixing would corrupt the table: use a new --out, or "
                               f"rerun with the recorded values ({path})")
     # Past the check only the widening and speed keys can differ, so the record becomes this run's settings.

@@ -225,3 +225,55 @@ def test_quick_bench_resumes_after_sigkill_and_its_tables_match_the_records(tmp_
         assert ev and autonomous == f"{_pct(sum(e['success'] for e in ev) / len(ev))} ({len(ev)})"
     print(f"\n[test_bench_quick] first run until killed {first_run_s:.0f} s, rerun {rerun_s:.0f} s, "
           f"{len(kept)} of {len(final_cells)} cells kept", file=sys.stderr)
+
+    # 5. The same table run in two pieces (as two machines would, each with the shared cells) and merged:
+    # the merged run computes nothing and reports what the single run reported.
+    _split_and_merge(tmp_path, out, env, set(groups))
+
+
+def _split_and_merge(tmp_path: Path, out: Path, env: dict, groups: set) -> None:
+    import shutil
+
+    pieces = {"piece_a": lambda key: "/kto" not in key and "/dpo" not in key,
+              "piece_b": lambda key: key.split("/")[0] in ("demos", "base") or "/base/" in key
+              or "/kto" in key or "/dpo" in key}
+    for name, keep in pieces.items():
+        piece = tmp_path / name
+        shutil.copytree(out / "work", piece / "work")
+        shutil.copy2(out / "bench_settings.json", piece / "bench_settings.json")
+        (piece / "cells").mkdir()
+        for cell in (out / "cells").glob("*.json"):
+            if keep(cell.stem.replace("__", "/")):  # as the piece's own run would have written it
+                (piece / "cells" / cell.name).write_text(cell.read_text().replace(str(out), str(piece)))
+    merged = tmp_path / "merged"
+    n_cells = len(list((out / "cells").glob("*.json")))
+    done = subprocess.run([*_command(merged), "--merge-from", str(tmp_path / "piece_a"), "--merge-from",
+                           str(tmp_path / "piece_b")], env=env, capture_output=True, text=True, timeout=900,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert f"[bench] {n_cells} cells, {n_cells} already done, 0 to run" in done.stderr
+    assert "work files copied" in done.stderr
+    base_cell = json.loads((merged / "cells" / "base__Lift__s0.json").read_text())
+    assert base_cell["policy"].startswith(str(merged.resolve()))
+    assert Path(base_cell["policy"]).is_dir()
+    single = json.loads((out / "results.json").read_text())
+    joined = json.loads((merged / "results.json").read_text())
+    assert joined["evaluation_episodes"] == single["evaluation_episodes"]
+    assert {(e["method"], e["round"], e["perturbation"]) for e in joined["evaluation_episodes"]} == groups
+    assert joined["deployment_episodes"] == single["deployment_episodes"]
+    # Every line of the report but the command that wrote it.
+    md_single, md_joined = ((d / "results.md").read_text().splitlines() for d in (out, merged))
+    assert len(md_single) == len(md_joined)
+    assert [a for i, a in enumerate(md_single) if i != 2] == [b for i, b in enumerate(md_joined) if i != 2]
+    # A piece computed on another machine kind (one scene re-drawn) is refused, and the table is kept as it was.
+    other = tmp_path / "piece_c"
+    shutil.copytree(tmp_path / "piece_b", other)
+    cell = other / "cells" / "eval__Lift__s0__base__none.json"
+    record = json.loads(cell.read_text())
+    record["episodes"][0]["success"] = not record["episodes"][0]["success"]
+    cell.write_text(json.dumps(record))
+    before = {p.name: p.read_text() for p in (merged / "cells").glob("*.json")}
+    refused = subprocess.run([*_command(merged), "--merge-from", str(other)], env=env, capture_output=True,
+                             text=True, timeout=900, cwd=tmp_path)
+    assert refused.returncode == 2 and "eval/Lift/s0/base/none" in refused.stderr, refused.stderr[-2000:]
+    assert {p.name: p.read_text() for p in (merged / "cells").glob("*.json")} == before
