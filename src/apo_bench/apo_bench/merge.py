@@ -17,13 +17,12 @@ What makes a merge safe:
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from apo_bench.cells import CellStore
-from apo_bench.run_settings import FILE_NAME, current_record, differences
+from apo_bench.run_settings import FILE_NAME, current_record, differences, read_record
 from apo_core.errors import ConfigError
 
 # Bookkeeping of how a cell was computed, not what it computed.
@@ -87,10 +86,7 @@ def _check_source(src: Path, out: Path, current: dict) -> None:
     if not record.is_file():
         raise ConfigError(f"--merge-from {src}: no {FILE_NAME} there, so not an apo bench output directory "
                           f"(or one from before settings were recorded, whose cells cannot be checked)")
-    try:
-        recorded = json.loads(record.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--merge-from {src}: {record} is not valid JSON ({exc})") from exc
+    recorded = read_record(record, f"restore it or leave --merge-from {src} out")
     changed = differences(recorded, current)
     if changed:
         raise ConfigError(f"--merge-from {src}: its cells were computed with other settings than this run's "

@@ -50,15 +50,20 @@ def differences(recorded: dict, current: dict) -> str:
     return "; ".join(f"{k}: {recorded.get(k)!r} there, {current.get(k)!r} now" for k in changed)
 
 
+def read_record(path: Path, advice: str) -> dict:
+    """A recorded ``bench_settings.json``; a corrupt one is a clear error with ``advice``."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); {advice}") from exc
+
+
 def check_and_record(out: Path, settings) -> None:
     """Record ``settings`` on the first run into ``out``; refuse a rerun whose cells would differ."""
     path = Path(out) / FILE_NAME
     current = current_record(settings)
     if path.is_file():
-        try:
-            recorded = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path} is not valid JSON ({exc}); restore it or use a new --out") from exc
+        recorded = read_record(path, "restore it or use a new --out")
         changed = differences(recorded, current)
         if changed:
             raise ConfigError(f"{out} holds cells computed with other settings ({changed}). Finished cells are "
