@@ -94,7 +94,7 @@ class DeploySession:
 
     def _on_diagnostics(self, msg):
         for status in msg.status:
-            if status.hardware_id == "policy":
+            if status.hardware_id == topics.POLICY_DIAGNOSTICS_ID:
                 version = next((kv.value for kv in status.values if kv.key == "version"), "")
                 with self._cond:
                     self.loaded_version = version

@@ -21,6 +21,8 @@ MODE = "/apo/mode"  # apo_interfaces/InterventionMode, latched (transient local)
 EPISODE = "/apo/episode"  # apo_interfaces/EpisodeEvent, reliable + transient local
 ESTOP = "/apo/estop"  # std_msgs/Bool, true latches the e-stop (release through the service)
 DIAGNOSTICS = "/diagnostics"  # diagnostic_msgs/DiagnosticArray
+# The policy node's DiagnosticStatus.hardware_id there; its values carry the loaded model under "version".
+POLICY_DIAGNOSTICS_ID = "policy"
 # Simulation only: privileged information the scripted operator uses in place of human eyes.
 SIM_EXPERT_ACTION = "/apo/sim/expert_action"  # apo_interfaces/ActionCommand (expert's action now)
 SIM_TASK_PROGRESS = "/apo/sim/task_progress"  # std_msgs/Float64MultiArray [progress, object_height, grasped]

@@ -305,7 +305,7 @@ class PolicyNode(Node):
 
     # --- diagnostics / shutdown -------------------------------------------------------------
     def _publish_diagnostics(self):
-        status = DiagnosticStatus(name=self.get_name(), hardware_id="policy")
+        status = DiagnosticStatus(name=self.get_name(), hardware_id=topics.POLICY_DIAGNOSTICS_ID)
         version = self.policy_version
         if version:
             status.level, status.message = DiagnosticStatus.OK, f"version {version}"
