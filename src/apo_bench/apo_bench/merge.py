@@ -113,14 +113,17 @@ def _rebase_paths(value, src: str, out: str):
 
 def _copy_missing_files(src: Path, dst: Path) -> int:
     """Copy every file under ``src`` that ``dst`` lacks (through a temporary name, so a file is whole or
-    absent); files already in ``dst`` are kept: equal cells on both sides came from the same inputs."""
+    absent); files already in ``dst`` are kept: equal cells on both sides came from the same inputs. What a
+    killed run left unfinished is not copied: ``*.tmp`` files and directories (a policy is published through
+    ``<name>.tmp``) and a killed merge's ``*.merging`` files."""
     copied = 0
     if not src.is_dir():
         return 0
     for path in sorted(src.rglob("*")):
-        if not path.is_file() or path.suffix == ".tmp":
+        rel = path.relative_to(src)
+        if not path.is_file() or any(part.endswith((".tmp", ".merging")) for part in rel.parts):
             continue
-        target = dst / path.relative_to(src)
+        target = dst / rel
         if target.exists():
             continue
         target.parent.mkdir(parents=True, exist_ok=True)

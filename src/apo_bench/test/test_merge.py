@@ -40,6 +40,11 @@ def test_disjoint_pieces_merge_with_their_work_files_and_paths_pointing_here(tmp
     a, b, out = tmp_path / "s0", tmp_path / "s1", tmp_path / "all"
     _piece(a, 0)
     _piece(b, 1)
+    # What b's killed run left half done: a policy being published, a cell being written.
+    unfinished = b / "work" / "Lift" / "s1" / "policies" / "dagger_r1.tmp"
+    unfinished.mkdir()
+    (unfinished / "model.safetensors").write_bytes(b"half")
+    (b / "work" / "Lift" / "s1" / "expert.h5.merging").write_bytes(b"half")
     out.mkdir()
     check_and_record(out, _settings())
     summary = merge_runs(out, [a, b], _settings())
@@ -50,7 +55,7 @@ def test_disjoint_pieces_merge_with_their_work_files_and_paths_pointing_here(tmp
     policy = out.resolve() / "work" / "Lift" / "s1" / "policies" / "base"
     assert cells["base/Lift/s1"]["policy"] == str(policy)  # the merged directory's copy, not the piece's
     assert (policy / "model.safetensors").read_bytes() == bytes([1]) * 64
-    assert not list(out.rglob("*.merging")) and not list(out.rglob("*.tmp"))
+    assert not list(out.rglob("*.merging")) and not list(out.rglob("*.tmp"))  # the unfinished files stayed behind
     # Merging again adds nothing: every cell is already here with the same result.
     again = merge_runs(out, [a, b], _settings())
     assert sum(again.cells_added.values()) == 0 and again.cells_same == 6 and again.files_copied == 0
