@@ -63,7 +63,7 @@ def main() -> None:
     work, out = Path(a.work), Path(a.out)
     t0 = time.time()
     info: dict = {"name": a.name, "loss": a.loss, "set": a.set, "task": a.task, "max_steps": max_steps,
-                  "camera": camera}
+                  "camera": camera, "seed_base": a.seed_base}
     if a.eval_only:
         policy_dir = Path(a.eval_only)
     else:
