@@ -1,0 +1,168 @@
+"""Where a policy's failed episodes stop: the furthest stage of the task each evaluation episode reached.
+
+A success rate says how often a policy finishes; this says where the rest get stuck, from the simulator's
+privileged state at every step (the figures the scripted expert and operator use, `apo_sim.expert`):
+
+    reached   the hand came within 3 cm of the target object
+    grasped   the target object was held (fingers on it)
+    lifted    held, with its bottom at least 1 cm above its resting height (Lift succeeds at 2 cm)
+    over      held above where it must go (Stack: over the green cube; PickPlaceCan: over its compartment)
+    placed    at its goal (Stack: resting on the green cube; PickPlaceCan: in its compartment) but not yet a
+              success by robosuite's test (still held, or it slid off again)
+    success
+
+    python bench/failure_modes.py runs/bench/work/Stack/s0/policies/base runs/bench/work/Stack/s0/policies/apo_r1 \
+        --task Stack --episodes 50 --seed-base 70000 --out runs/failure-modes
+
+Episodes run one after the other (the sequential evaluator's loop, `apo_sim.episode.PolicyEpisode`), so each
+policy's successes equal the bench's evaluation cell on the same scenes and machine kind. Writes one JSON per
+policy (every episode's stage and peak progress) and ``failure_modes.png`` (a stacked bar per policy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+STAGES = ["none", "reached", "grasped", "lifted", "over", "placed", "success"]
+REACH_M = 0.03
+LIFT_M = 0.01
+
+
+def stage_of(state) -> str:
+    """The stage ``state`` (an `apo_sim.env.TaskState`) is in right now."""
+    from apo_sim import bin_place
+    from apo_sim.env import task_spec
+    from apo_sim.expert import is_held, is_placed, object_height
+
+    if state.success:
+        return "success"
+    spec = task_spec(state.task)
+    obj = state.objects[spec.target]
+    held = is_held(state)
+    if (spec.place_on is not None or spec.place_in is not None) and is_placed(state):
+        return "placed"
+    if not held:
+        return "reached" if np.linalg.norm(state.eef_pos - obj.pos) < REACH_M else "none"
+    if object_height(state) < LIFT_M:
+        return "grasped"
+    if spec.place_on is not None:
+        base = state.objects[spec.place_on]
+        if np.linalg.norm(obj.pos[:2] - base.pos[:2]) < base.half_size[0] + 0.01:
+            return "over"
+    elif spec.place_in is not None and bin_place.over_goal(state, obj):
+        return "over"
+    return "lifted"
+
+
+def furthest(stages: list[str]) -> str:
+    return max(stages, key=STAGES.index) if stages else "none"
+
+
+def run_policy(policy_dir: Path, task: str, seeds: list[int], max_steps: int, camera: str | None) -> list[dict]:
+    from apo_sim.env import SimEnv
+    from apo_sim.episode import PolicyEpisode
+    from apo_sim.expert import task_progress
+    from apo_sim.rollout import as_policy, camera_env_kwargs, policy_env_settings
+
+    policy, _ = as_policy(policy_dir)
+    image_size, use_state = policy_env_settings(policy)
+    env = SimEnv(task, image_size=image_size, **camera_env_kwargs(policy, {"camera": camera} if camera else None))
+    episodes = []
+    started = time.monotonic()
+    try:
+        for i, seed in enumerate(seeds):
+            ep = PolicyEpisode(env, seed, max_steps)
+            policy.reset()
+            seen, peak = [stage_of(env.task_state())], 0.0
+            while not ep.done:
+                ep.apply(policy.predict(ep.policy_input(use_state)))
+                state = env.task_state()
+                seen.append(stage_of(state))
+                peak = max(peak, float(task_progress(state).progress))
+            record = ep.record()
+            episodes.append({"seed": seed, "success": record.success, "steps": record.steps,
+                             "furthest": furthest(seen), "final": seen[-1], "peak_progress": round(peak, 4)})
+            print(f"[failure-modes] {policy_dir}: {i + 1}/{len(seeds)} seed {seed} furthest {episodes[-1]['furthest']}"
+                  f" ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+    finally:
+        env.close()
+    return episodes
+
+
+def summary(episodes: list[dict]) -> dict[str, int]:
+    """Episodes per furthest stage (a success counts as 'success' whatever came before)."""
+    counts = {s: 0 for s in STAGES}
+    for e in episodes:
+        counts["success" if e["success"] else e["furthest"]] += 1
+    return counts
+
+
+def plot(rows: dict[str, dict[str, int]], task: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(rows), 4.2))
+    names = list(rows)
+    bottom = np.zeros(len(names))
+    colours = plt.get_cmap("viridis")(np.linspace(0.05, 0.95, len(STAGES)))
+    for stage, colour in zip(STAGES, colours, strict=True):
+        values = np.array([rows[n][stage] for n in names], dtype=float)
+        ax.bar(names, values, bottom=bottom, color=colour, label=stage)
+        bottom += values
+    ax.set_ylabel("evaluation episodes")
+    ax.set_title(f"{task}: furthest stage reached")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("policies", nargs="+", type=Path, help="policy directories")
+    ap.add_argument("--task", default="Lift")
+    ap.add_argument("--episodes", type=int, default=50)
+    ap.add_argument("--seed-base", type=int, default=70000)
+    ap.add_argument("--max-steps", type=int, default=None, help="default: the bench's limit for --task")
+    ap.add_argument("--camera", default=None, help="default: the camera the policy was trained with")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=Path("runs/failure-modes"))
+    a = ap.parse_args(argv)
+
+    import torch
+
+    from apo_bench.settings import load_bench_settings
+
+    torch.set_num_threads(a.threads)
+    max_steps = a.max_steps if a.max_steps is not None else load_bench_settings("default").episode_limit(a.task)
+    seeds = list(range(a.seed_base, a.seed_base + a.episodes))
+    a.out.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, dict[str, int]] = {}
+    for policy_dir in a.policies:
+        if not policy_dir.is_dir():
+            print(f"failure_modes: {policy_dir} is not a policy directory", file=sys.stderr)
+            return 2
+        name = policy_dir.name if policy_dir.name != "policy" else policy_dir.parent.name
+        episodes = run_policy(policy_dir, a.task, seeds, max_steps, a.camera)
+        rows[name] = summary(episodes)
+        (a.out / f"{a.task}_{name}.json").write_text(json.dumps(
+            {"policy": str(policy_dir), "task": a.task, "max_steps": max_steps, "seeds": seeds,
+             "counts": rows[name], "episodes": episodes}, indent=1))
+    print(f"| policy ({a.task}, {len(seeds)} scenes from {a.seed_base}) | " + " | ".join(STAGES) + " |")
+    print("|---" * (len(STAGES) + 1) + "|")
+    for name, counts in rows.items():
+        print(f"| {name} | " + " | ".join(str(counts[s]) for s in STAGES) + " |")
+    plot(rows, a.task, a.out / f"{a.task}_failure_modes.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
