@@ -263,9 +263,12 @@ def plot(out: Path, evals: list[dict], lifelong: list[dict], tasks: list[str]) -
                 axes[1].plot(*zip(*pts, strict=True), "o-", label=method)
         axes[0].set_title("Intervention rate per round (share of human steps)")
         axes[1].set_title("Autonomous success per round")
+        rounds = sorted({r["round"] for r in lifelong})
         for ax in axes:
+            ax.set_xticks(rounds)  # whole rounds only (matplotlib's default ticks put 0.5, 1.5, ... between them)
             ax.set_xlabel("round")
             ax.set_ylabel("%")
+            ax.set_ylim(bottom=0)  # a few points' change must not look like a collapse
             ax.legend()
         fig.tight_layout()
         path = out / "lifelong.png"
