@@ -76,3 +76,30 @@ def test_a_policy_run_writes_its_record_and_plot(tmp_path, capsys):
     assert (tmp_path / "out" / "Lift_failure_modes.png").stat().st_size > 0
     assert "| tiny |" in capsys.readouterr().out
     assert tool.main([str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+
+
+def test_in_camera_view_projects_through_the_camera():
+    tool = _tool()
+    with SimEnv("Stack", camera="robot0_eye_in_hand", render=False) as env:
+        env.reset(seed=0, render=False)
+        data = env.raw.sim.data
+        cam = env.raw.sim.model.camera_name2id(env.camera)
+        pos, rot = data.cam_xpos[cam].copy(), data.cam_xmat[cam].reshape(3, 3).copy()
+        ahead, behind = pos - 0.3 * rot[:, 2], pos + 0.3 * rot[:, 2]  # the camera looks along its -z
+        aside = pos - 0.3 * rot[:, 2] + 2.0 * rot[:, 0]
+        assert tool.in_camera_view(env, ahead)
+        assert not tool.in_camera_view(env, behind) and not tool.in_camera_view(env, aside)
+
+
+def test_the_expert_row_records_whether_the_goal_was_in_view_at_lift_off(tmp_path, capsys):
+    tool = _tool()
+    assert tool.main(["--task", "Stack", "--out", str(tmp_path)]) == 2  # neither policies nor --expert
+    assert "--expert" in capsys.readouterr().err
+    rc = tool.main(["--expert", "--task", "Stack", "--episodes", "1", "--seed-base", "70000", "--out", str(tmp_path)])
+    assert rc == 0
+    record = json.loads((tmp_path / "Stack_expert.json").read_text())
+    episode = record["episodes"][0]
+    assert episode["success"] and episode["furthest"] == "success"
+    assert isinstance(episode["goal_in_view_at_lift"], bool)
+    assert record["goal_in_view_at_lift"] in ("0 of 1 lifts", "1 of 1 lifts")
+    assert "| expert |" in capsys.readouterr().out
