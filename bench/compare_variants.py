@@ -61,7 +61,8 @@ def _from_variant(path: Path) -> tuple[frozenset[int], frozenset[int]]:
     try:
         # retrain_variant.py evaluates --episodes scenes from --seed-base (recorded since 2026-12-07 as
         # seed_base; older records used the bench's 70000)
-        seen = frozenset(range(int(d.get("seed_base", 70000)), int(d.get("seed_base", 70000)) + int(d["episodes"])))
+        first = int(d.get("seed_base", 70000))
+        seen = frozenset(range(first, first + int(d["episodes"])))
         won = frozenset(int(s) for s in d["success_seeds"])
     except (KeyError, TypeError, ValueError) as e:
         raise CompareError(f"{path}: not a retrain_variant.py record (needs episodes and success_seeds)") from e

@@ -44,7 +44,7 @@ def stage_of(state) -> str:
     """The stage ``state`` (an `apo_sim.env.TaskState`) is in right now."""
     from apo_sim import bin_place
     from apo_sim.env import task_spec
-    from apo_sim.expert import is_held, is_placed, object_height
+    from apo_sim.expert import is_held, is_over, is_placed, object_height
 
     if state.success:
         return "success"
@@ -58,8 +58,7 @@ def stage_of(state) -> str:
     if object_height(state) < LIFT_M:
         return "grasped"
     if spec.place_on is not None:
-        base = state.objects[spec.place_on]
-        if np.linalg.norm(obj.pos[:2] - base.pos[:2]) < base.half_size[0] + 0.01:
+        if is_over(obj, state.objects[spec.place_on]):
             return "over"
     elif spec.place_in is not None and bin_place.over_goal(state, obj):
         return "over"
@@ -76,7 +75,7 @@ def in_camera_view(env, point) -> bool:
     return bool(v[2] < 0 and abs(v[0] / -v[2]) < half and abs(v[1] / -v[2]) < half)
 
 
-def goal_point(env, state):
+def goal_point(state):
     """Where the task's object must go, when that is another object (Stack's green cube); else None."""
     from apo_sim.env import task_spec
 
@@ -123,7 +122,7 @@ def run_policy(policy_dir: Path | None, task: str, seeds: list[int], max_steps: 
                 state = env.task_state()
                 seen.append(stage_of(state))
                 peak = max(peak, float(task_progress(state).progress))
-                goal = goal_point(env, state)
+                goal = goal_point(state)
                 if in_view_at_lift is None and goal is not None and seen[-1] in ("lifted", "over"):
                     in_view_at_lift = in_camera_view(env, goal)
             record = ep.record()

@@ -115,6 +115,11 @@ def is_held(state: TaskState) -> bool:
     return bool(near and width - 0.008 < state.gripper_opening < width + 0.006)
 
 
+def is_over(obj, base) -> bool:
+    """Stack: ``obj``'s centre lies over ``base``'s top face (within its half-size plus 1 cm), at any height."""
+    return bool(np.linalg.norm(obj.pos[:2] - base.pos[:2]) < base.half_size[0] + 0.01)
+
+
 def is_placed(state: TaskState) -> bool:
     """Stack: the red cube rests on the green one (touching it, and higher than the table margin).
 
@@ -127,8 +132,7 @@ def is_placed(state: TaskState) -> bool:
         return False
     a, b = state.objects[spec.target], state.objects[spec.place_on]
     above = a.pos[2] > b.pos[2] + b.half_size[2]
-    return bool(state.touching.get(spec.place_on, False) and above
-                and np.linalg.norm(a.pos[:2] - b.pos[:2]) < b.half_size[0] + 0.01)
+    return bool(state.touching.get(spec.place_on, False) and above and is_over(a, b))
 
 
 def task_progress(state: TaskState) -> ExpertStatus:
