@@ -42,6 +42,10 @@ class CellStore:
             return None
         return json.loads(path.read_text())
 
+    def has(self, key: str) -> bool:
+        """Whether ``key`` is finished (without reading its record)."""
+        return self._path(key).is_file()
+
     def put(self, key: str, value: dict) -> None:
         path = self._path(key)
         tmp = path.with_suffix(".tmp")

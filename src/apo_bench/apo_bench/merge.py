@@ -25,8 +25,9 @@ from apo_bench.cells import CellStore
 from apo_bench.run_settings import FILE_NAME, current_record, differences, read_record
 from apo_core.errors import ConfigError
 
-# Bookkeeping of how a cell was computed, not what it computed.
-_IGNORED_KEYS = frozenset({"seconds"})
+# Bookkeeping of how long a cell took (at any depth: a training cell's last logged step has its step time),
+# not what it computed.
+TIMING_KEYS = frozenset({"seconds", "step_time_s"})
 
 
 @dataclass
@@ -55,13 +56,13 @@ def merge_runs(out: Path, sources: list[Path], settings) -> MergeSummary:
         _check_source(src, out, current)
         added = 0
         for key, result in CellStore(src).all().items():
-            result = _rebase_paths(result, str(src), str(out))
+            result = rebase_paths(result, str(src), str(out))
             have = existing.get(key)
             seen = pending.get(key)
             if have is None and seen is None:
                 pending[key] = (src, result)
                 added += 1
-            elif _same(have if have is not None else seen[1], result):
+            elif same_result(have if have is not None else seen[1], result):
                 summary.cells_same += have is not None
             else:
                 where = "here" if have is not None else str(seen[0])
@@ -93,21 +94,30 @@ def _check_source(src: Path, out: Path, current: dict) -> None:
                           f"({changed}); run with its settings, or leave it out. Nothing was written.")
 
 
-def _same(a: dict, b: dict) -> bool:
-    strip = lambda d: {k: v for k, v in d.items() if k not in _IGNORED_KEYS}  # noqa: E731
-    return strip(a) == strip(b)
+def without_timings(value):
+    """``value`` (a cell's result) without the keys that say how long it took."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k not in TIMING_KEYS}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
 
 
-def _rebase_paths(value, src: str, out: str):
+def same_result(a: dict, b: dict) -> bool:
+    """Whether two results of one cell computed the same (timings aside; paths already pointed at one place)."""
+    return without_timings(a) == without_timings(b)
+
+
+def rebase_paths(value, src: str, out: str):
     """Paths a cell recorded under its own output directory, pointed at the same files in ``out``."""
     if isinstance(value, str):
         if value == src or value.startswith(src + "/"):
             return out + value[len(src):]
         return value
     if isinstance(value, dict):
-        return {k: _rebase_paths(v, src, out) for k, v in value.items()}
+        return {k: rebase_paths(v, src, out) for k, v in value.items()}
     if isinstance(value, list):
-        return [_rebase_paths(v, src, out) for v in value]
+        return [rebase_paths(v, src, out) for v in value]
     return value
 
 

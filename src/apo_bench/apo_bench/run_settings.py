@@ -58,8 +58,9 @@ def read_record(path: Path, advice: str) -> dict:
         raise ConfigError(f"{path} is not valid JSON ({exc}); {advice}") from exc
 
 
-def check_and_record(out: Path, settings) -> None:
-    """Record ``settings`` on the first run into ``out``; refuse a rerun whose cells would differ."""
+def check_and_record(out: Path, settings, record: bool = True) -> None:
+    """Record ``settings`` on the first run into ``out``; refuse a rerun whose cells would differ.
+    ``record=False`` checks only (a ``--jobs`` worker, whose parent has recorded them)."""
     path = Path(out) / FILE_NAME
     current = current_record(settings)
     if path.is_file():
@@ -71,4 +72,5 @@ def check_and_record(out: Path, settings) -> None:
                               f"rerun with the recorded values ({path})")
     # Past the check only the widening and speed keys can differ, so the record becomes this run's settings.
     # A directory from before this file existed adopts the settings given now (they cannot be checked).
-    atomic_write_text(path, json.dumps(current, indent=1, sort_keys=True))
+    if record:
+        atomic_write_text(path, json.dumps(current, indent=1, sort_keys=True))

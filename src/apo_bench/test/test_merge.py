@@ -30,7 +30,8 @@ def _piece(root, seed: int, settings=None, base_success=True):
     (policy / "model.safetensors").write_bytes(bytes([seed]) * 64)
     (root / "work" / "Lift" / f"s{seed}" / "expert.h5").write_bytes(b"h5" * 10)
     store.put(f"demos/Lift/s{seed}", {"written": 3, "failed": 0, "steps": 90, "seeds": [0, 1, 2], "seconds": 1.5})
-    store.put(f"base/Lift/s{seed}", {"policy": str(policy), "steps": 60, "final": {"loss": 0.5}, "seconds": 9.0})
+    store.put(f"base/Lift/s{seed}", {"policy": str(policy), "steps": 60, "final": {"loss": 0.5, "step_time_s": 0.35},
+                                     "seconds": 9.0})
     store.put(f"eval/Lift/s{seed}/base/none", {"episodes": [{"seed": 70000, "success": base_success, "steps": 40}],
                                                "seconds": 3.0})
     return store
@@ -67,8 +68,10 @@ def test_a_cell_both_sides_computed_alike_is_kept_once_whatever_it_took(tmp_path
     store_b = _piece(b, 0)  # the same seed's shared cells, computed again (same machine kind: same results)
     store_b.put("eval/Lift/s0/apo_r1/none", {"episodes": [{"seed": 70000, "success": False, "steps": 40}],
                                              "seconds": 4.0})
-    # b's run was slower: only the time differs.
+    # b's run was slower: only the times differ, the cell's and its last training step's.
     store_b.put("demos/Lift/s0", {**store_b.get("demos/Lift/s0"), "seconds": 99.0})
+    base = store_b.get("base/Lift/s0")
+    store_b.put("base/Lift/s0", {**base, "final": {**base["final"], "step_time_s": 0.46}})
     summary = merge_runs(out, [a, b], _settings())
     assert summary.cells_added == {str(a.resolve()): 3, str(b.resolve()): 1}
     assert set(CellStore(out).all()) == {"demos/Lift/s0", "base/Lift/s0", "eval/Lift/s0/base/none",
