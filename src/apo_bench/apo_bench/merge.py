@@ -74,7 +74,7 @@ def merge_runs(out: Path, sources: list[Path], settings) -> MergeSummary:
                           f"Each side computed its own (another machine kind, or another code version); merge "
                           f"runs that split the cells between them (--only seed=N / task=T). Nothing was written.")
     for src in {src for src, _ in pending.values()}:
-        summary.files_copied += _copy_missing_files(src / "work", out / "work")
+        summary.files_copied += _copy_missing_files(src / "work", out / "work", _unfinished_training_runs(src))
     for key, (_, result) in pending.items():
         store.put(key, result)
     return summary
@@ -121,17 +121,31 @@ def rebase_paths(value, src: str, out: str):
     return value
 
 
-def _copy_missing_files(src: Path, dst: Path) -> int:
+def _unfinished_training_runs(src: Path) -> set[Path]:
+    """``src``'s training directories (``policies/<name>_run``) whose cell did not finish there.
+
+    Such a directory holds a killed training's checkpoints and its cached reference log-probabilities, keyed
+    by the data paths of ``src``: a resume in another directory would refuse the cache (other data), so the
+    cell is trained again from the start there instead. A finished cell's directory (its configuration and
+    metrics) is copied."""
+    finished = {Path(r["policy"]).resolve() for r in CellStore(src).all().values() if isinstance(r.get("policy"), str)}
+    return {run for run in (src / "work").glob("*/s*/policies/*_run")
+            if run.with_name(run.name[:-len("_run")]).resolve() not in finished}
+
+
+def _copy_missing_files(src: Path, dst: Path, skip_dirs: set[Path] = frozenset()) -> int:
     """Copy every file under ``src`` that ``dst`` lacks (through a temporary name, so a file is whole or
     absent); files already in ``dst`` are kept: equal cells on both sides came from the same inputs. What a
     killed run left unfinished is not copied: ``*.tmp`` files and directories (a policy is published through
-    ``<name>.tmp``) and a killed merge's ``*.merging`` files."""
+    ``<name>.tmp``), a killed merge's ``*.merging`` files, and what is under ``skip_dirs``."""
     copied = 0
     if not src.is_dir():
         return 0
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)
         if not path.is_file() or any(part.endswith((".tmp", ".merging")) for part in rel.parts):
+            continue
+        if any(d in path.parents for d in skip_dirs):
             continue
         target = dst / rel
         if target.exists():

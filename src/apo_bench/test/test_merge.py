@@ -46,10 +46,19 @@ def test_disjoint_pieces_merge_with_their_work_files_and_paths_pointing_here(tmp
     unfinished.mkdir()
     (unfinished / "model.safetensors").write_bytes(b"half")
     (b / "work" / "Lift" / "s1" / "expert.h5.merging").write_bytes(b"half")
+    # A training killed part-way (its cache is keyed by b's data paths, useless elsewhere), and the finished
+    # base training's own directory (its config and metrics).
+    killed = b / "work" / "Lift" / "s1" / "policies" / "apo_r1_run"
+    killed.mkdir()
+    (killed / "reference_logps.safetensors").write_bytes(b"b's paths")
+    (b / "work" / "Lift" / "s1" / "policies" / "base_run").mkdir()
+    (b / "work" / "Lift" / "s1" / "policies" / "base_run" / "config.yaml").write_text("train: {}")
     out.mkdir()
     check_and_record(out, _settings())
     summary = merge_runs(out, [a, b], _settings())
-    assert summary.cells_added == {str(a.resolve()): 3, str(b.resolve()): 3} and summary.files_copied == 4
+    assert summary.cells_added == {str(a.resolve()): 3, str(b.resolve()): 3} and summary.files_copied == 5
+    assert not (out / "work" / "Lift" / "s1" / "policies" / "apo_r1_run").exists()  # trained again here
+    assert (out / "work" / "Lift" / "s1" / "policies" / "base_run" / "config.yaml").is_file()
     cells = CellStore(out).all()
     assert set(cells) == {f"{kind}/Lift/s{s}" for kind in ("demos", "base") for s in (0, 1)} | {
         f"eval/Lift/s{s}/base/none" for s in (0, 1)}
