@@ -38,6 +38,8 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=None,
                     help="episode limit (default: the bench's for --task, config/bench.yaml max_steps; Lift 120)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--eval-workers", type=int, default=None,
+                    help="simulators of the evaluation pool (default: 6 per core; each holds about 400 MB)")
     ap.add_argument("--policy-set", action="append", default=[], metavar="KEY=VALUE",
                     help="a load-time setting of the evaluated policy (chunked VLA: replan_every, ensemble_decay)")
     ap.add_argument("--camera", default=None,
@@ -91,7 +93,7 @@ def main() -> None:
         policy = load_policy(policy_dir, **parse_dotted_overrides(a.policy_set))
     seeds = list(range(a.seed_base, a.seed_base + a.episodes))
     result = evaluate_pooled(policy, task=a.task, seeds=seeds, max_steps=max_steps, progress=True,
-                             env_kwargs={"camera": camera})
+                             env_kwargs={"camera": camera}, envs=a.eval_workers)
     info.update(successes=result.successes, episodes=result.episodes,
                 success_seeds=[r.seed for r in result.records if r.success], total_s=time.time() - t0)
     out.mkdir(parents=True, exist_ok=True)

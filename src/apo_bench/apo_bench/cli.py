@@ -29,7 +29,7 @@ from apo_core.errors import ApoError, ConfigError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="default", help="a preset of config/bench.yaml (quick, default, gpu)")
+    p.add_argument("--preset", default="default", help="a preset of config/bench.yaml (quick, default, refit, gpu)")
     p.add_argument("--config", help="bench settings file (default: config/bench.yaml)")
     p.add_argument("--out", default="runs/bench", help="output directory (results, plots, work files)")
     p.add_argument("--eval-seed-base", type=int, help="first evaluation scene seed (default: the preset's)")

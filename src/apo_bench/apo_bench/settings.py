@@ -1,6 +1,6 @@
 """Settings of ``apo bench`` (``config/bench.yaml``): one strict dataclass, presets as partial overrides.
 
-The file holds ``defaults`` (every key, documented) and ``presets`` (``quick``, ``default``, ``gpu``),
+The file holds ``defaults`` (every key, documented) and ``presets`` (``quick``, ``default``, ``refit``, ``gpu``),
 each a partial mapping merged over the defaults; ``--set key=value`` overrides come last. Seeds are
 derived, never drawn: demonstrations, interactive episodes and evaluation scenes use disjoint ranges
 (checked), so no policy is ever evaluated on a scene it was trained or corrected on.

@@ -69,6 +69,22 @@ def test_retraining_overrides_merge_common_then_method_then_the_runs_architectur
     assert chunked.retrain_overrides("apo")["train"]["max_steps"] == 7
 
 
+def test_the_refit_preset_changes_only_how_each_method_retrains():
+    from apo_bench.run_settings import current_record
+
+    default, refit = load_bench_settings("default"), load_bench_settings("refit")
+    changed = {k for k, v in current_record(refit).items() if current_record(default).get(k) != v}
+    assert changed and all(k.startswith("methods.") for k in changed), changed
+    for method in default.methods:
+        small = refit.retrain_overrides(method)
+        assert small["lora"]["enabled"] is False and small["optim"]["lr"] == 1e-3
+        assert (small["train"]["max_steps"], small["train"]["batch_size"]) == (600, 32)
+        # The objective's own settings stay the default's (APO's weights and anchor, the kinds of steps).
+        assert small.get("loss") == default.retrain_overrides(method).get("loss")
+        assert small["data"] == default.retrain_overrides(method)["data"]
+        assert refit.retrain_overrides(method, "chunked_vla")["optim"]["lr"] == 1e-4  # the chunked VLA's own rate
+
+
 @pytest.mark.parametrize("apo, message", [
     ({"overrides_by_architecture": {"pi0": {}}}, r"methods.apo.overrides_by_architecture: unknown .*'pi0'"),
     # A misspelt key for the architecture this run does not train is still caught before anything runs.
