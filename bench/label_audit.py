@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -56,6 +57,30 @@ def replay_expert_actions(env: SimEnv, expert: ScriptedExpert, seed: int, comman
         out[t] = expert.act(env.task_state())
         obs = env.step(command, render=False)
     return out, worst
+
+
+@dataclass
+class ReplayedEpisode:
+    """One recorded episode replayed: its recorded commands and labels, and the expert's action at each step."""
+
+    episode_id: str
+    commands: np.ndarray
+    labels: np.ndarray
+    expert_actions: np.ndarray
+    state_error: float  # the largest replayed-vs-recorded robot state difference (> STATE_TOL: the replay left it)
+
+    def human_command_mismatches(self) -> int:
+        """Operator steps whose recorded command is not the expert's action (the scripted operator drives with it)."""
+        human = self.labels == Label.HUMAN
+        return int(np.sum(np.any(np.abs(self.commands[human] - self.expert_actions[human]) > 1e-9, axis=1)))
+
+
+def replay_group(env: SimEnv, expert: ScriptedExpert, group) -> ReplayedEpisode:
+    """Replay one ``data/<episode>`` group of a converted deployment (see :func:`replay_expert_actions`)."""
+    eid = str(group.attrs["episode_id"])
+    commands, labels = group["actions"][:], group["labels"][:]
+    expert_actions, err = replay_expert_actions(env, expert, episode_seed(eid), commands, group["obs/state"][:])
+    return ReplayedEpisode(eid, commands, labels, expert_actions, err)
 
 
 def normalised_abs_error(policy: np.ndarray, expert: np.ndarray, stats: ActionStats) -> np.ndarray:
@@ -105,10 +130,8 @@ def audit(path: Path, stats: ActionStats, max_episodes: int | None, control_freq
             expert = ScriptedExpert(task)
             for i, name in enumerate(demos):
                 g = h5["data"][name]
-                eid = str(g.attrs["episode_id"])
-                commands, labels = g["actions"][:], g["labels"][:]
-                expert_actions, err = replay_expert_actions(env, expert, episode_seed(eid), commands,
-                                                            g["obs/state"][:])
+                ep = replay_group(env, expert, g)
+                eid, labels, expert_actions, err = ep.episode_id, ep.labels, ep.expert_actions, ep.state_error
                 if err > STATE_TOL:
                     # The replay left the recorded trajectory: its expert actions would be of other states.
                     checks["skipped"].append({"episode": eid, "state_error": err})
@@ -116,10 +139,8 @@ def audit(path: Path, stats: ActionStats, max_episodes: int | None, control_freq
                     continue
                 checks["episodes"] += 1
                 checks["worst_state_error"] = max(checks["worst_state_error"], err)
-                human = labels == Label.HUMAN
-                checks["human_steps"] += int(human.sum())
-                checks["human_command_mismatches"] += int(
-                    np.sum(np.any(np.abs(commands[human] - expert_actions[human]) > 1e-9, axis=1)))
+                checks["human_steps"] += int((labels == Label.HUMAN).sum())
+                checks["human_command_mismatches"] += ep.human_command_mismatches()
                 for key, values in compare(g["policy_actions"][:], expert_actions, stats).items():
                     rows.setdefault(key, []).extend(values.tolist())
                 rows["label"].extend(labels.tolist())

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from label_audit import STATE_TOL, episode_seed, replay_expert_actions
+from label_audit import STATE_TOL, replay_group
 
 from apo_core.labels import MODE_AUTONOMOUS, MODE_HUMAN, Label
 from apo_sim.env import SimEnv
@@ -48,27 +48,23 @@ def relabel(src: Path, dst: Path, control_freq: float = 20.0) -> dict:
             expert = ScriptedExpert(task)
             for i, name in enumerate(names, 1):
                 g = h5["data"][name]
-                eid = str(g.attrs["episode_id"])
-                commands, labels = g["actions"][:], g["labels"][:]
-                expert_actions, err = replay_expert_actions(env, expert, episode_seed(eid), commands,
-                                                            g["obs/state"][:])
+                ep = replay_group(env, expert, g)
+                eid, commands, labels, err = ep.episode_id, ep.commands, ep.labels, ep.state_error
                 if err > STATE_TOL:
                     checks["left_out"].append({"episode": eid, "state_error": err})
                     print(f"[oracle] {eid}: the replay left the recorded states (error {err:.2e}); left out",
                           file=sys.stderr)
                     del h5["data"][name]
                     continue
-                human = labels == Label.HUMAN
-                checks["human_command_mismatches"] += int(
-                    np.sum(np.any(np.abs(commands[human] - expert_actions[human]) > 1e-9, axis=1)))
-                checks["human_steps"] += int(human.sum())
+                checks["human_command_mismatches"] += ep.human_command_mismatches()
+                checks["human_steps"] += int((labels == Label.HUMAN).sum())
                 checks["episodes"] += 1
                 checks["worst_state_error"] = max(checks["worst_state_error"], err)
                 # Steps the robot executed (the policy's or the operator's) become the expert's; HOLD / E-STOP
                 # steps, which no trainer learns from, keep their mode and label.
                 executed = np.isin(g["modes"][:], (MODE_AUTONOMOUS, MODE_HUMAN))
                 actions = commands.copy()
-                actions[executed] = expert_actions[executed]
+                actions[executed] = ep.expert_actions[executed]
                 g["actions"][...] = actions
                 g["modes"][...] = np.where(executed, MODE_HUMAN, g["modes"][:])
                 for key in ("labels", "live_labels"):
@@ -76,7 +72,7 @@ def relabel(src: Path, dst: Path, control_freq: float = 20.0) -> dict:
                 checks["steps"] += int(executed.sum())
                 g.attrs["relabelled"] = "every step: the scripted expert's action (bench/oracle_relabel.py)"
                 print(f"[oracle] {i}/{len(names)} {eid}: {int(executed.sum())} of {len(labels)} steps relabelled "
-                      f"({int(human.sum())} were the operator's)", file=sys.stderr, flush=True)
+                      f"({int((labels == Label.HUMAN).sum())} were the operator's)", file=sys.stderr, flush=True)
     if checks["episodes"] == 0:
         tmp.unlink()
         raise SystemExit(f"oracle_relabel: no episode of {src} replayed onto its record")
