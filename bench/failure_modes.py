@@ -122,9 +122,10 @@ def run_policy(policy_dir: Path | None, task: str, seeds: list[int], max_steps: 
                 state = env.task_state()
                 seen.append(stage_of(state))
                 peak = max(peak, float(task_progress(state).progress))
-                goal = goal_point(state)
-                if in_view_at_lift is None and goal is not None and seen[-1] in ("lifted", "over"):
-                    in_view_at_lift = in_camera_view(env, goal)
+                if in_view_at_lift is None and seen[-1] in ("lifted", "over"):
+                    goal = goal_point(state)  # only at the first lifted step: the rest need no goal
+                    if goal is not None:
+                        in_view_at_lift = in_camera_view(env, goal)
             record = ep.record()
             episodes.append({"seed": seed, "success": record.success, "steps": record.steps,
                              "furthest": furthest(seen), "final": seen[-1], "peak_progress": round(peak, 4),

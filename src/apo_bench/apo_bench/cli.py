@@ -60,8 +60,7 @@ def run(args) -> int:
     if args.eval_seed_base is not None:
         overrides.setdefault("eval", {})["seed_base"] = args.eval_seed_base
     settings = load_bench_settings(args.preset, args.config, overrides)
-    jobs = getattr(args, "jobs", 1)
-    cells_only = getattr(args, "cells_only", False)
+    jobs, cells_only = args.jobs, args.cells_only
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     if cells_only and (jobs > 1 or args.merge_from):

@@ -51,11 +51,13 @@ def merge_runs(out: Path, sources: list[Path], settings) -> MergeSummary:
     existing = store.all()
     summary = MergeSummary()
     conflicts: list[str] = []
+    source_cells: dict[Path, dict[str, dict]] = {}  # each source's cells, read once
     for src in sources:
         src = Path(src).resolve()
         _check_source(src, out, current)
         added = 0
-        for key, result in CellStore(src).all().items():
+        source_cells[src] = CellStore(src).all()
+        for key, result in source_cells[src].items():
             result = rebase_paths(result, str(src), str(out))
             have = existing.get(key)
             seen = pending.get(key)
@@ -74,7 +76,8 @@ def merge_runs(out: Path, sources: list[Path], settings) -> MergeSummary:
                           f"Each side computed its own (another machine kind, or another code version); merge "
                           f"runs that split the cells between them (--only seed=N / task=T). Nothing was written.")
     for src in {src for src, _ in pending.values()}:
-        summary.files_copied += _copy_missing_files(src / "work", out / "work", _unfinished_training_runs(src))
+        summary.files_copied += _copy_missing_files(src / "work", out / "work",
+                                                    _unfinished_training_runs(src, source_cells[src]))
     for key, (_, result) in pending.items():
         store.put(key, result)
     return summary
@@ -121,14 +124,15 @@ def rebase_paths(value, src: str, out: str):
     return value
 
 
-def _unfinished_training_runs(src: Path) -> set[Path]:
-    """``src``'s training directories (``policies/<name>_run``) whose cell did not finish there.
+def _unfinished_training_runs(src: Path, cells: dict[str, dict]) -> set[Path]:
+    """``src``'s training directories (``policies/<name>_run``) whose cell did not finish there (``cells``: its
+    finished cells, as read from it).
 
     Such a directory holds a killed training's checkpoints and its cached reference log-probabilities, keyed
     by the data paths of ``src``: a resume in another directory would refuse the cache (other data), so the
     cell is trained again from the start there instead. A finished cell's directory (its configuration and
     metrics) is copied."""
-    finished = {Path(r["policy"]).resolve() for r in CellStore(src).all().values() if isinstance(r.get("policy"), str)}
+    finished = {Path(r["policy"]).resolve() for r in cells.values() if isinstance(r.get("policy"), str)}
     return {run for run in (src / "work").glob("*/s*/policies/*_run")
             if run.with_name(run.name[:-len("_run")]).resolve() not in finished}
 
